@@ -1,0 +1,123 @@
+"""The application factory: wire settings, store, identity, sessions, upstream and routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+from quart import Quart, Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from bridge.broker import TokenBroker
+from bridge.errors import HTTPError, MethodNotAllowed, StoreUnavailable
+from bridge.gate import Gate
+from bridge.identity import IdentitySource
+from bridge.identity.site_cookie import SiteCookieSource
+from bridge.lifecycle import Lifecycle
+from bridge.runtime import Bridge
+from bridge.sentifyd import SentifydClient
+from bridge.sessions import SessionManager
+from bridge.settings import Settings
+from bridge.store import Store, open_store
+
+log = logging.getLogger("bridge.app")
+
+WEB = Path(__file__).resolve().parent / "web"
+MAX_BODY = 64 * 1024
+
+_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                 413: "request_too_large", 414: "request_too_large", 431: "request_too_large"}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    sentifyd_transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] = time.time,
+    sources: Sequence[IdentitySource] | None = None,
+) -> Quart:
+    """Build a bridge app. Tests pass a store, an upstream transport, a clock or sources."""
+    app = Quart(
+        "bridge",
+        template_folder=str(WEB / "templates"),
+        static_folder=str(WEB / "static"),
+        static_url_path="/static",
+    )
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["JSON_SORT_KEYS"] = False
+
+    store = store or open_store(settings.store)
+    lifecycle = Lifecycle(store, clock=clock)
+    sessions = SessionManager(settings, store, lifecycle, clock=clock)
+    if sources is None:
+        sources = [SiteCookieSource(settings.site_cookie)] if settings.site_cookie else []
+    gate = Gate(sessions, sources, lifecycle)
+    http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
+    upstream = SentifydClient(settings.sentifyd, http, clock=clock)
+    broker = TokenBroker(settings, store, sessions, upstream, lifecycle, clock=clock)
+    bridge = Bridge(
+        settings=settings, store=store, lifecycle=lifecycle, sessions=sessions, gate=gate,
+        upstream=upstream, broker=broker, http=http, clock=clock,
+    )
+    if settings.site_cookie and settings.site_cookie.logout_url:
+        bridge.extras["logout_url"] = settings.site_cookie.logout_url
+    app.extensions["bridge"] = bridge
+
+    from bridge.routes import health, pages, tokens
+
+    app.register_blueprint(tokens.blueprint)
+    app.register_blueprint(pages.blueprint)
+    app.register_blueprint(health.blueprint)
+    _register_error_handlers(app)
+
+    @app.after_request
+    async def finish(response: Response) -> Response:
+        if g.get("session_ended") and sessions.cookie_name not in _set_cookie_names(response):
+            sessions.clear_cookie(response)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @app.after_serving
+    async def close() -> None:
+        await http.aclose()
+        await store.close()
+
+    return app
+
+
+def _set_cookie_names(response: Response) -> set[str]:
+    return {h.split("=", 1)[0] for h in response.headers.getlist("Set-Cookie")}
+
+
+def _register_error_handlers(app: Quart) -> None:
+    @app.errorhandler(HTTPError)
+    async def bridge_error(error: HTTPError) -> Response:
+        if isinstance(error, StoreUnavailable):
+            log.warning("store unavailable")
+        response = jsonify(error.body())
+        response.status_code = error.status
+        response.headers.update(error.headers())
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def http_exception(error: HTTPException) -> Response:
+        status = error.code or 500
+        if status == 405:
+            allowed = list(getattr(error, "valid_methods", None) or [])
+            return await bridge_error(MethodNotAllowed(allowed))
+        response = jsonify({"error": _STATUS_CODES.get(status, "http_error"),
+                            "message": error.name})
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        # Type only: the exception's text could quote a token or an upstream body.
+        log.error("unhandled error", extra={"fields": {"exc_type": type(error).__name__}})
+        response = jsonify({"error": "internal_error", "message": "The bridge hit an unexpected error."})
+        response.status_code = 500
+        return response

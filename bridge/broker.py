@@ -1,0 +1,201 @@
+"""The token broker: a session's cached Sentifyd tokens, single flight, and handle chains.
+
+Every first request of a component instance starts a chain with a fresh opaque handle; a
+refresh rotates its chain's handle. The store keeps only hashes of handles. Work on a session
+happens under that session's lock, re-reading the record once the lock is held, so concurrent
+requests of one session share one upstream call (across instances when the store is shared).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.errors import BridgeError, InvalidRefreshToken, UpstreamRejected
+from bridge.lifecycle import Lifecycle
+from bridge.sealing import digest, open_with_handle, seal_with_handle
+from bridge.sentifyd import SentifydClient, UpstreamTokens
+from bridge.sessions import Chain, SessionContext, SessionManager, SessionRecord
+from bridge.settings import AvatarSettings, Settings
+from bridge.store.base import Store
+
+log = logging.getLogger("bridge.broker")
+
+HANDLE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+MAX_RETIRED = 32
+
+
+class SessionGone(BridgeError):
+    """The session ended while this request waited for it (revoked, logged out, expired)."""
+
+
+@dataclass(frozen=True)
+class TokenAnswer:
+    access_token: str
+    handle: str
+    token_type: str
+    expires_in: int
+    avatar_params: dict[str, Any]
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "tokens": {
+                "accessToken": self.access_token,
+                "refreshToken": self.handle,
+                "tokenType": self.token_type,
+                "expiresIn": self.expires_in,
+            },
+            "avatarParameters": self.avatar_params,
+        }
+
+    def __repr__(self) -> str:
+        return f"TokenAnswer(expires_in={self.expires_in})"
+
+
+class TokenBroker:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        sessions: SessionManager,
+        upstream: SentifydClient,
+        lifecycle: Lifecycle,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.sessions = sessions
+        self.upstream = upstream
+        self.lifecycle = lifecycle
+        self.clock = clock
+        # cache_hit(bool): metrics hook.
+        self.on_cache: Callable[[bool], None] | None = None
+
+    async def issue(self, ctx: SessionContext, avatar: AvatarSettings) -> TokenAnswer:
+        """Answer a component's first request: tokens plus the handle of a new chain."""
+        async with self.store.lock(self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait):
+            record = await self._reload(ctx)
+            entry = await self._tokens(ctx, record, avatar)
+            handle = secrets.token_urlsafe(32)
+            now = self.clock()
+            record.chains.append(
+                Chain(id=secrets.token_hex(6), avatar=avatar.name, current=digest(handle), created_at=now)
+            )
+            # Each tab holds a chain; beyond the cap the oldest tab must start again.
+            if len(record.chains) > self.settings.session.max_chains:
+                record.chains.sort(key=lambda c: c.created_at)
+                del record.chains[: len(record.chains) - self.settings.session.max_chains]
+            await self.sessions.save(record)
+            return self._answer(entry, handle)
+
+    async def refresh(self, ctx: SessionContext, avatar: AvatarSettings, handle: str) -> TokenAnswer:
+        """Rotate a chain's handle; replaying a rotated handle past the grace window is theft."""
+        if not HANDLE_RE.match(handle):
+            raise InvalidRefreshToken()
+        handle_hash = digest(handle)
+        async with self.store.lock(self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait):
+            record = await self._reload(ctx)
+            now = self.clock()
+            for chain in record.chains:
+                if chain.current == handle_hash:
+                    if chain.avatar != avatar.name:
+                        raise InvalidRefreshToken()
+                    entry = await self._tokens(ctx, record, avatar, refreshing=True)
+                    new_handle = secrets.token_urlsafe(32)
+                    chain.retired = [*chain.retired, handle_hash][-MAX_RETIRED:]
+                    chain.grace = {"hash": handle_hash, "at": now, "sealed": seal_with_handle(handle, new_handle)}
+                    chain.current = digest(new_handle)
+                    await self.sessions.save(record)
+                    return self._answer(entry, new_handle)
+                grace = chain.grace
+                if grace and grace["hash"] == handle_hash and now - grace["at"] <= self.settings.session.refresh_grace:
+                    # A duplicate of the same refresh (two tabs woken at once, a retried fetch):
+                    # the same answer again, not a theft.
+                    new_handle = open_with_handle(handle, grace["sealed"])
+                    if new_handle is None or chain.avatar != avatar.name:
+                        raise InvalidRefreshToken()
+                    entry = await self._tokens(ctx, record, avatar, refreshing=True)
+                    await self.sessions.save(record)
+                    return self._answer(entry, new_handle)
+                if handle_hash in chain.retired:
+                    await self.lifecycle.emit(
+                        "refresh_handle_reused", user=record.subject, session_id=record.id, avatar=avatar.name
+                    )
+                    await self.sessions.end(record, "handle_reuse", avatar=avatar.name)
+                    raise InvalidRefreshToken()
+            raise InvalidRefreshToken()
+
+    async def _reload(self, ctx: SessionContext) -> SessionRecord:
+        record = await self.sessions.load_by_id(ctx.record.id)
+        if record is None:
+            raise SessionGone()
+        record.last_seen = self.clock()
+        record.claims = dict(ctx.identity.claims)
+        ctx.record = record
+        return record
+
+    def _fresh(self, entry: dict[str, Any] | None) -> bool:
+        if not entry:
+            return False
+        lifetime = entry["exp"] - entry["iat"]
+        margin = min(float(self.settings.sentifyd.refresh_margin), lifetime / 4)
+        return bool(entry["exp"] - self.clock() > margin)
+
+    async def _tokens(
+        self, ctx: SessionContext, record: SessionRecord, avatar: AvatarSettings, *, refreshing: bool = False
+    ) -> dict[str, Any]:
+        """Return the session's cached tokens for ``avatar``, fetching them if stale."""
+        tokens = self.sessions.open_tokens(ctx, record)
+        entry = tokens.get(avatar.name)
+        if self._fresh(entry):
+            if self.on_cache:
+                self.on_cache(True)
+            return dict(entry)  # type: ignore[arg-type]
+        if self.on_cache:
+            self.on_cache(False)
+        fetched = await self._fetch(ctx, record, avatar, entry)
+        entry = {
+            "at": fetched.access_token,
+            "rt": fetched.refresh_token,
+            "tt": fetched.token_type,
+            "exp": fetched.expires_at,
+            "iat": fetched.issued_at,
+            "params": fetched.avatar_params,
+        }
+        tokens[avatar.name] = entry
+        self.sessions.seal_tokens(ctx, record, tokens)
+        await self.lifecycle.emit(
+            "tokens_refreshed" if refreshing else "tokens_issued",
+            user=record.subject,
+            session_id=record.id,
+            avatar=avatar.name,
+            expires_at=round(fetched.expires_at),
+            token_hash=digest(fetched.access_token)[:16],
+        )
+        return entry
+
+    async def _fetch(
+        self, ctx: SessionContext, record: SessionRecord, avatar: AvatarSettings, entry: dict[str, Any] | None
+    ) -> UpstreamTokens:
+        refresh_token = entry.get("rt") if entry else None
+        if self.settings.sentifyd.refresh_path and refresh_token:
+            try:
+                return await self.upstream.refresh(avatar, refresh_token)
+            except UpstreamRejected:
+                # The upstream refresh is an optimisation; login with the API key always works.
+                log.info("sentifyd refused a refresh; logging in again")
+        return await self.upstream.login(avatar)
+
+    def _answer(self, entry: dict[str, Any], handle: str) -> TokenAnswer:
+        return TokenAnswer(
+            access_token=entry["at"],
+            handle=handle,
+            token_type=entry["tt"],
+            expires_in=max(0, int(entry["exp"] - self.clock())),
+            avatar_params=entry["params"],
+        )

@@ -1,0 +1,168 @@
+"""The bridge's exceptions.
+
+One root, :class:`BridgeError`. Errors that reach a client know their HTTP status and a stable
+JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON.
+
+    BridgeError
+    ├── ConfigError                     (start-up only; never an HTTP answer)
+    └── HTTPError
+        ├── BadRequest                  400 bad_request
+        ├── RequestTooLarge             413/414 request_too_large
+        ├── LoginRequired               401 login_required (+ login_url)
+        ├── InvalidRefreshToken         401 invalid_refresh_token
+        ├── Forbidden                   403 forbidden
+        ├── CrossSiteRequest            403 cross_site_request
+        ├── NotFound                    404 not_found
+        │   └── UnknownAvatar           404 unknown_avatar
+        ├── MethodNotAllowed            405 method_not_allowed
+        ├── RateLimited                 429 rate_limited (+ Retry-After)
+        ├── StoreUnavailable            503 store_unavailable
+        └── UpstreamError
+            ├── UpstreamUnavailable     502 upstream_unavailable
+            ├── UpstreamRejected        502 upstream_rejected (+ upstream_status)
+            └── UpstreamTimeout         504 upstream_timeout
+
+Messages are fixed sentences written here, never text taken from a request or from Sentifyd, so
+no secret can travel through an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BridgeError(Exception):
+    """Root of every error the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """A setting is missing or unsafe; start-up stops with this one-line message."""
+
+
+class HTTPError(BridgeError):
+    status: int = 500
+    code: str = "internal_error"
+    message: str = "The bridge could not answer this request."
+
+    def __init__(self, message: str | None = None, **extra: Any) -> None:
+        super().__init__(message or self.message)
+        if message:
+            self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.extra}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(HTTPError):
+    status = 400
+    code = "bad_request"
+    message = "The request is malformed."
+
+
+class RequestTooLarge(HTTPError):
+    status = 413
+    code = "request_too_large"
+    message = "The request is too large."
+
+
+class LoginRequired(HTTPError):
+    status = 401
+    code = "login_required"
+    message = "Sign in to use the avatar."
+
+    def __init__(self, login_url: str | None = None) -> None:
+        extra = {"login_url": login_url} if login_url else {}
+        super().__init__(None, **extra)
+        self.login_url = login_url
+
+
+class InvalidRefreshToken(HTTPError):
+    status = 401
+    code = "invalid_refresh_token"
+    message = "The refresh token is not valid for this session."
+
+
+class Forbidden(HTTPError):
+    status = 403
+    code = "forbidden"
+    message = "This account may not use this avatar."
+
+
+class CrossSiteRequest(HTTPError):
+    status = 403
+    code = "cross_site_request"
+    message = "Token requests are accepted from this site's own pages only."
+
+
+class NotFound(HTTPError):
+    status = 404
+    code = "not_found"
+    message = "There is nothing here."
+
+
+class UnknownAvatar(NotFound):
+    code = "unknown_avatar"
+    message = "No avatar of that name is configured."
+
+
+class MethodNotAllowed(HTTPError):
+    status = 405
+    code = "method_not_allowed"
+    message = "This method is not allowed here."
+
+    def __init__(self, allowed: list[str] | None = None) -> None:
+        super().__init__()
+        self.allowed = allowed or []
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)} if self.allowed else {}
+
+
+class RateLimited(HTTPError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many token requests; try again later."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(None, retry_after=retry_after)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class StoreUnavailable(HTTPError):
+    status = 503
+    code = "store_unavailable"
+    message = "The session store is unavailable; try again shortly."
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class UpstreamError(HTTPError):
+    status = 502
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "upstream_unavailable"
+    message = "Sentifyd could not be reached or gave an unusable answer."
+
+
+class UpstreamRejected(UpstreamError):
+    code = "upstream_rejected"
+    message = "Sentifyd refused the request."
+
+    def __init__(self, upstream_status: int) -> None:
+        super().__init__(None, upstream_status=upstream_status)
+        self.upstream_status = upstream_status
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    message = "Sentifyd did not answer in time."

@@ -1,0 +1,92 @@
+"""Who is this, and may they? Resolve the visitor's identity, their bridge session and their
+right to an avatar, in that order, for the token endpoint and the pages alike."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from quart import Request
+
+from bridge.access import is_allowed
+from bridge.errors import Forbidden, LoginRequired
+from bridge.identity import Identity, IdentitySource
+from bridge.lifecycle import Lifecycle
+from bridge.sessions import SessionContext, SessionManager, SessionRecord
+from bridge.settings import AvatarSettings
+
+
+@dataclass
+class Visitor:
+    """What the gate learned: the identity (or None), the live session (or None), and whether
+    an old session was ended on the way (so the response should clear its cookie)."""
+
+    identity: Identity | None
+    record: SessionRecord | None
+    cookie_token: str | None
+    ended: bool = False
+
+
+class Gate:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        sources: Sequence[IdentitySource],
+        lifecycle: Lifecycle,
+    ) -> None:
+        self.sessions = sessions
+        self.sources = list(sources)
+        self.lifecycle = lifecycle
+
+    def login_url(self, next_path: str) -> str | None:
+        for source in self.sources:
+            return source.login_url(next_path)
+        return None
+
+    async def identify(self, request: Request) -> Visitor:
+        """Find the visitor's identity and live session; end a session whose login is gone."""
+        token = self.sessions.cookie_token(request)
+        record = await self.sessions.load(token) if token else None
+        identity: Identity | None = None
+        # Ask the way in that made the session first, so a second login method the visitor
+        # also has (say, a site cookie beside an SSO session) does not end it.
+        sources = sorted(self.sources, key=lambda s: record is None or s.method != record.method)
+        for source in sources:
+            identity = await source.identify(request, record)
+            if identity is not None:
+                break
+        ended = False
+        if record is not None and (
+            identity is None
+            or identity.subject != record.subject
+            or identity.method != record.method
+        ):
+            # The site says the visitor logged out, or is now someone else: the avatar stops.
+            await self.sessions.end(record, "site_logout")
+            record, ended = None, True
+        return Visitor(identity=identity, record=record, cookie_token=token if record else None, ended=ended)
+
+    async def admit(
+        self, request: Request, avatar: AvatarSettings, *, next_path: str, create: bool = True
+    ) -> tuple[Visitor, SessionContext | None]:
+        """Admit a visitor to ``avatar``'s tokens: 401 if unknown, 403 if not allowed.
+
+        With ``create`` the visitor gets a fresh session when they have none; without it
+        (a refresh, which must name an existing session) they get None.
+        """
+        visitor = await self.identify(request)
+        if visitor.identity is None:
+            raise LoginRequired(self.login_url(next_path))
+        if not is_allowed(avatar.allow, visitor.identity):
+            await self.lifecycle.emit(
+                "access_denied",
+                user=visitor.identity.subject,
+                session_id=visitor.record.id if visitor.record else None,
+                avatar=avatar.name,
+            )
+            raise Forbidden()
+        if visitor.record is not None and visitor.cookie_token is not None:
+            return visitor, SessionContext(visitor.record, visitor.cookie_token, visitor.identity)
+        if not create:
+            return visitor, None
+        return visitor, await self.sessions.create(visitor.identity)

@@ -1,0 +1,33 @@
+"""Who the visitor is: one :class:`Identity`, whichever way they came in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from quart import Request
+
+if TYPE_CHECKING:
+    from bridge.sessions import SessionRecord
+
+
+@dataclass(frozen=True)
+class Identity:
+    subject: str
+    method: str  # "site_cookie", "oidc", "session_check"
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+class IdentitySource(Protocol):
+    """A way in. ``identify`` returns None when this source does not recognise the visitor."""
+
+    method: str
+
+    async def identify(self, request: Request, record: SessionRecord | None) -> Identity | None:
+        """Recognise the visitor from the request (and, for sessions a login made, the record)."""
+
+    def login_url(self, next_path: str) -> str: ...
+
+
+__all__ = ["Identity", "IdentitySource"]

@@ -1,0 +1,70 @@
+"""The site's own signed login cookie (Flask session, or a plain itsdangerous token).
+
+The bridge never writes or forwards this cookie; it only verifies it with the site's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import quote
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from quart import Request
+from quart.json.tag import TaggedJSONSerializer
+
+from bridge.identity import Identity
+from bridge.settings import SiteCookieSettings
+
+# Browsers cap a cookie at 4096 bytes; anything longer did not come from the site.
+MAX_COOKIE_LENGTH = 4096
+
+
+class SiteCookieSource:
+    method = "site_cookie"
+
+    def __init__(self, settings: SiteCookieSettings) -> None:
+        self.settings = settings
+        # itsdangerous wants the newest key last; our config lists it first.
+        keys = [key.reveal() for key in reversed(settings.secret_keys)]
+        if settings.format == "flask":
+            # Exactly Flask's SecureCookieSessionInterface: HMAC key derivation, SHA-1, tagged JSON.
+            self.serializer = URLSafeTimedSerializer(
+                keys,
+                salt=settings.salt,
+                serializer=TaggedJSONSerializer(),
+                signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha1},
+            )
+        else:
+            self.serializer = URLSafeTimedSerializer(keys, salt=settings.salt)
+
+    def read(self, value: str | None) -> dict[str, Any] | None:
+        """Return the cookie's verified payload, or None if it is absent, forged or expired."""
+        if not value or len(value) > MAX_COOKIE_LENGTH:
+            return None
+        try:
+            payload = self.serializer.loads(value, max_age=self.settings.max_age)
+        except BadSignature:  # includes SignatureExpired and BadPayload
+            return None
+        except (ValueError, TypeError, KeyError):
+            # A validly signed but malformed payload (e.g. an unknown tag) is still not a login.
+            return None
+        return payload if isinstance(payload, dict) else None
+
+    def identity_from_payload(self, payload: dict[str, Any] | None) -> Identity | None:
+        if payload is None:
+            return None
+        user = payload.get(self.settings.user_field)
+        if isinstance(user, bool) or not isinstance(user, str | int) or user == "":
+            return None
+        subject = str(user)
+        if len(subject) > 256:
+            return None
+        claims = {f: payload[f] for f in self.settings.claim_fields if f in payload}
+        return Identity(subject=subject, method=self.method, claims=claims)
+
+    async def identify(self, request: Request, record: object = None) -> Identity | None:
+        return self.identity_from_payload(self.read(request.cookies.get(self.settings.name)))
+
+    def login_url(self, next_path: str) -> str:
+        return self.settings.login_url.replace("{next}", quote(next_path, safe="/"))

@@ -1,0 +1,74 @@
+"""Per-user token lifecycle events: what happened to whose session, and when.
+
+Each event is written to the user's capped event list in the store and logged as one JSON
+line. Events carry a session id that is itself a hash of the cookie, the user, the avatar and
+facts about tokens (expiry, a hash of the token), never a token, handle or cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bridge.store.base import Store
+
+EVENT_TYPES = (
+    "session_started",
+    "tokens_issued",
+    "tokens_refreshed",
+    "refresh_handle_reused",
+    "access_denied",
+    "session_ended",
+)
+END_REASONS = (
+    "logout",
+    "idle_timeout",
+    "absolute_timeout",
+    "backchannel_logout",
+    "admin_revoked",
+    "site_logout",
+    "upstream_refused",
+    "handle_reuse",
+)
+
+log = logging.getLogger("bridge.lifecycle")
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        retention: float = 7 * 86400,
+        max_events: int = 200,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.retention = retention
+        self.max_events = max_events
+        self.clock = clock
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    async def emit(
+        self, event: str, *, user: str, session_id: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        if event not in EVENT_TYPES:
+            raise ValueError(f"unknown lifecycle event {event!r}")
+        if event == "session_ended" and fields.get("reason") not in END_REASONS:
+            raise ValueError("session_ended needs a known reason")
+        record: dict[str, Any] = {"event": event, "time": round(self.clock(), 3), "user": user}
+        if session_id:
+            record["session"] = session_id
+        record.update({k: v for k, v in fields.items() if v is not None})
+        log.info(event, extra={"fields": record})
+        for listener in self.listeners:
+            listener(record)
+        await self.store.list_push(
+            self.store.key("events", user), record, self.max_events, self.retention
+        )
+        return record
+
+    async def recent(self, user: str, limit: int = 50) -> list[dict[str, Any]]:
+        return await self.store.list_range(self.store.key("events", user), limit)

@@ -1,0 +1,42 @@
+"""Structured logging: one JSON object per line.
+
+Callers pass facts in ``extra={"fields": {...}}``; nothing here formats a request, a cookie or
+a token, and the formatter never adds exception text from outside the bridge's own messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            # The exception's type only: its text may quote input we were given.
+            entry["exc_type"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # httpx logs full URLs at INFO; they carry nothing secret here, but keep the log ours.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
+    logging.Formatter.converter = time.gmtime

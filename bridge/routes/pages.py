@@ -1,0 +1,97 @@
+"""The avatar page: ``<sentifyd-bot>`` wired to this bridge's token endpoint."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from quart import Blueprint, Response, current_app, redirect, render_template, request
+
+from bridge.access import is_allowed
+from bridge.errors import UnknownAvatar
+from bridge.runtime import Bridge
+
+blueprint = Blueprint("pages", __name__)
+
+
+async def _page(avatar_name: str | None) -> Response:
+    bridge = Bridge.of(current_app)
+    avatar = bridge.settings.avatar(avatar_name)
+    if avatar is None:
+        raise UnknownAvatar()
+    page = bridge.page_path(avatar.name)
+    visitor = await bridge.gate.identify(request)
+    if visitor.identity is None:
+        target = bridge.gate.login_url(page) or "/"
+        return redirect(target, 302)  # type: ignore[return-value]
+    identity = visitor.identity
+    if not is_allowed(avatar.allow, identity):
+        await bridge.lifecycle.emit(
+            "access_denied", user=identity.subject, avatar=avatar.name,
+            session_id=visitor.record.id if visitor.record else None,
+        )
+        body = await render_template(
+            "message.html",
+            title="Not available for your account",
+            message="Your account is signed in, but this avatar is reserved for other customers.",
+            status=403,
+            action=None,
+        )
+        return Response(body, status=403, content_type="text/html; charset=utf-8")
+    settings = bridge.settings
+    attributes = {**settings.component.attributes, **avatar.attributes}
+    others = [
+        {"name": a.name, "title": a.title or a.name, "url": bridge.page_path(a.name)}
+        for a in settings.avatars
+        if is_allowed(a.allow, identity)
+    ]
+    body = await render_template(
+        "avatar.html",
+        avatar=avatar,
+        title=avatar.title or "Talk to our assistant",
+        element=settings.component.element,
+        token_endpoint=bridge.token_path(avatar.name),
+        script_src=settings.component.script,
+        script_type=settings.component.script_type,
+        attributes=attributes,
+        user=str(identity.claims.get("name") or identity.claims.get("email") or identity.subject),
+        logout_url=bridge.extras.get("logout_url"),
+        avatars=others,
+        demo=settings.demo,
+    )
+    response = Response(body, content_type="text/html; charset=utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = _csp(settings.component.script)
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _csp(script: str) -> str:
+    parts = urlsplit(script)
+    script_origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
+    # The component talks to Sentifyd over https and WebSockets, and plays media from it.
+    sentifyd = "https://*.sentifyd.io wss://*.sentifyd.io"
+    return "; ".join(
+        [
+            "default-src 'self'",
+            f"script-src 'self' {script_origin}".strip(),
+            "style-src 'self' 'unsafe-inline'",
+            f"connect-src 'self' {sentifyd}",
+            f"img-src 'self' data: blob: https://*.sentifyd.io",
+            f"media-src 'self' blob: data: https://*.sentifyd.io",
+            "font-src 'self' data: https://*.sentifyd.io",
+            "frame-ancestors 'self'",
+            "base-uri 'none'",
+            "form-action 'self'",
+        ]
+    )
+
+
+@blueprint.get("/")
+async def first_avatar() -> Response:
+    return await _page(None)
+
+
+@blueprint.get("/avatars/<name>")
+async def avatar_page(name: str) -> Response:
+    return await _page(name)

@@ -1,0 +1,99 @@
+"""The token endpoint the ``<sentifyd-bot>`` component calls (its ``token-endpoint``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, current_app, jsonify, request
+
+from bridge.broker import SessionGone
+from bridge.errors import (
+    BadRequest,
+    CrossSiteRequest,
+    InvalidRefreshToken,
+    LoginRequired,
+    RequestTooLarge,
+    UnknownAvatar,
+)
+from bridge.runtime import Bridge
+
+blueprint = Blueprint("tokens", __name__)
+
+MAX_QUERY_LENGTH = 4096
+MAX_HANDLE_LENGTH = 256
+
+
+def check_same_origin(bridge: Bridge) -> str | None:
+    """Refuse token requests that a browser marks as coming from another site.
+
+    Return the request's Origin when it is one of the allowed other origins (for CORS headers).
+    """
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        raise CrossSiteRequest()
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    origin = origin.lower()
+    if origin == bridge.settings.server.public_origin:
+        return None
+    if origin in bridge.settings.server.allowed_origins:
+        return origin
+    raise CrossSiteRequest()
+
+
+async def read_handle() -> str | None:
+    """Return the ``refreshToken`` the component sent (query, form or JSON body), if any."""
+    if len(request.query_string) > MAX_QUERY_LENGTH:
+        raise RequestTooLarge()
+    handle: Any = request.args.get("refreshToken")
+    if handle is None and request.method == "POST":
+        if request.is_json:
+            body = await request.get_json(silent=True)
+            handle = body.get("refreshToken") if isinstance(body, dict) else None
+        else:
+            form = await request.form
+            handle = form.get("refreshToken")
+    if handle is None or handle == "":
+        return None
+    if not isinstance(handle, str) or len(handle) > MAX_HANDLE_LENGTH:
+        raise BadRequest("refreshToken must be the string this endpoint gave out.")
+    return handle
+
+
+@blueprint.route("/request_tokens", methods=["GET", "POST"])
+@blueprint.route("/request_tokens/<avatar_name>", methods=["GET", "POST"])
+async def request_tokens(avatar_name: str | None = None) -> Response:
+    bridge = Bridge.of(current_app)
+    cors_origin = check_same_origin(bridge)
+    avatar = bridge.settings.avatar(avatar_name)
+    if avatar is None:
+        raise UnknownAvatar()
+    handle = await read_handle()
+    page = bridge.page_path(avatar.name)
+    _, ctx = await bridge.gate.admit(request, avatar, next_path=page, create=handle is None)
+    try:
+        if ctx is None:
+            # A refresh needs the session that issued the handle; never start one for it.
+            raise InvalidRefreshToken()
+        if handle is None:
+            answer = await bridge.broker.issue(ctx, avatar)
+        else:
+            answer = await bridge.broker.refresh(ctx, avatar, handle)
+    except SessionGone as exc:
+        raise LoginRequired(bridge.gate.login_url(page)) from exc
+    response = jsonify(answer.body())
+    if ctx.is_new:
+        bridge.sessions.set_cookie(response, ctx.cookie_token)
+    if cors_origin:
+        response.headers["Access-Control-Allow-Origin"] = cors_origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+    return response
+
+
+@blueprint.after_request
+async def no_store(response: Response) -> Response:
+    # Tokens and errors alike are per-visitor: never cached by a browser or a proxy.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    response.vary.add("Cookie")
+    return response

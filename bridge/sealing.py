@@ -1,0 +1,93 @@
+"""Sealing (AEAD encryption) of what the store must hold but a store dump must not reveal.
+
+Upstream tokens are sealed under a key derived from the session's cookie value, which lives
+only in the visitor's browser, and from ``BRIDGE_SECRET_KEY``: a store dump alone, or the
+bridge's key alone, opens nothing. Handles are kept as hashes; during the refresh grace window
+the next handle is sealed under a key derived from the previous handle, so only its holder can
+get the same answer again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bridge.secret import Secret
+
+_SESSION_INFO = b"sentifyd-bridge/session-tokens/v1"
+_HANDLE_INFO = b"sentifyd-bridge/handle-grace/v1"
+
+
+def digest(value: str) -> str:
+    """Return the SHA-256 hex digest under which a handle or id is stored."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _derive(material: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(material)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _seal(key: bytes, plaintext: bytes, aad: bytes) -> str:
+    nonce = os.urandom(12)
+    return _b64(nonce + AESGCM(key).encrypt(nonce, plaintext, aad))
+
+
+def _open(key: bytes, sealed: str, aad: bytes) -> bytes | None:
+    try:
+        raw = _unb64(sealed)
+    except (ValueError, TypeError):
+        return None
+    if len(raw) < 12 + 16:
+        return None
+    try:
+        return AESGCM(key).decrypt(raw[:12], raw[12:], aad)
+    except InvalidTag:
+        return None
+
+
+class SessionSealer:
+    """Seal and open a session's token blob; keys are tried newest first, for rotation."""
+
+    def __init__(self, secret_keys: Sequence[Secret]) -> None:
+        self._salts = [key.reveal().encode("utf-8") for key in secret_keys]
+
+    def seal(self, cookie_token: str, session_id: str, value: dict[str, Any]) -> str:
+        key = _derive(cookie_token.encode("ascii"), self._salts[0], _SESSION_INFO)
+        return _seal(key, json.dumps(value, separators=(",", ":")).encode(), session_id.encode())
+
+    def open(self, cookie_token: str, session_id: str, sealed: str) -> dict[str, Any] | None:
+        for salt in self._salts:
+            key = _derive(cookie_token.encode("ascii"), salt, _SESSION_INFO)
+            plain = _open(key, sealed, session_id.encode())
+            if plain is not None:
+                value = json.loads(plain)
+                return value if isinstance(value, dict) else None
+        return None
+
+
+def seal_with_handle(handle: str, value: str) -> str:
+    key = _derive(handle.encode("ascii"), b"", _HANDLE_INFO)
+    return _seal(key, value.encode("utf-8"), b"")
+
+
+def open_with_handle(handle: str, sealed: str) -> str | None:
+    key = _derive(handle.encode("ascii"), b"", _HANDLE_INFO)
+    plain = _open(key, sealed, b"")
+    return plain.decode("utf-8") if plain is not None else None

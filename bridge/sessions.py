@@ -1,0 +1,210 @@
+"""The bridge's own session: a random cookie value in the browser, a record in the store.
+
+The cookie value is 256 random bits. The store knows the session only by a hash of it, so a
+store dump yields no usable cookie, and the value also keys the sealing of the session's
+upstream tokens (:mod:`bridge.sealing`).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from quart import Request, Response, g, has_request_context
+
+from bridge.identity import Identity
+from bridge.lifecycle import Lifecycle
+from bridge.sealing import SessionSealer, digest
+from bridge.settings import Settings
+from bridge.store.base import Store
+
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+@dataclass
+class Chain:
+    """One component instance's line of refresh handles (stored as hashes only)."""
+
+    id: str
+    avatar: str
+    current: str
+    created_at: float
+    retired: list[str] = field(default_factory=list)
+    grace: dict[str, Any] | None = None
+
+
+@dataclass
+class SessionRecord:
+    id: str
+    subject: str
+    method: str
+    claims: dict[str, Any]
+    created_at: float
+    last_seen: float
+    expires_at: float
+    tokens: str | None = None
+    chains: list[Chain] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionRecord:
+        chains = [Chain(**c) for c in data.get("chains", [])]
+        return cls(**{**data, "chains": chains})
+
+    def identity(self) -> Identity:
+        return Identity(subject=self.subject, method=self.method, claims=dict(self.claims))
+
+
+@dataclass
+class SessionContext:
+    """A request's view of its session: the record and the cookie value that keys it."""
+
+    record: SessionRecord
+    cookie_token: str
+    identity: Identity
+    is_new: bool = False
+
+
+class SessionManager:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        lifecycle: Lifecycle,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.lifecycle = lifecycle
+        self.clock = clock
+        self.sealer = SessionSealer(settings.secret_keys)
+        self.cookie_name = settings.session.effective_cookie_name
+
+    # --- cookie ---------------------------------------------------------------------------
+
+    def cookie_token(self, request: Request) -> str | None:
+        value = request.cookies.get(self.cookie_name)
+        if value and _TOKEN_RE.match(value):
+            return value
+        return None
+
+    def set_cookie(self, response: Response, token: str) -> None:
+        response.set_cookie(
+            self.cookie_name,
+            token,
+            max_age=self.settings.session.absolute_timeout,
+            path="/",
+            secure=self.settings.session.cookie_secure,
+            httponly=True,
+            samesite="Lax",
+        )
+
+    def clear_cookie(self, response: Response) -> None:
+        response.delete_cookie(
+            self.cookie_name,
+            path="/",
+            secure=self.settings.session.cookie_secure,
+            httponly=True,
+            samesite="Lax",
+        )
+
+    # --- records --------------------------------------------------------------------------
+
+    @staticmethod
+    def session_id(token: str) -> str:
+        return digest("session:" + token)[:32]
+
+    def record_key(self, session_id: str) -> str:
+        return self.store.key("session", session_id)
+
+    def user_key(self, subject: str) -> str:
+        return self.store.key("user", subject)
+
+    def lock_name(self, session_id: str) -> str:
+        return self.store.key("lock", session_id)
+
+    async def load(self, token: str) -> SessionRecord | None:
+        """Return the live record for a cookie value; end it here if it timed out."""
+        data = await self.store.get(self.record_key(self.session_id(token)))
+        if data is None:
+            return None
+        record = SessionRecord.from_dict(data)
+        now = self.clock()
+        if now >= record.expires_at:
+            await self.end(record, "absolute_timeout")
+            return None
+        if now - record.last_seen >= self.settings.session.idle_timeout:
+            await self.end(record, "idle_timeout")
+            return None
+        return record
+
+    async def load_by_id(self, session_id: str) -> SessionRecord | None:
+        data = await self.store.get(self.record_key(session_id))
+        return SessionRecord.from_dict(data) if data is not None else None
+
+    async def create(self, identity: Identity, extra: dict[str, Any] | None = None) -> SessionContext:
+        """Start a session with a fresh id (never reuse one across identities: no fixation)."""
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        record = SessionRecord(
+            id=self.session_id(token),
+            subject=identity.subject,
+            method=identity.method,
+            claims=dict(identity.claims),
+            created_at=now,
+            last_seen=now,
+            expires_at=now + self.settings.session.absolute_timeout,
+            extra=dict(extra or {}),
+        )
+        await self.save(record)
+        await self.store.set_add(
+            self.user_key(record.subject), record.id, self.settings.session.absolute_timeout
+        )
+        await self.lifecycle.emit(
+            "session_started", user=record.subject, session_id=record.id, method=record.method
+        )
+        return SessionContext(record=record, cookie_token=token, identity=identity, is_new=True)
+
+    def ttl(self, record: SessionRecord) -> float:
+        now = self.clock()
+        return max(1.0, min(float(self.settings.session.idle_timeout), record.expires_at - now))
+
+    async def save(self, record: SessionRecord) -> None:
+        await self.store.set(self.record_key(record.id), record.to_dict(), self.ttl(record))
+
+    async def end(self, record: SessionRecord, reason: str, **fields: Any) -> None:
+        """Delete the record (and with it the sealed Sentifyd tokens) and record why."""
+        await self.store.delete(self.record_key(record.id))
+        if has_request_context():
+            g.session_ended = True  # the response clears this visitor's cookie
+        await self.store.set_remove(self.user_key(record.subject), record.id)
+        await self.lifecycle.emit(
+            "session_ended", user=record.subject, session_id=record.id, reason=reason, **fields
+        )
+
+    async def sessions_of(self, subject: str) -> list[SessionRecord]:
+        records = []
+        for session_id in sorted(await self.store.set_members(self.user_key(subject))):
+            record = await self.load_by_id(session_id)
+            if record is None:
+                await self.store.set_remove(self.user_key(subject), session_id)
+            else:
+                records.append(record)
+        return records
+
+    # --- sealed tokens ----------------------------------------------------------------------
+
+    def open_tokens(self, ctx: SessionContext, record: SessionRecord) -> dict[str, Any]:
+        if not record.tokens:
+            return {}
+        return self.sealer.open(ctx.cookie_token, record.id, record.tokens) or {}
+
+    def seal_tokens(self, ctx: SessionContext, record: SessionRecord, tokens: dict[str, Any]) -> None:
+        record.tokens = self.sealer.seal(ctx.cookie_token, record.id, tokens) if tokens else None

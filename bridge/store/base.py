@@ -1,0 +1,72 @@
+"""The store interface every backend implements.
+
+Values are JSON-able dicts. Every key the bridge writes has a TTL, so nothing grows without
+bound. Backend failures surface as :class:`bridge.errors.StoreUnavailable` (503), never as a
+backend-specific exception.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+
+class Store(abc.ABC):
+    """Key-value records, sets (indexes), capped lists (events), counters and locks."""
+
+    def __init__(self, prefix: str = "sbridge") -> None:
+        self.prefix = prefix
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: dict[str, Any], ttl: float) -> None: ...
+
+    @abc.abstractmethod
+    async def add(self, key: str, value: dict[str, Any], ttl: float) -> bool:
+        """Set ``key`` only if it does not exist; tell whether it was set."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    async def incr(self, key: str, ttl: float) -> int:
+        """Add one to a counter; the TTL starts when the counter is created."""
+
+    @abc.abstractmethod
+    async def set_add(self, key: str, member: str, ttl: float) -> None: ...
+
+    @abc.abstractmethod
+    async def set_remove(self, key: str, member: str) -> None: ...
+
+    @abc.abstractmethod
+    async def set_members(self, key: str) -> set[str]: ...
+
+    @abc.abstractmethod
+    async def list_push(self, key: str, value: dict[str, Any], max_len: int, ttl: float) -> None:
+        """Append to a capped list, dropping the oldest entries beyond ``max_len``."""
+
+    @abc.abstractmethod
+    async def list_range(self, key: str, limit: int) -> list[dict[str, Any]]:
+        """Return up to ``limit`` newest entries, newest first."""
+
+    @abc.abstractmethod
+    def lock(self, name: str, *, wait: float) -> AbstractAsyncContextManager[None]:
+        """Hold an exclusive lock on ``name``; raise StoreUnavailable if not had in ``wait`` s."""
+
+    @abc.abstractmethod
+    async def scan(self, pattern: str) -> AsyncIterator[str]:
+        """Yield keys matching a glob pattern (admin and CLI listing; not for hot paths)."""
+        yield ""  # pragma: no cover
+
+    @abc.abstractmethod
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

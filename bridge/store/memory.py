@@ -1,0 +1,125 @@
+"""The embedded store: one process, aiocache's memory backend. Restarting loses everything."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import fnmatch
+import json
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiocache import SimpleMemoryCache
+
+from bridge.errors import StoreUnavailable
+from bridge.store.base import Store
+
+
+class MemoryStore(Store):
+    def __init__(self, prefix: str = "sbridge") -> None:
+        super().__init__(prefix)
+        # Values are kept as compact JSON strings: no aliasing between readers and a smaller
+        # footprint per idle session than live dicts.
+        self.cache = SimpleMemoryCache(timeout=None)
+        self._locks: dict[str, _CountedLock] = {}
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        raw = await self.cache.get(key)
+        if raw is None or not isinstance(raw, str):
+            return None
+        value: dict[str, Any] = json.loads(raw)
+        return value
+
+    async def set(self, key: str, value: dict[str, Any], ttl: float) -> None:
+        await self.cache.set(key, json.dumps(value, separators=(",", ":")), ttl=ttl)
+
+    async def add(self, key: str, value: dict[str, Any], ttl: float) -> bool:
+        try:
+            await self.cache.add(key, json.dumps(value, separators=(",", ":")), ttl=ttl)
+        except ValueError:
+            return False
+        return True
+
+    async def delete(self, key: str) -> None:
+        await self.cache.delete(key)
+
+    async def incr(self, key: str, ttl: float) -> int:
+        existed = await self.cache.exists(key)
+        value = int(await self.cache.increment(key, 1))
+        if not existed:
+            await self.cache.expire(key, ttl)
+        return value
+
+    async def set_add(self, key: str, member: str, ttl: float) -> None:
+        members = await self.cache.get(key)
+        if not isinstance(members, set):
+            members = set()
+        members.add(member)
+        await self.cache.set(key, members, ttl=ttl)
+
+    async def set_remove(self, key: str, member: str) -> None:
+        members = await self.cache.get(key)
+        if isinstance(members, set):
+            members.discard(member)
+            if not members:
+                await self.cache.delete(key)
+
+    async def set_members(self, key: str) -> set[str]:
+        members = await self.cache.get(key)
+        return set(members) if isinstance(members, set) else set()
+
+    async def list_push(self, key: str, value: dict[str, Any], max_len: int, ttl: float) -> None:
+        items = await self.cache.get(key)
+        if not isinstance(items, deque) or items.maxlen != max_len:
+            items = deque(items or (), maxlen=max_len)
+        items.append(json.dumps(value, separators=(",", ":")))
+        await self.cache.set(key, items, ttl=ttl)
+
+    async def list_range(self, key: str, limit: int) -> list[dict[str, Any]]:
+        items = await self.cache.get(key)
+        if not isinstance(items, deque):
+            return []
+        newest = list(items)[-limit:] if limit > 0 else []
+        return [json.loads(item) for item in reversed(newest)]
+
+    @asynccontextmanager
+    async def lock(self, name: str, *, wait: float) -> AsyncIterator[None]:
+        entry = self._locks.get(name)
+        if entry is None:
+            entry = self._locks[name] = _CountedLock()
+        entry.users += 1
+        try:
+            try:
+                await asyncio.wait_for(entry.lock.acquire(), wait)
+            except TimeoutError as exc:
+                raise StoreUnavailable("The session is busy; try again shortly.") from exc
+            try:
+                yield
+            finally:
+                entry.lock.release()
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                self._locks.pop(name, None)
+
+    async def scan(self, pattern: str) -> AsyncIterator[str]:
+        for key in list(self.cache._cache):
+            if fnmatch.fnmatchcase(key, pattern):
+                yield key
+
+    async def ping(self) -> bool:
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return a deep copy of every raw value (tests use it to prove nothing changed)."""
+        return {k: copy.deepcopy(v) for k, v in self.cache._cache.items()}
+
+
+class _CountedLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
