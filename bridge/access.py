@@ -28,7 +28,11 @@ def validate_rules(rules: Mapping[str, Any], name: str) -> None:
         if key not in KNOWN_RULES:
             raise ConfigError(f"{name}.{key}: unknown rule (known: {', '.join(KNOWN_RULES)})")
         if key in ("groups", "email_domains", "users"):
-            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(v, str) for v in value)
+            ):
                 raise ConfigError(f"{name}.{key}: must be a non-empty list of strings")
         elif key == "email_verified":
             if not isinstance(value, bool):

@@ -28,8 +28,14 @@ log = logging.getLogger("bridge.app")
 WEB = Path(__file__).resolve().parent / "web"
 MAX_BODY = 64 * 1024
 
-_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-                 413: "request_too_large", 414: "request_too_large", 431: "request_too_large"}
+_STATUS_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    414: "request_too_large",
+    431: "request_too_large",
+}
 
 
 def create_app(
@@ -60,8 +66,15 @@ def create_app(
     upstream = SentifydClient(settings.sentifyd, http, clock=clock)
     broker = TokenBroker(settings, store, sessions, upstream, lifecycle, clock=clock)
     bridge = Bridge(
-        settings=settings, store=store, lifecycle=lifecycle, sessions=sessions, gate=gate,
-        upstream=upstream, broker=broker, http=http, clock=clock,
+        settings=settings,
+        store=store,
+        lifecycle=lifecycle,
+        sessions=sessions,
+        gate=gate,
+        upstream=upstream,
+        broker=broker,
+        http=http,
+        clock=clock,
     )
     if settings.site_cookie and settings.site_cookie.logout_url:
         bridge.extras["logout_url"] = settings.site_cookie.logout_url
@@ -109,8 +122,9 @@ def _register_error_handlers(app: Quart) -> None:
         if status == 405:
             allowed = list(getattr(error, "valid_methods", None) or [])
             return await bridge_error(MethodNotAllowed(allowed))
-        response = jsonify({"error": _STATUS_CODES.get(status, "http_error"),
-                            "message": error.name})
+        response = jsonify(
+            {"error": _STATUS_CODES.get(status, "http_error"), "message": error.name}
+        )
         response.status_code = status
         return response
 
@@ -118,6 +132,8 @@ def _register_error_handlers(app: Quart) -> None:
     async def unexpected(error: Exception) -> Response:
         # Type only: the exception's text could quote a token or an upstream body.
         log.error("unhandled error", extra={"fields": {"exc_type": type(error).__name__}})
-        response = jsonify({"error": "internal_error", "message": "The bridge hit an unexpected error."})
+        response = jsonify(
+            {"error": "internal_error", "message": "The bridge hit an unexpected error."}
+        )
         response.status_code = 500
         return response

@@ -78,13 +78,20 @@ class TokenBroker:
 
     async def issue(self, ctx: SessionContext, avatar: AvatarSettings) -> TokenAnswer:
         """Answer a component's first request: tokens plus the handle of a new chain."""
-        async with self.store.lock(self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait):
+        async with self.store.lock(
+            self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait
+        ):
             record = await self._reload(ctx)
             entry = await self._tokens(ctx, record, avatar)
             handle = secrets.token_urlsafe(32)
             now = self.clock()
             record.chains.append(
-                Chain(id=secrets.token_hex(6), avatar=avatar.name, current=digest(handle), created_at=now)
+                Chain(
+                    id=secrets.token_hex(6),
+                    avatar=avatar.name,
+                    current=digest(handle),
+                    created_at=now,
+                )
             )
             # Each tab holds a chain; beyond the cap the oldest tab must start again.
             if len(record.chains) > self.settings.session.max_chains:
@@ -93,12 +100,16 @@ class TokenBroker:
             await self.sessions.save(record)
             return self._answer(entry, handle)
 
-    async def refresh(self, ctx: SessionContext, avatar: AvatarSettings, handle: str) -> TokenAnswer:
+    async def refresh(
+        self, ctx: SessionContext, avatar: AvatarSettings, handle: str
+    ) -> TokenAnswer:
         """Rotate a chain's handle; replaying a rotated handle past the grace window is theft."""
         if not HANDLE_RE.match(handle):
             raise InvalidRefreshToken()
         handle_hash = digest(handle)
-        async with self.store.lock(self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait):
+        async with self.store.lock(
+            self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait
+        ):
             record = await self._reload(ctx)
             now = self.clock()
             for chain in record.chains:
@@ -108,12 +119,20 @@ class TokenBroker:
                     entry = await self._tokens(ctx, record, avatar, refreshing=True)
                     new_handle = secrets.token_urlsafe(32)
                     chain.retired = [*chain.retired, handle_hash][-MAX_RETIRED:]
-                    chain.grace = {"hash": handle_hash, "at": now, "sealed": seal_with_handle(handle, new_handle)}
+                    chain.grace = {
+                        "hash": handle_hash,
+                        "at": now,
+                        "sealed": seal_with_handle(handle, new_handle),
+                    }
                     chain.current = digest(new_handle)
                     await self.sessions.save(record)
                     return self._answer(entry, new_handle)
                 grace = chain.grace
-                if grace and grace["hash"] == handle_hash and now - grace["at"] <= self.settings.session.refresh_grace:
+                if (
+                    grace
+                    and grace["hash"] == handle_hash
+                    and now - grace["at"] <= self.settings.session.refresh_grace
+                ):
                     # A duplicate of the same refresh (two tabs woken at once, a retried fetch):
                     # the same answer again, not a theft.
                     new_handle = open_with_handle(handle, grace["sealed"])
@@ -124,7 +143,10 @@ class TokenBroker:
                     return self._answer(entry, new_handle)
                 if handle_hash in chain.retired:
                     await self.lifecycle.emit(
-                        "refresh_handle_reused", user=record.subject, session_id=record.id, avatar=avatar.name
+                        "refresh_handle_reused",
+                        user=record.subject,
+                        session_id=record.id,
+                        avatar=avatar.name,
                     )
                     await self.sessions.end(record, "handle_reuse", avatar=avatar.name)
                     raise InvalidRefreshToken()
@@ -147,7 +169,12 @@ class TokenBroker:
         return bool(entry["exp"] - self.clock() > margin)
 
     async def _tokens(
-        self, ctx: SessionContext, record: SessionRecord, avatar: AvatarSettings, *, refreshing: bool = False
+        self,
+        ctx: SessionContext,
+        record: SessionRecord,
+        avatar: AvatarSettings,
+        *,
+        refreshing: bool = False,
     ) -> dict[str, Any]:
         """Return the session's cached tokens for ``avatar``, fetching them if stale."""
         tokens = self.sessions.open_tokens(ctx, record)
@@ -180,7 +207,11 @@ class TokenBroker:
         return entry
 
     async def _fetch(
-        self, ctx: SessionContext, record: SessionRecord, avatar: AvatarSettings, entry: dict[str, Any] | None
+        self,
+        ctx: SessionContext,
+        record: SessionRecord,
+        avatar: AvatarSettings,
+        entry: dict[str, Any] | None,
     ) -> UpstreamTokens:
         refresh_token = entry.get("rt") if entry else None
         if self.settings.sentifyd.refresh_path and refresh_token:

@@ -64,7 +64,9 @@ class Gate:
             # The site says the visitor logged out, or is now someone else: the avatar stops.
             await self.sessions.end(record, "site_logout")
             record, ended = None, True
-        return Visitor(identity=identity, record=record, cookie_token=token if record else None, ended=ended)
+        return Visitor(
+            identity=identity, record=record, cookie_token=token if record else None, ended=ended
+        )
 
     async def admit(
         self, request: Request, avatar: AvatarSettings, *, next_path: str, create: bool = True

@@ -79,7 +79,7 @@ def parse_tokens(body: Any, *, now: float, default_expires_in: int) -> UpstreamT
         raise UpstreamUnavailable()
     token_type = _pick(data, "token_type", "tokenType")
     if not isinstance(token_type, str) or not token_type or len(token_type) > 32:
-        token_type = "Bearer"
+        token_type = "Bearer"  # noqa: S105 - a scheme name, not a secret
 
     expires_in = _pick(data, "expires_in", "expiresIn")
     if isinstance(expires_in, str) and expires_in.isdigit():
@@ -122,7 +122,9 @@ class SentifydClient:
         self.observer = observer
 
     @staticmethod
-    def build_http(settings: SentifydSettings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    def build_http(
+        settings: SentifydSettings, transport: httpx.AsyncBaseTransport | None = None
+    ) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=settings.backend,
             timeout=httpx.Timeout(settings.timeout),
@@ -159,7 +161,9 @@ class SentifydClient:
             if self.observer is not None:
                 self.observer(call, outcome, time.perf_counter() - started)
 
-    async def _call_with_retries(self, call: str, path: str, body: dict[str, str]) -> UpstreamTokens:
+    async def _call_with_retries(
+        self, call: str, path: str, body: dict[str, str]
+    ) -> UpstreamTokens:
         attempts = self.settings.retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1

@@ -149,7 +149,9 @@ class SessionManager:
         data = await self.store.get(self.record_key(session_id))
         return SessionRecord.from_dict(data) if data is not None else None
 
-    async def create(self, identity: Identity, extra: dict[str, Any] | None = None) -> SessionContext:
+    async def create(
+        self, identity: Identity, extra: dict[str, Any] | None = None
+    ) -> SessionContext:
         """Start a session with a fresh id (never reuse one across identities: no fixation)."""
         token = secrets.token_urlsafe(32)
         now = self.clock()
@@ -206,5 +208,7 @@ class SessionManager:
             return {}
         return self.sealer.open(ctx.cookie_token, record.id, record.tokens) or {}
 
-    def seal_tokens(self, ctx: SessionContext, record: SessionRecord, tokens: dict[str, Any]) -> None:
+    def seal_tokens(
+        self, ctx: SessionContext, record: SessionRecord, tokens: dict[str, Any]
+    ) -> None:
         record.tokens = self.sealer.seal(ctx.cookie_token, record.id, tokens) if tokens else None

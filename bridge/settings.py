@@ -248,6 +248,10 @@ class _Section:
             raise ConfigError(f"{self.name}.{sorted(unknown)[0]}: unknown setting")
 
 
+def _env_or(env: Mapping[str, str], name: str, configured: str) -> str:
+    return env.get(name) or configured
+
+
 def _secret_list(raw: str) -> tuple[Secret, ...]:
     return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
 
@@ -282,11 +286,13 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         try:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError as exc:
-            raise ConfigError(f"server.trusted_proxies: {proxy!r} is not an address or CIDR") from exc
+            raise ConfigError(
+                f"server.trusted_proxies: {proxy!r} is not an address or CIDR"
+            ) from exc
     public_host = urlsplit(public_url).hostname or ""
     if not server.is_https and public_host not in LOOPBACK_HOSTS:
         raise ConfigError(
-            "server.public_url: plain http is allowed for localhost only; serve the bridge over https"
+            "server.public_url: plain http is allowed for localhost only; use https"
         )
     srv.check_unknown()
 
@@ -309,7 +315,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
 
     sto = _Section("store", root.table("store"))
     store = StoreSettings(
-        url=env.get("BRIDGE_STORE_URL") or sto.str("url", "memory://"),
+        url=_env_or(env, "BRIDGE_STORE_URL", sto.str("url", "memory://")),
         prefix=sto.str("prefix", "sbridge"),
         timeout=sto.float("timeout", 2.0),
         lock_wait=sto.float("lock_wait", 30.0),
@@ -319,13 +325,15 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
     sto.check_unknown()
 
     sen = _Section("sentifyd", root.table("sentifyd"))
-    backend = env.get("SENTIFYD_BACKEND") or sen.str("backend", "https://serve.sentifyd.io")
+    backend = _env_or(env, "SENTIFYD_BACKEND", sen.str("backend", "https://serve.sentifyd.io"))
     backend = backend.rstrip("/")
     b_parts = urlsplit(backend)
     if b_parts.scheme not in ("http", "https") or not b_parts.hostname:
         raise ConfigError("sentifyd.backend: must be an http(s) URL")
     if b_parts.scheme == "http" and b_parts.hostname not in LOOPBACK_HOSTS:
-        raise ConfigError("sentifyd.backend: the API key may travel over https only (or to localhost)")
+        raise ConfigError(
+            "sentifyd.backend: the API key may travel over https only (or to localhost)"
+        )
     sentifyd = SentifydSettings(
         backend=backend,
         login_path=sen.str("login_path", "/api/v1/chatbot/login"),
@@ -366,10 +374,14 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
 
     secret_keys = _secret_list(env.get("BRIDGE_SECRET_KEY", ""))
     if not secret_keys:
-        raise ConfigError("BRIDGE_SECRET_KEY: not set (the bridge's own signing key, 32+ characters)")
+        raise ConfigError(
+            "BRIDGE_SECRET_KEY: not set (the bridge's own signing key, 32+ characters)"
+        )
     for key in secret_keys:
         if len(key) < MIN_SECRET_KEY_LENGTH:
-            raise ConfigError(f"BRIDGE_SECRET_KEY: each key must be at least {MIN_SECRET_KEY_LENGTH} characters")
+            raise ConfigError(
+                f"BRIDGE_SECRET_KEY: each key must be at least {MIN_SECRET_KEY_LENGTH} characters"
+            )
 
     log = _Section("logging", root.table("logging"))
     log_level = log.str("level", "INFO").upper()
@@ -377,8 +389,18 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         raise ConfigError("logging.level: must be DEBUG, INFO, WARNING or ERROR")
     log.check_unknown()
 
-    root.check_unknown("server", "session", "store", "sentifyd", "component", "avatars", "login",
-                       "logging", "limits", "admin")
+    root.check_unknown(
+        "server",
+        "session",
+        "store",
+        "sentifyd",
+        "component",
+        "avatars",
+        "login",
+        "logging",
+        "limits",
+        "admin",
+    )
     if site_cookie is None and not login.data.get("oidc") and not login.data.get("session_check"):
         raise ConfigError("login: configure at least one way in ([login.cookie])")
 
@@ -463,7 +485,9 @@ def _site_cookie(raw: Mapping[str, Any], env: Mapping[str, str]) -> SiteCookieSe
     key_env = sec.str("secret_key_env", "SITE_SECRET_KEY")
     keys = _secret_list(env.get(key_env, ""))
     if not keys:
-        raise ConfigError(f"{key_env}: not set (the site's cookie signing key, login.cookie.secret_key_env)")
+        raise ConfigError(
+            f"{key_env}: not set (the site's cookie signing key, login.cookie.secret_key_env)"
+        )
     login_url = sec.str("login_url", "")
     if not login_url:
         raise ConfigError("login.cookie.login_url: not set (where a logged-out visitor signs in)")

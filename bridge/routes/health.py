@@ -22,5 +22,8 @@ async def readyz() -> Response | tuple[Response, int]:
         store_ok = await bridge.store.ping()
     except StoreUnavailable:
         store_ok = False
-    body = {"status": "ok" if store_ok else "unavailable", "checks": {"config": "ok", "store": "ok" if store_ok else "unavailable"}}
+    body = {
+        "status": "ok" if store_ok else "unavailable",
+        "checks": {"config": "ok", "store": "ok" if store_ok else "unavailable"},
+    }
     return jsonify(body), 200 if store_ok else 503

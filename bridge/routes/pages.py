@@ -26,7 +26,9 @@ async def _page(avatar_name: str | None) -> Response:
     identity = visitor.identity
     if not is_allowed(avatar.allow, identity):
         await bridge.lifecycle.emit(
-            "access_denied", user=identity.subject, avatar=avatar.name,
+            "access_denied",
+            user=identity.subject,
+            avatar=avatar.name,
             session_id=visitor.record.id if visitor.record else None,
         )
         body = await render_template(
@@ -77,8 +79,8 @@ def _csp(script: str) -> str:
             f"script-src 'self' {script_origin}".strip(),
             "style-src 'self' 'unsafe-inline'",
             f"connect-src 'self' {sentifyd}",
-            f"img-src 'self' data: blob: https://*.sentifyd.io",
-            f"media-src 'self' blob: data: https://*.sentifyd.io",
+            "img-src 'self' data: blob: https://*.sentifyd.io",
+            "media-src 'self' blob: data: https://*.sentifyd.io",
             "font-src 'self' data: https://*.sentifyd.io",
             "frame-ancestors 'self'",
             "base-uri 'none'",

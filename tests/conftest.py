@@ -1,0 +1,233 @@
+"""Shared fixtures: settings with test secrets, the stand-in Sentifyd, apps, clients, a fake
+clock, a site-login helper, and live servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
+
+from bridge.app import create_app
+from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.identity.site_cookie import SiteCookieSource
+from bridge.runtime import Bridge
+from bridge.settings import Settings, load_settings
+
+API_KEY = "sk-test-avatar-key-0123456789abcdef"
+PREMIUM_API_KEY = "sk-test-premium-key-fedcba9876543210"
+AVATAR_ID = "avtr_1234abcd"
+PREMIUM_ID = "avtr_premium"
+SITE_KEY = "site-secret-key-for-tests-0123456789"
+BRIDGE_KEY = "bridge-secret-key-for-tests-0123456789abcdef"
+PUBLIC_URL = "http://127.0.0.1:8000"
+
+TEST_ENV = {
+    "BRIDGE_SECRET_KEY": BRIDGE_KEY,
+    "AVATAR_API_KEY": API_KEY,
+    "PREMIUM_AVATAR_API_KEY": PREMIUM_API_KEY,
+    "SITE_SECRET_KEY": SITE_KEY,
+}
+
+
+def base_config() -> dict[str, Any]:
+    return {
+        "server": {"public_url": PUBLIC_URL},
+        "session": {"cookie_secure": False, "refresh_grace": 10},
+        "sentifyd": {"backend": "http://127.0.0.1:9", "retry_backoff": 0.01, "timeout": 2},
+        "avatars": [
+            {"name": "default", "avatar_id": AVATAR_ID, "api_key_env": "AVATAR_API_KEY"},
+            {
+                "name": "premium",
+                "avatar_id": PREMIUM_ID,
+                "api_key_env": "PREMIUM_AVATAR_API_KEY",
+                "allow": {"groups": ["customers"]},
+            },
+        ],
+        "login": {
+            "cookie": {
+                "name": "session",
+                "format": "flask",
+                "secret_key_env": "SITE_SECRET_KEY",
+                "max_age": 3600,
+                "user_field": "user_id",
+                "claim_fields": ["email", "groups", "email_verified"],
+                "login_url": "https://shop.example.com/login?next={next}",
+            }
+        },
+    }
+
+
+def make_settings(
+    overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+) -> Settings:
+    from bridge.settings import _deep_merge
+
+    data = _deep_merge(base_config(), overrides or {})
+    return load_settings(None, {**TEST_ENV, **(env or {})}, overrides=data)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def fake() -> Quart:
+    return create_fake_sentifyd({API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}, token_ttl=60)
+
+
+@pytest.fixture
+def fake_state(fake: Quart) -> Any:
+    return fake.extensions["fake_sentifyd"]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_app(fake: Quart, clock: Clock) -> Callable[..., Quart]:
+    def factory(settings: Settings | None = None, **kwargs: Any) -> Quart:
+        kwargs.setdefault("sentifyd_transport", httpx.ASGITransport(app=fake))
+        kwargs.setdefault("clock", clock)
+        return create_app(settings or make_settings(), **kwargs)
+
+    return factory
+
+
+@pytest.fixture
+async def app(make_app: Callable[..., Quart]) -> AsyncIterator[Quart]:
+    application = make_app()
+    async with application.test_app():
+        yield application
+
+
+@pytest.fixture
+def client(app: Quart) -> Client:
+    return app.test_client()
+
+
+def site_cookie(app: Quart, user: str = "alice", **claims: Any) -> str:
+    """Sign a site login cookie the way the site's own Flask login would."""
+    bridge = Bridge.of(app)
+    assert bridge.settings.site_cookie is not None
+    payload = {"user_id": user, **claims}
+    return str(SiteCookieSource(bridge.settings.site_cookie).serializer.dumps(payload))
+
+
+def login(client: Client, app: Quart, user: str = "alice", **claims: Any) -> None:
+    """Make the client look signed in to the site, without a login round-trip."""
+    client.set_cookie("localhost", "session", site_cookie(app, user, **claims))
+
+
+def bridge_of(app: Quart) -> Bridge:
+    return Bridge.of(app)
+
+
+# --- live servers ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """An ASGI app under real hypercorn on 127.0.0.1, in a thread with its own event loop."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.app = app
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            config = Config()
+            config.bind = [f"127.0.0.1:{self.port}"]
+            config.accesslog = None
+            config.h11_max_incomplete_size = 16 * 1024
+            config.graceful_timeout = 1
+            task = asyncio.ensure_future(serve(self.app, config, shutdown_trigger=self._stop.wait))
+            self._ready.set()
+            await task
+
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(main())
+        except BaseException as exc:  # noqa: BLE001 - reported by start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            self._loop.close()
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        self._ready.wait(10)
+        for _ in range(200):
+            if self._error:
+                raise RuntimeError("live server failed to start") from self._error
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                threading.Event().wait(0.025)
+        raise RuntimeError("live server did not start")
+
+    def stop(self) -> None:
+        if self._loop and self._stop and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def live_fake() -> Iterator[LiveServer]:
+    fake_app = create_fake_sentifyd({API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}, token_ttl=60)
+    server = LiveServer(fake_app).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_bridge_factory() -> Iterator[Callable[..., tuple[LiveServer, Quart]]]:
+    servers: list[LiveServer] = []
+
+    def start(settings: Settings, **kwargs: Any) -> tuple[LiveServer, Quart]:
+        application = create_app(settings, **kwargs)
+        server = LiveServer(application).start()
+        servers.append(server)
+        return server, application
+
+    yield start
+    for server in servers:
+        server.stop()

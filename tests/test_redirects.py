@@ -1,0 +1,64 @@
+"""Redirect targets: an open-redirect corpus that must always fall back to the default."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.redirects import safe_next
+
+OPEN_REDIRECTS = [
+    "//evil.com",
+    "//evil.com/",
+    "///evil.com",
+    "////evil.com",
+    "/\\evil.com",
+    "\\\\evil.com",
+    "\\/evil.com",
+    "/\t/evil.com",
+    "/\n/evil.com",
+    "/\r\n/evil.com",
+    "/%09/evil.com",
+    "/%0d%0a/evil.com",
+    "%2F%2Fevil.com",
+    "/%2F/evil.com",
+    "/%2f%2fevil.com",
+    "/%5Cevil.com",
+    "/%5c%5cevil.com",
+    "/%252F%252Fevil.com",
+    "https://evil.com",
+    "http://evil.com",
+    "HTTPS://evil.com",
+    "https:evil.com",
+    "javascript:alert(1)",
+    "JaVaScRiPt:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "evil.com",
+    "@evil.com",
+    "https://shop.example.com@evil.com",
+    "//shop.example.com@evil.com",
+    "https://shop.example.com.evil.com",
+    "//shop.example.com%2eevil.com",
+    "/ /evil.com",
+    " //evil.com",
+    "/\x00/evil.com",
+    "\x7f//evil.com",
+    "//%65vil.com",
+    "",
+    "/" + "a" * 3000,
+]
+
+
+@pytest.mark.parametrize("target", OPEN_REDIRECTS)
+def test_open_redirect_payloads_fall_back(target: str) -> None:
+    assert safe_next(target, "/home") == "/home"
+
+
+@pytest.mark.parametrize(
+    "target", ["/", "/avatars/premium", "/a/b?c=d&e=f", "/a#frag", "/caf%C3%A9"]
+)
+def test_same_origin_paths_pass(target: str) -> None:
+    assert safe_next(target) == target
+
+
+def test_corpus_is_big_enough() -> None:
+    assert len(OPEN_REDIRECTS) >= 30
