@@ -149,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # e.g. the port is taken: one line, not a traceback
+        print(f"sentifyd-bridge: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return code
 
 

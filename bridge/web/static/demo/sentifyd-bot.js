@@ -204,6 +204,8 @@
     }
     .error .code { font-family: var(--mono); font-weight: 600; }
     .error a { color: #b91c1c; font-weight: 600; }
+    .error .link-btn { color: #fff; margin-top: 6px; justify-self: start; }
+    .error .link-btn:hover { filter: brightness(0.93); }
 
     .actions { display: flex; flex-wrap: wrap; gap: 8px; }
     button, .link-btn {
@@ -222,11 +224,11 @@
     /* exchange log */
     .log { border: 1px solid var(--border); border-radius: 14px; background: #fff; overflow: hidden; }
     .log-head {
-      display: flex; justify-content: space-between; align-items: center; gap: 8px;
+      display: flex; flex-wrap: wrap; justify-content: space-between; align-items: center; gap: 4px 12px;
       padding: 12px 16px; border-bottom: 1px solid var(--border); background: #fafafb;
     }
     .log-head .label { margin: 0; }
-    .log-head .meta { font-size: 0.75rem; color: var(--muted); }
+    .log-head .meta { font-size: 0.75rem; color: var(--muted); font-family: var(--mono); overflow-wrap: anywhere; }
     .scroll { max-height: 232px; overflow: auto; }
     table { width: 100%; border-collapse: collapse; font-size: 0.8125rem; }
     th, td { text-align: left; padding: 8px 16px; border-bottom: 1px solid #f3f4f6; vertical-align: top; }
