@@ -5,11 +5,14 @@ part as far as it is publicly known (see ``sentifyd-facts.md``): both login form
 shape Sentifyd's own plugin accepts, JWT access tokens with a real ``exp``, and an optional,
 single-use refresh call (Sentifyd documents none; the bridge may be configured to use one).
 
-For fault tests it can be slowed down (``latency``) or made to fail (``fail``: a status, a
-non-JSON or incomplete answer, a ~10 MB body, a hang, or a dropped connection), for every
-request or for the next ``fail_count`` ones. Its state lives in ``app.extensions["fake_sentifyd"]``
-for in-process tests; with ``control=True`` (the default: it is a test double, never a
-production service) ``GET /_fake/stats`` and ``POST /_fake/control`` do the same over HTTP.
+For fault tests it can be slowed down (``latency``) or made to fail (``fail``: ``"status:NNN"``,
+``"non_json"``, ``"missing_fields"``, ``"huge"`` (~10 MB), ``"hang"`` or ``"reset"``), for every
+login/refresh request or for the next ``fail_count`` ones. Its state lives in
+``app.extensions["fake_sentifyd"]`` for in-process tests. With ``control=True`` (the default: it
+is a test double, never a production service, so these endpoints have no authentication)
+``GET /_fake/stats`` returns the counters (never a token) and ``POST /_fake/control`` takes any
+of ``{"latency", "fail", "fail_count", "token_ttl", "shape", "reset": true}``; setting ``fail``
+without ``fail_count`` makes it last until cleared with ``"fail": null``.
 
 API keys are kept only as SHA-256 digests and counted by a short fingerprint; no answer and no
 log line carries one.
@@ -47,6 +50,7 @@ ISSUER = "fake-sentifyd"
 DEFAULT_AVATAR = "fake-avatar"  # the token subject when neither the key nor the request names one
 HANG_SECONDS = 3600.0  # far beyond any client timeout; the sleep is cancelled on disconnect
 HUGE_BYTES = 10 * 1024 * 1024
+MAX_REMEMBERED = 10_000  # tokens kept per list: a long-running demo or load test must not grow
 
 server_log = logging.getLogger("bridge.fake_sentifyd.server")
 
@@ -75,6 +79,8 @@ class ConnectionAborted(Exception):
 
 @dataclass(eq=False)
 class FakeState:
+    """Everything the fake knows; tests read and set these attributes directly."""
+
     token_ttl: int = 60
     latency: float = 0.0
     shape: str = "wrapped_snake"
@@ -83,7 +89,8 @@ class FakeState:
     fail_count: int | None = None  # None: fail until ``fail`` is cleared
     login_calls: int = 0
     refresh_calls: int = 0
-    calls_by_key: dict[str, int] = field(default_factory=dict)  # key_fingerprint -> calls
+    # key_fingerprint(key) -> logins presenting that key, accepted or not
+    calls_by_key: dict[str, int] = field(default_factory=dict)
     issued_access_tokens: list[str] = field(default_factory=list, repr=False)
     issued_refresh_tokens: list[str] = field(default_factory=list, repr=False)
     live_refresh_tokens: dict[str, str] = field(default_factory=dict, repr=False)  # -> avatar id
@@ -146,6 +153,10 @@ class FakeState:
         self.issued_access_tokens.append(access)
         self.issued_refresh_tokens.append(refresh)
         self.live_refresh_tokens[refresh] = avatar_id
+        for remembered in (self.issued_access_tokens, self.issued_refresh_tokens):
+            del remembered[:-MAX_REMEMBERED]
+        while len(self.live_refresh_tokens) > MAX_REMEMBERED:  # the oldest lapses, as if expired
+            del self.live_refresh_tokens[next(iter(self.live_refresh_tokens))]
         params = json.loads(json.dumps(AVATAR_PARAMS))  # a copy each time
         if self.shape.endswith("camel"):
             data: dict[str, Any] = {

@@ -72,8 +72,13 @@ async def login_ok(client: Client, path: str = LOGIN, **extra: str) -> dict[str,
 
 async def test_documented_login_issues_a_signed_jwt(client: Client, state: FakeState) -> None:
     data = await login_ok(client)
-    assert set(data) == {"access_token", "refresh_token", "avatar_params", "token_type",
-                         "expires_in"}
+    assert set(data) == {
+        "access_token",
+        "refresh_token",
+        "avatar_params",
+        "token_type",
+        "expires_in",
+    }
     assert data["token_type"] == "Bearer" and data["expires_in"] == 60
     assert data["avatar_params"]["name"] == "Ava"
     token = claims(data["access_token"], state)
@@ -103,8 +108,9 @@ async def test_plain_key_list_accepts_any_avatar_id() -> None:
 
 @pytest.mark.parametrize("path", [LOGIN, PLUGIN_LOGIN])
 @pytest.mark.parametrize("body", [{"avatar_api_key": "wrong-key"}, {"avatar_api_key": ""}, {}])
-async def test_wrong_or_missing_key_is_401(client: Client, state: FakeState, path: str,
-                                           body: dict[str, Any]) -> None:
+async def test_wrong_or_missing_key_is_401(
+    client: Client, state: FakeState, path: str, body: dict[str, Any]
+) -> None:
     response = await client.post(path, json=body)
     assert response.status_code == 401
     assert await response.get_json() == {"error": "invalid_api_key"}
@@ -176,8 +182,9 @@ async def test_jwt_exp_follows_token_ttl_and_reads_without_the_key() -> None:
 
 async def test_refresh_tokens_are_single_use(client: Client, state: FakeState) -> None:
     first = await login_ok(client)
-    response = await client.post(REFRESH, json={"refresh_token": first["refresh_token"],
-                                                 "avatar_id": AVATAR_ID})
+    response = await client.post(
+        REFRESH, json={"refresh_token": first["refresh_token"], "avatar_id": AVATAR_ID}
+    )
     assert response.status_code == 200
     second = tokens_of(await response.get_json())
     assert second["refresh_token"] != first["refresh_token"]
@@ -233,8 +240,9 @@ async def test_missing_fields_failure(client: Client, state: FakeState) -> None:
         parse_tokens(body, now=time.time(), default_expires_in=55)
 
 
-async def test_huge_failure_is_a_valid_answer_of_ten_megabytes(client: Client,
-                                                               state: FakeState) -> None:
+async def test_huge_failure_is_a_valid_answer_of_ten_megabytes(
+    client: Client, state: FakeState
+) -> None:
     state.fail = "huge"
     response = await client.post(LOGIN, json=GOOD)
     raw = await response.get_data()
@@ -243,8 +251,9 @@ async def test_huge_failure_is_a_valid_answer_of_ten_megabytes(client: Client,
     assert tokens_of(body)["access_token"] == state.issued_access_tokens[0]
 
 
-async def test_hang_failure_waits_then_gives_up(client: Client, state: FakeState,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_hang_failure_waits_then_gives_up(
+    client: Client, state: FakeState, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(fake_module, "HANG_SECONDS", 0.05)  # the real hang is 3600 s
     state.fail = "hang"
     started = time.perf_counter()
@@ -266,8 +275,7 @@ async def test_fail_count_counts_down_then_clears(client: Client, state: FakeSta
     assert state.fail is None and state.fail_count is None and state.login_calls == 3
 
 
-async def test_failure_without_count_lasts_until_cleared(client: Client,
-                                                         state: FakeState) -> None:
+async def test_failure_without_count_lasts_until_cleared(client: Client, state: FakeState) -> None:
     state.fail = "status:502"
     statuses = [(await client.post(LOGIN, json=GOOD)).status_code for _ in range(3)]
     assert statuses == [502, 502, 502]
@@ -293,16 +301,21 @@ async def test_latency_delays_the_answer(client: Client, state: FakeState) -> No
 
 @pytest.mark.parametrize(
     ("mode", "error"),
-    [("status:503", UpstreamUnavailable), ("status:401", UpstreamRejected),
-     ("non_json", UpstreamUnavailable), ("missing_fields", UpstreamUnavailable),
-     ("huge", UpstreamUnavailable)],
+    [
+        ("status:503", UpstreamUnavailable),
+        ("status:401", UpstreamRejected),
+        ("non_json", UpstreamUnavailable),
+        ("missing_fields", UpstreamUnavailable),
+        ("huge", UpstreamUnavailable),
+    ],
 )
 async def test_the_bridge_client_turns_each_failure_into_its_error(
     fake_app: Quart, state: FakeState, mode: str, error: type[Exception]
 ) -> None:
     sentifyd = SentifydSettings(backend="http://fake", retries=0)
-    avatar = AvatarSettings(name="main", avatar_id=AVATAR_ID, api_key_env="K",
-                            api_key=Secret(API_KEY))
+    avatar = AvatarSettings(
+        name="main", avatar_id=AVATAR_ID, api_key_env="K", api_key=Secret(API_KEY)
+    )
     transport = httpx.ASGITransport(app=fake_app)
     async with SentifydClient.build_http(sentifyd, transport) as http:
         state.fail = mode
@@ -326,12 +339,23 @@ async def test_reset_forgets_calls_tokens_and_failures(client: Client, state: Fa
 async def test_control_endpoint_sets_and_stats_report(client: Client, state: FakeState) -> None:
     await login_ok(client)
     await client.post(LOGIN, json={"avatar_api_key": "other"})
-    response = await client.post("/_fake/control", json={
-        "fail": "status:502", "fail_count": 1, "latency": 0, "token_ttl": 30,
-        "shape": "flat_camel"})
+    response = await client.post(
+        "/_fake/control",
+        json={
+            "fail": "status:502",
+            "fail_count": 1,
+            "latency": 0,
+            "token_ttl": 30,
+            "shape": "flat_camel",
+        },
+    )
     assert response.status_code == 200
     assert (state.fail, state.fail_count, state.token_ttl, state.shape) == (
-        "status:502", 1, 30, "flat_camel")
+        "status:502",
+        1,
+        30,
+        "flat_camel",
+    )
     assert (await client.post(LOGIN, json=GOOD)).status_code == 502
     assert (await login_ok(client))["expiresIn"] == 30
 
@@ -350,9 +374,20 @@ async def test_control_endpoint_sets_and_stats_report(client: Client, state: Fak
 
 @pytest.mark.parametrize(
     "body",
-    [{"fail": "status:99"}, {"fail": "explode"}, {"fail_count": 0}, {"fail_count": True},
-     {"token_ttl": 0}, {"token_ttl": 1.5}, {"shape": "xml"}, {"latency": -1},
-     {"latency": "1"}, {"reset": 1}, {"secret": 1}, ["reset"]],
+    [
+        {"fail": "status:99"},
+        {"fail": "explode"},
+        {"fail_count": 0},
+        {"fail_count": True},
+        {"token_ttl": 0},
+        {"token_ttl": 1.5},
+        {"shape": "xml"},
+        {"latency": -1},
+        {"latency": "1"},
+        {"reset": 1},
+        {"secret": 1},
+        ["reset"],
+    ],
 )
 async def test_control_rejects_bad_settings_and_changes_nothing(
     client: Client, state: FakeState, body: Any
@@ -360,7 +395,12 @@ async def test_control_rejects_bad_settings_and_changes_nothing(
     response = await client.post("/_fake/control", json=body)
     assert response.status_code == 400
     assert (state.fail, state.fail_count, state.token_ttl, state.shape, state.latency) == (
-        None, None, 60, "wrapped_snake", 0.0)
+        None,
+        None,
+        60,
+        "wrapped_snake",
+        0.0,
+    )
 
 
 async def test_control_endpoints_can_be_switched_off() -> None:
@@ -370,14 +410,30 @@ async def test_control_endpoints_can_be_switched_off() -> None:
 
 
 async def test_the_api_key_never_shows(client: Client, state: FakeState) -> None:
-    bodies = [await (await client.post(path, json={**GOOD, "avatar_id": avatar})).get_data()
-              for path in (LOGIN, PLUGIN_LOGIN) for avatar in (AVATAR_ID, "bad")]
+    bodies = [
+        await (await client.post(path, json={**GOOD, "avatar_id": avatar})).get_data()
+        for path in (LOGIN, PLUGIN_LOGIN)
+        for avatar in (AVATAR_ID, "bad")
+    ]
     bodies.append(await (await client.get("/_fake/stats")).get_data())
     state.fail = "status:503"
     bodies.append(await (await client.post(LOGIN, json=GOOD)).get_data())
     for text in [*(b.decode() for b in bodies), repr(state), str(state.stats())]:
         assert API_KEY not in text
     assert not any(t in repr(state) for t in state.issued_refresh_tokens)
+
+
+async def test_only_the_latest_tokens_are_remembered(
+    client: Client, state: FakeState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fake_module, "MAX_REMEMBERED", 3)
+    first = await login_ok(client)
+    for _ in range(4):
+        await login_ok(client)
+    assert len(state.issued_access_tokens) == len(state.issued_refresh_tokens) == 3
+    assert len(state.live_refresh_tokens) == 3
+    response = await client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
+    assert response.status_code == 401
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -398,8 +454,11 @@ def test_bad_arguments_are_refused() -> None:
 async def test_under_real_hypercorn(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     port, stop = free_port(), asyncio.Event()
-    server = asyncio.create_task(serve_fake_sentifyd(
-        "127.0.0.1", port, {API_KEY: AVATAR_ID}, shutdown_trigger=stop.wait, token_ttl=90))
+    server = asyncio.create_task(
+        serve_fake_sentifyd(
+            "127.0.0.1", port, {API_KEY: AVATAR_ID}, shutdown_trigger=stop.wait, token_ttl=90
+        )
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=5) as http:
@@ -412,8 +471,9 @@ async def test_under_real_hypercorn(caplog: pytest.LogCaptureFixture) -> None:
 
             # The bridge's own client logs in and refreshes against it.
             sentifyd = SentifydSettings(backend=url, refresh_path=REFRESH, retries=0)
-            avatar = AvatarSettings(name="main", avatar_id=AVATAR_ID, api_key_env="K",
-                                    api_key=Secret(API_KEY))
+            avatar = AvatarSettings(
+                name="main", avatar_id=AVATAR_ID, api_key_env="K", api_key=Secret(API_KEY)
+            )
             upstream = SentifydClient(sentifyd, http)
             tokens = await upstream.login(avatar)
             assert tokens.refresh_token and 85 < tokens.expires_at - time.time() <= 90
@@ -425,8 +485,8 @@ async def test_under_real_hypercorn(caplog: pytest.LogCaptureFixture) -> None:
                 assert response.status_code == 200
                 with pytest.raises(httpx.RemoteProtocolError):
                     await response.aread()
+            await http.post("/_fake/control", json={"fail": "reset", "fail_count": 1})
             with pytest.raises(UpstreamUnavailable):  # the client sees a transport error
-                await http.post("/_fake/control", json={"fail": "reset", "fail_count": 1})
                 await upstream.login(avatar)
 
             # "hang": the client times out; the server cancels the handler and carries on.
