@@ -7,9 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import API_KEY, AVATAR_ID, Clock, bridge_of, login, make_settings, site_cookie
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
+
+from conftest import API_KEY, AVATAR_ID, Clock, bridge_of, login, make_settings, site_cookie
 
 COOKIE = "sentifyd_bridge"
 
