@@ -1,0 +1,320 @@
+"""The demo in a real browser (Debian's Chromium, driven by Playwright): sign in, tokens, a
+refresh with the handle, sign out; and at every step, nothing the page's JavaScript can read
+holds the Sentifyd API key, a Sentifyd refresh token or a login cookie.
+
+Chromium comes from apt (``scripts/test.sh`` installs it), never from ``playwright install``.
+Without ``/usr/bin/chromium`` these tests skip, except in CI (``CI`` set), where they must run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, Response, async_playwright
+from playwright.async_api import Error as PlaywrightError
+
+from bridge.demo import create_demo_app
+from bridge.runtime import Bridge
+from conftest import LiveServer, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+TOKEN_TTL = 6  # seconds: short, so that the component refreshes within the test
+WAIT_MS = 10_000  # for anything that does not wait on the token's expiry
+COMPONENT = "sentifyd-bot"
+BRIDGE_COOKIE = "sentifyd_bridge"
+SITE_COOKIE = "shop_session"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and not os.environ.get("CI"),
+        reason="needs /usr/bin/chromium (apt install chromium; scripts/test.sh does)",
+    ),
+]
+
+# Everything a script on the page can read: the document (with the component's open shadow
+# root), both storages and the cookies that are not HttpOnly.
+READABLE_JS = """() => {
+  const parts = [document.documentElement.outerHTML, "cookie:" + document.cookie];
+  for (const el of document.querySelectorAll("*")) {
+    if (el.shadowRoot) parts.push(el.shadowRoot.innerHTML, el.shadowRoot.textContent);
+  }
+  for (const store of [window.sessionStorage, window.localStorage]) {
+    for (let i = 0; i < store.length; i++) {
+      const key = store.key(i);
+      parts.push(key, store.getItem(key));
+    }
+  }
+  return parts.join("\\n");
+}"""
+
+
+def component_is(condition: str) -> str:
+    """A predicate over the component element ``el`` for ``page.wait_for_function``."""
+    find = f"document.querySelector({COMPONENT!r})"
+    return f"() => {{ const el = {find}; return !!el && ({condition}); }}"
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def demo() -> Iterator[LiveServer]:
+    """The embedded demo (site login, bridge, stand-in Sentifyd) under hypercorn on loopback."""
+    port = free_port()
+    server = LiveServer(create_demo_app(port=port, token_ttl=TOKEN_TTL), port=port).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(WAIT_MS)
+    try:
+        yield ctx
+    finally:
+        await ctx.close()
+
+
+def fake_of(server: LiveServer) -> Any:
+    return server.app.extensions["fake_sentifyd"]
+
+
+class Witness:
+    """Collect what the page's JavaScript can read, and check it for secrets at every step.
+
+    Network responses are read as they arrive (a body may be gone after the page navigates).
+    Their ``Set-Cookie`` headers are left out: a script never sees them, and they legitimately
+    carry the HttpOnly cookies.
+    """
+
+    def __init__(self, server: LiveServer, context: BrowserContext) -> None:
+        self.server = server
+        self.context = context
+        self.responses: list[str] = []
+        self._pending: list[asyncio.Future[None]] = []
+
+    def watch(self, page: Page) -> Page:
+        page.on("response", self._on_response)
+        return page
+
+    def _on_response(self, response: Response) -> None:
+        self._pending.append(asyncio.ensure_future(self._read(response)))
+
+    async def _read(self, response: Response) -> None:
+        headers = await response.all_headers()
+        self.responses.extend(f"{k}: {v}" for k, v in headers.items() if k != "set-cookie")
+        if 300 <= response.status < 400:
+            return  # redirects have no body to read
+        try:
+            body = await response.body()
+        except PlaywrightError:
+            # The page navigated away before the body could be fetched: the page never had it
+            # either, but record that we could not look.
+            self.responses.append(f"<unread body of {response.url}>")
+            return
+        self.responses.append(body.decode("utf-8", "replace"))
+
+    def secrets(self) -> list[str]:
+        """The avatars' API keys and every refresh token Sentifyd has issued so far."""
+        fake = fake_of(self.server)
+        bridge = Bridge.of(self.server.app)
+        return [
+            *(avatar.api_key.reveal() for avatar in bridge.settings.avatars),
+            *list(fake.issued_refresh_tokens),
+        ]
+
+    async def check(self, *pages: Page) -> None:
+        """Assert that no page, storage, script-readable cookie or response holds a secret."""
+        await asyncio.gather(*self._pending)
+        self._pending.clear()
+        cookies = {c["name"]: c for c in await self.context.cookies()}
+        for name in (BRIDGE_COOKIE, SITE_COOKIE):
+            if name in cookies:
+                assert cookies[name]["httpOnly"], name
+        cookie_values = [cookies[n]["value"] for n in (BRIDGE_COOKIE, SITE_COOKIE) if n in cookies]
+        secrets = self.secrets()
+        assert secrets, "nothing to look for"
+        network = "\n".join(self.responses)
+        for secret in secrets:
+            assert secret not in network
+        for page in pages:
+            if page.is_closed():
+                continue
+            readable = await page.evaluate(READABLE_JS)
+            assert readable.startswith("<html")  # we read the document at all
+            for secret in [*secrets, *cookie_values]:
+                assert secret not in readable
+            script_cookies = readable.split("cookie:", 1)[1].split("\n", 1)[0]
+            assert BRIDGE_COOKIE not in script_cookies and SITE_COOKIE not in script_cookies
+
+
+@pytest.fixture
+def witness(demo: LiveServer, context: BrowserContext) -> Witness:
+    return Witness(demo, context)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+async def sign_in(page: Page, server: LiveServer, user: str) -> Response | None:
+    """Open the site, get sent to its login, pick ``user``, submit; return the final answer."""
+    await page.goto(server.url + "/")
+    assert page.url == server.url + "/demo/login?next=/"
+    await page.locator(f"label:has(input[name=username][value={user}])").click()  # its card
+    assert await page.is_checked(f"input[name=username][value={user}]")
+    async with page.expect_response(
+        lambda r: r.url == server.url + "/" and r.request.method == "GET"
+    ) as landed:
+        await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(server.url + "/")
+    return await landed.value
+
+
+async def stored(page: Page) -> dict[str, Any]:
+    """What the component kept in sessionStorage."""
+    key = await page.evaluate(f"() => document.querySelector({COMPONENT!r}).storageKey")
+    raw = await page.evaluate("(k) => window.sessionStorage.getItem(k)", key)
+    assert raw, "the component stored nothing"
+    value: dict[str, Any] = json.loads(raw)
+    return value
+
+
+async def wait_ready(page: Page) -> None:
+    await page.wait_for_function(component_is("el.dataset.status === 'ready'"), timeout=WAIT_MS)
+
+
+# --- the demo --------------------------------------------------------------------------------
+
+
+async def test_demo_sign_in_tokens_refresh_and_sign_out(
+    demo: LiveServer, context: BrowserContext, witness: Witness
+) -> None:
+    fake = fake_of(demo)
+    page = witness.watch(await context.new_page())
+
+    # Signed in as a customer, the avatar page loads and the component gets its tokens.
+    landed = await sign_in(page, demo, "alice")
+    assert landed is not None and landed.status == 200
+    await wait_ready(page)
+    await witness.check(page)
+    first = await stored(page)
+    assert first["tokens"]["accessToken"] in fake.issued_access_tokens
+    first_handle = first["tokens"]["refreshToken"]
+    assert first_handle and first_handle not in fake.issued_refresh_tokens
+    assert fake.issued_refresh_tokens  # ...though Sentifyd did issue one, held by the bridge
+    assert await page.get_attribute(COMPONENT, "data-error") == ""
+
+    # The access token runs out; the component refreshes with its handle, and gets a new
+    # access token and a new handle.
+    await page.wait_for_function(
+        component_is(
+            "Number(el.dataset.refreshCount) >= 1 && el.dataset.status === 'ready' && "
+            "JSON.parse(sessionStorage.getItem(el.storageKey)).tokens.accessToken !== "
+            f"{json.dumps(first['tokens']['accessToken'])}"
+        ),
+        timeout=(3 * TOKEN_TTL) * 1000,
+    )
+    refreshed = await stored(page)
+    assert refreshed["tokens"]["refreshToken"] not in (first_handle, "")
+    assert refreshed["tokens"]["refreshToken"] not in fake.issued_refresh_tokens
+    assert refreshed["tokens"]["accessToken"] in fake.issued_access_tokens
+    assert fake.refresh_calls >= 1  # the bridge used Sentifyd's refresh token, server-side
+    await witness.check(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "avatar-page.png"), full_page=True)
+
+    # A second tab signs out of the site; the first tab's component is refused on its next
+    # request and says so.
+    other = witness.watch(await context.new_page())
+    await other.goto(demo.url + "/")
+    await wait_ready(other)
+    await other.get_by_role("button", name="Sign out").click()
+    await other.wait_for_url(demo.url + "/demo/login")
+    await witness.check(page, other)
+
+    async with page.expect_response(lambda r: "/request_tokens" in r.url) as refused:
+        await page.evaluate(f"() => document.querySelector({COMPONENT!r}).refreshNow()")
+    response = await refused.value
+    assert response.status == 401
+    assert (await response.json())["error"] == "login_required"
+    await page.wait_for_function(
+        component_is("el.dataset.status === 'error' && el.dataset.error === 'login_required'"),
+        timeout=WAIT_MS,
+    )
+    shown = page.locator(f"{COMPONENT} #error")
+    assert await shown.is_visible()
+    assert "HTTP 401" in await shown.inner_text()
+    assert "login_required" in await shown.inner_text()
+    sign_in_again = page.locator(f"{COMPONENT} #signin")
+    assert await sign_in_again.get_attribute("href") == demo.url + "/demo/login?next=/"
+    await witness.check(page, other)
+    await page.screenshot(path=str(ARTIFACTS / "avatar-page-signed-out.png"))
+
+    # The page itself now sends the visitor to the login.
+    await page.reload()
+    assert page.url == demo.url + "/demo/login?next=/"
+    await witness.check(page, other)
+
+
+async def test_demo_refuses_a_signed_in_non_customer(
+    demo: LiveServer, context: BrowserContext, witness: Witness
+) -> None:
+    page = witness.watch(await context.new_page())
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+
+    landed = await sign_in(page, demo, "bob")
+    assert landed is not None and landed.status == 403
+    await page.get_by_role("heading", name="Not available for your account").wait_for()
+    assert await page.locator(COMPONENT).count() == 0
+    assert not [url for url in requests if "/request_tokens" in url]
+    assert requests  # the listener saw the page's own requests
+    await witness.check(page)
+
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_url(demo.url + "/demo/login")
+    assert SITE_COOKIE not in {c["name"] for c in await context.cookies()}
+    await witness.check(page)
+
+
+async def test_witness_sees_a_planted_secret(
+    demo: LiveServer, context: BrowserContext, witness: Witness
+) -> None:
+    """The leak check can fail: a refresh token written where scripts can read it is caught."""
+    page = witness.watch(await context.new_page())
+    await sign_in(page, demo, "alice")
+    await wait_ready(page)
+    await witness.check(page)
+    leaked = fake_of(demo).issued_refresh_tokens[-1]
+    await page.evaluate("(t) => window.localStorage.setItem('oops', t)", leaked)
+    with pytest.raises(AssertionError):
+        await witness.check(page)
