@@ -100,7 +100,9 @@ async def login_form() -> Response:
 async def login() -> Response:
     form = await request.form
     expected = request.cookies.get(CSRF_COOKIE, "")
-    if not expected or not hmac.compare_digest(expected, form.get("csrf", "")):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, so a 500).
+    given = form.get("csrf", "")
+    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
         return Response("Refused: the form is stale; go back and try again.", status=400)
     user = USERS.get(form.get("username", ""))
     if user is None:
