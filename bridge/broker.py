@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.errors import BridgeError, InvalidRefreshToken, UpstreamRejected
+from bridge.errors import BridgeError, InvalidRefreshToken, UpstreamError, UpstreamRejected
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import digest, open_with_handle, seal_with_handle
 from bridge.sentifyd import SentifydClient, UpstreamTokens
@@ -28,6 +28,7 @@ log = logging.getLogger("bridge.broker")
 
 HANDLE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 MAX_RETIRED = 32
+MAX_REMEMBERED_FAILURES = 10_000
 
 
 class SessionGone(BridgeError):
@@ -75,14 +76,19 @@ class TokenBroker:
         self.clock = clock
         # cache_hit(bool): metrics hook.
         self.on_cache: Callable[[bool], None] | None = None
+        # "session id:avatar" -> (monotonic time, error) of its last failed upstream fetch, so
+        # that requests queued behind a failing call share its failure (in this process) instead
+        # of each waiting out a timeout of its own in turn.
+        self._failed: dict[str, tuple[float, UpstreamError]] = {}
 
     async def issue(self, ctx: SessionContext, avatar: AvatarSettings) -> TokenAnswer:
         """Answer a component's first request: tokens plus the handle of a new chain."""
+        asked = time.monotonic()
         async with self.store.lock(
             self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait
         ):
             record = await self._reload(ctx)
-            entry = await self._tokens(ctx, record, avatar)
+            entry = await self._tokens(ctx, record, avatar, asked=asked)
             handle = secrets.token_urlsafe(32)
             now = self.clock()
             record.chains.append(
@@ -107,6 +113,7 @@ class TokenBroker:
         if not HANDLE_RE.match(handle):
             raise InvalidRefreshToken()
         handle_hash = digest(handle)
+        asked = time.monotonic()
         async with self.store.lock(
             self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait
         ):
@@ -116,7 +123,7 @@ class TokenBroker:
                 if chain.current == handle_hash:
                     if chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
-                    entry = await self._tokens(ctx, record, avatar, refreshing=True)
+                    entry = await self._tokens(ctx, record, avatar, refreshing=True, asked=asked)
                     new_handle = secrets.token_urlsafe(32)
                     chain.retired = [*chain.retired, handle_hash][-MAX_RETIRED:]
                     chain.grace = {
@@ -138,7 +145,7 @@ class TokenBroker:
                     repeated = open_with_handle(handle, grace["sealed"])
                     if repeated is None or chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
-                    entry = await self._tokens(ctx, record, avatar, refreshing=True)
+                    entry = await self._tokens(ctx, record, avatar, refreshing=True, asked=asked)
                     await self.sessions.save(record)
                     return self._answer(entry, repeated)
                 if handle_hash in chain.retired:
@@ -175,8 +182,13 @@ class TokenBroker:
         avatar: AvatarSettings,
         *,
         refreshing: bool = False,
+        asked: float = float("inf"),
     ) -> dict[str, Any]:
-        """Return the session's cached tokens for ``avatar``, fetching them if stale."""
+        """Return the session's cached tokens for ``avatar``, fetching them if stale.
+
+        A fetch that failed after this request was ``asked`` (monotonic time), while it waited
+        for the session's lock, is this request's failure too.
+        """
         tokens = self.sessions.open_tokens(ctx, record)
         entry = tokens.get(avatar.name)
         if self._fresh(entry):
@@ -185,7 +197,18 @@ class TokenBroker:
             return dict(entry)  # type: ignore[arg-type]
         if self.on_cache:
             self.on_cache(False)
-        fetched = await self._fetch(ctx, record, avatar, entry)
+        key = f"{record.id}:{avatar.name}"
+        failed = self._failed.get(key)
+        if failed is not None and failed[0] > asked:
+            raise failed[1]
+        try:
+            fetched = await self._fetch(ctx, record, avatar, entry)
+        except UpstreamError as exc:
+            if len(self._failed) >= MAX_REMEMBERED_FAILURES:
+                self._failed.clear()  # forgetting one only costs a waiter its own attempt
+            self._failed[key] = (time.monotonic(), exc)
+            raise
+        self._failed.pop(key, None)
         entry = {
             "at": fetched.access_token,
             "rt": fetched.refresh_token,

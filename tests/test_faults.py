@@ -9,6 +9,7 @@ fault heals must succeed. (``tests/test_tokens.py`` covers the same errors in-pr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -270,3 +271,20 @@ async def test_token_without_expiry_takes_it_from_the_jwt() -> None:
     finally:
         stop_rig(rig)
 
+
+async def test_requests_queued_behind_a_failing_call_share_its_failure(rig: Rig) -> None:
+    """Single flight holds for failures too: five tabs of one session waiting on a hanging
+    call get its 504 together, not one timeout each in turn (and Sentifyd gets one call)."""
+    async with rig.visitor() as visitor:
+        assert (await visitor.get("/request_tokens")).status_code == 200
+        rig.clock.advance(120)
+        rig.state.fail = "hang"
+        started = time.monotonic()
+        answers = await asyncio.gather(*(visitor.get("/request_tokens") for _ in range(5)))
+        elapsed = time.monotonic() - started
+        assert [a.status_code for a in answers] == [504] * 5
+        assert rig.state.login_calls == 2
+        assert elapsed < TIMEOUT * 2
+        # A request that starts after the failure tries again, and succeeds once it heals.
+        rig.state.fail = None
+        assert (await visitor.get("/request_tokens")).status_code == 200
