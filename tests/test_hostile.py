@@ -127,10 +127,19 @@ class Body:
     data: bytes
 
 
+# Bytes that are not what their declared type promises: not UTF-8, not JSON, not a form.
+odd_bytes_st = st.one_of(
+    st.binary(min_size=1, max_size=60),
+    st.binary(max_size=30).map(lambda b: b"\xff" + b),
+    st.sampled_from([b"\x80", b"\xef\xbb", b'{"refreshToken": "\xff"}', b"\x00", b"--xyz--"]),
+)
+mismatched_body_st = st.builds(
+    Body, st.sampled_from(["application/json"] * 3 + CONTENT_TYPES), odd_bytes_st
+)
 body_st = st.one_of(
-    st.builds(
-        Body, st.sampled_from(CONTENT_TYPES) | HEADER_VALUE | st.none(), st.binary(max_size=600)
-    ),
+    mismatched_body_st,
+    mismatched_body_st,  # twice: the likeliest way to trip a parser
+    st.builds(Body, HEADER_VALUE | st.none(), st.binary(max_size=600)),
     st.builds(
         Body, st.just("application/json"), json_body_st.map(lambda v: json.dumps(v).encode())
     ),
@@ -261,30 +270,47 @@ def assert_json_refusal(status: int, headers: Headers, data: bytes) -> dict[str,
 async def test_token_endpoint_without_credentials_refuses_and_changes_nothing(
     app: Quart, signed_in: Valid, fake_state: Any, data: st.DataObject
 ) -> None:
-    avatar = data.draw(
-        st.sampled_from(["", "/premium", "/ghost"])
-        | st.text(max_size=30).map(lambda s: "/" + quote(s, safe=""))
-    )
+    """Forged cookies, odd queries, headers and bodies, at the endpoint's real paths."""
+    method = data.draw(st.sampled_from(["GET", "POST"]))
+    avatar = data.draw(st.sampled_from(["", "/premium"]))
     query = data.draw(raw_query_st | st.just(""))
-    method = data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"]))
     cookies = data.draw(forged_cookies(signed_in))
     headers = data.draw(headers_st)
-    body = data.draw(body_st) if method in ("POST", "PUT") else None
+    body = data.draw(body_st) if method == "POST" else None
     path = f"/request_tokens{avatar}" + (f"?{query}" if query else "")
 
     before = snapshot(app)
     status, response_headers, raw = await send(
         app, path, method=method, cookies=cookies, headers=headers, body=body
     )
-    if method == "HEAD":
-        assert 400 <= status < 500
-    elif method == "OPTIONS":
-        assert status < 500
-    else:
-        error = assert_json_refusal(status, response_headers, raw)["error"]
-        if status == 401:
-            assert error in {"login_required", "invalid_refresh_token"}
+    error = assert_json_refusal(status, response_headers, raw)["error"]
+    if status == 401:
+        assert error in {"login_required", "invalid_refresh_token"}
     no_secrets(fake_state, raw.decode("utf-8", "replace") + str(response_headers))
+    assert snapshot(app) == before
+
+
+@HOSTILE
+@given(data=st.data())
+async def test_token_endpoint_odd_paths_and_methods_refuse_and_change_nothing(
+    app: Quart, signed_in: Valid, data: st.DataObject
+) -> None:
+    avatar = data.draw(
+        st.sampled_from(["", "/premium", "/ghost", "/", "//", "/premium/x", "/..", "/%00"])
+        | st.text(max_size=30).map(lambda s: "/" + quote(s, safe=""))
+    )
+    method = data.draw(
+        st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE"])
+    )
+    cookies = data.draw(forged_cookies(signed_in))
+    before = snapshot(app)
+    status, headers, raw = await send(
+        app, f"/request_tokens{avatar}", method=method, cookies=cookies
+    )
+    if method in ("HEAD", "OPTIONS"):
+        assert status < 500 and (method == "OPTIONS" or status >= 400), status
+    else:
+        assert_json_refusal(status, headers, raw)
     assert snapshot(app) == before
 
 
@@ -367,6 +393,22 @@ async def test_signed_in_visitor_with_odd_requests_never_gets_a_5xx(
     else:
         assert_json_refusal(status, response_headers, raw)
     no_secrets(fake_state, raw.decode("utf-8", "replace") + str(response_headers))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("data", [b"\x80", b'{"refreshToken": "\xff"}', b"\xef\xbb"])
+async def test_json_body_that_is_not_utf8_is_400(
+    app: Quart, signed_in: Valid, signed: bool, data: bytes
+) -> None:
+    """Found by the properties above: the body's UTF-8 error escaped ``get_json(silent=True)``."""
+    cookies = [(SITE_COOKIE, signed_in.site), (BRIDGE_COOKIE, signed_in.bridge)] if signed else []
+    before = snapshot(app)
+    status, headers, raw = await send(
+        app, "/request_tokens", method="POST", cookies=cookies, body=Body("application/json", data)
+    )
+    assert status == 400
+    assert assert_json_refusal(status, headers, raw)["error"] == "bad_request"
+    assert snapshot(app) == before
 
 
 # --- the avatar pages ------------------------------------------------------------------------

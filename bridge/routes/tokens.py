@@ -48,7 +48,10 @@ async def read_handle() -> str | None:
     handle: Any = request.args.get("refreshToken")
     if handle is None and request.method == "POST":
         if request.is_json:
-            body = await request.get_json(silent=True)
+            try:
+                body = await request.get_json(silent=True)
+            except UnicodeDecodeError as exc:  # "silent" covers bad JSON, not bad UTF-8
+                raise BadRequest("The body is not valid UTF-8 JSON.") from exc
             handle = body.get("refreshToken") if isinstance(body, dict) else None
         else:
             form = await request.form
