@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +116,18 @@ class Witness:
     carry the HttpOnly cookies.
     """
 
-    def __init__(self, server: LiveServer, context: BrowserContext) -> None:
+    def __init__(
+        self,
+        server: LiveServer,
+        context: BrowserContext,
+        *,
+        fake: Any = None,
+        extra_secrets: Sequence[str] = (),
+    ) -> None:
         self.server = server
         self.context = context
+        self.fake = fake if fake is not None else fake_of(server)  # the demo's in-process one
+        self.extra_secrets = list(extra_secrets)
         self.responses: list[str] = []
         self._pending: list[asyncio.Future[None]] = []
 
@@ -144,12 +153,13 @@ class Witness:
         self.responses.append(body.decode("utf-8", "replace"))
 
     def secrets(self) -> list[str]:
-        """The avatars' API keys and every refresh token Sentifyd has issued so far."""
-        fake = fake_of(self.server)
+        """The avatars' API keys, every refresh token Sentifyd has issued so far, and any
+        further secret the test names."""
         bridge = Bridge.of(self.server.app)
         return [
             *(avatar.api_key.reveal() for avatar in bridge.settings.avatars),
-            *list(fake.issued_refresh_tokens),
+            *list(self.fake.issued_refresh_tokens),
+            *self.extra_secrets,
         ]
 
     async def check(self, *pages: Page) -> None:
