@@ -17,6 +17,7 @@ from bridge.gate import Gate
 from bridge.identity import IdentitySource
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.lifecycle import Lifecycle
+from bridge.mount import install
 from bridge.runtime import Bridge
 from bridge.sentifyd import SentifydClient
 from bridge.sessions import SessionManager
@@ -99,6 +100,7 @@ def create_app(
         await http.aclose()
         await store.close()
 
+    install(app, settings.server)  # base_path, canonical paths, trusted forwarded headers
     return app
 
 

@@ -100,7 +100,7 @@ class SessionManager:
             self.cookie_name,
             token,
             max_age=self.settings.session.absolute_timeout,
-            path="/",
+            path=self.settings.session.cookie_path,
             secure=self.settings.session.cookie_secure,
             httponly=True,
             samesite="Lax",
@@ -109,7 +109,7 @@ class SessionManager:
     def clear_cookie(self, response: Response) -> None:
         response.delete_cookie(
             self.cookie_name,
-            path="/",
+            path=self.settings.session.cookie_path,
             secure=self.settings.session.cookie_secure,
             httponly=True,
             samesite="Lax",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class ServerSettings:
     public_url: str = "http://127.0.0.1:8000"
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
+    base_path: str = "/"
 
     @property
     def public_origin(self) -> str:
@@ -41,6 +43,21 @@ class ServerSettings:
     def is_https(self) -> bool:
         return self.public_url.lower().startswith("https://")
 
+    @property
+    def prefix(self) -> str:
+        """Return ``base_path`` without its trailing '/': "" at the root, else e.g. "/avatar"."""
+        return "" if self.base_path == "/" else self.base_path
+
+    def path_for(self, path: str) -> str:
+        """Return the browser-visible path of the bridge's ``path`` (which starts with '/')."""
+        if not path.startswith("/"):
+            raise ValueError("path_for: the path must start with '/'")
+        return self.prefix + path
+
+    def url_for(self, path: str) -> str:
+        """Return the absolute URL of the bridge's ``path``, from ``public_url``, never a header."""
+        return self.public_origin + self.path_for(path)
+
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -50,12 +67,18 @@ class SessionSettings:
     absolute_timeout: int = 43200
     refresh_grace: int = 10
     max_chains: int = 8
+    cookie_path: str = "/"  # not a TOML key: always server.base_path
 
     @property
     def effective_cookie_name(self) -> str:
         # The __Host- prefix makes the browser refuse the cookie unless it is Secure, host-only
-        # and Path=/, which is exactly the scope we want.
-        return f"__Host-{self.cookie_name}" if self.cookie_secure else self.cookie_name
+        # and Path=/, which is exactly the scope we want at the root. Under a base path, Path=/
+        # would send the cookie to every page of the site, so it gets Path=base_path and the
+        # __Secure- prefix (Secure enforced by the browser; host-only because no Domain is set).
+        if not self.cookie_secure:
+            return self.cookie_name
+        prefix = "__Host-" if self.cookie_path == "/" else "__Secure-"
+        return prefix + self.cookie_name
 
 
 @dataclass(frozen=True)
@@ -267,6 +290,26 @@ def _origin(value: str, name: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+_BASE_SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
+
+
+def _base_path(value: str) -> str:
+    """Return ``value`` if it is a plain path prefix like "/avatar", else stop start-up."""
+    name = "server.base_path"
+    if value == "/":
+        return value
+    if not value.startswith("/") or value.endswith("/"):
+        raise ConfigError(f"{name}: must start with '/' and not end with one, e.g. \"/avatar\"")
+    for segment in value[1:].split("/"):
+        if segment in ("", ".", ".."):
+            raise ConfigError(f"{name}: no empty, '.' or '..' segments")
+        if not _BASE_SEGMENT.match(segment):
+            raise ConfigError(
+                f"{name}: letters, digits and . _ ~ - only (nothing encoded, no spaces)"
+            )
+    return value
+
+
 def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Settings:
     root = _Section("config", data)
     demo = root.bool("demo", False)
@@ -281,6 +324,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
             _origin(o, "server.allowed_origins") for o in srv.str_list("allowed_origins")
         ),
         trusted_proxies=srv.str_list("trusted_proxies"),
+        base_path=_base_path(srv.str("base_path", "/")),
     )
     for proxy in server.trusted_proxies:
         try:
@@ -304,6 +348,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         absolute_timeout=ses.int("absolute_timeout", 43200, minimum=60),
         refresh_grace=ses.int("refresh_grace", 10, minimum=0),
         max_chains=ses.int("max_chains", 8, minimum=1),
+        cookie_path=server.base_path,
     )
     if session.idle_timeout > session.absolute_timeout:
         raise ConfigError("session.idle_timeout: must not exceed session.absolute_timeout")
