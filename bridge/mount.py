@@ -36,7 +36,7 @@ log = logging.getLogger("bridge.mount")
 
 def path_problem(path: str, raw_path: bytes | None = None) -> str | None:
     """Return why ``path`` (and the undecoded ``raw_path``) is not canonical, or None."""
-    texts = [path] if raw_path is None else [path, raw_path.decode("latin-1")]
+    texts = [path] if raw_path is None else [raw_path.decode("latin-1"), path]
     for text in texts:
         if not text.startswith("/"):
             return "not_absolute"
