@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
-from quart import Quart, Response, g, jsonify
+from quart import Quart, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from bridge.broker import TokenBroker
@@ -93,6 +93,10 @@ def create_app(
         if g.get("session_ended") and sessions.cookie_name not in _set_cookie_names(response):
             sessions.clear_cookie(response)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.endpoint != "static":
+            # Tokens, errors and pages are per visitor: never cached by a browser or a proxy.
+            response.headers["Cache-Control"] = "no-store"
+            response.vary.add("Cookie")
         return response
 
     @app.after_serving

@@ -135,12 +135,12 @@ class TokenBroker:
                 ):
                     # A duplicate of the same refresh (two tabs woken at once, a retried fetch):
                     # the same answer again, not a theft.
-                    new_handle = open_with_handle(handle, grace["sealed"])
-                    if new_handle is None or chain.avatar != avatar.name:
+                    repeated = open_with_handle(handle, grace["sealed"])
+                    if repeated is None or chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
                     entry = await self._tokens(ctx, record, avatar, refreshing=True)
                     await self.sessions.save(record)
-                    return self._answer(entry, new_handle)
+                    return self._answer(entry, repeated)
                 if handle_hash in chain.retired:
                     await self.lifecycle.emit(
                         "refresh_handle_reused",

@@ -61,7 +61,7 @@ def create_demo_app(
     fake = create_fake_sentifyd(
         {api_key: settings.avatars[0].avatar_id}, token_ttl=token_ttl, control=False
     )
-    app = create_app(settings, sentifyd_transport=httpx.ASGITransport(app=fake))
+    app = create_app(settings, sentifyd_transport=httpx.ASGITransport(app=fake))  # type: ignore[arg-type]
     app.extensions["fake_sentifyd"] = fake.extensions["fake_sentifyd"]
     app.register_blueprint(site)
     return app

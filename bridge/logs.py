@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from typing import Any
 
 
@@ -36,7 +35,10 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # httpx logs full URLs at INFO; they carry nothing secret here, but keep the log ours.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
-    logging.Formatter.converter = time.gmtime
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Keep libraries' request logging out: it would print URLs and headers we do not vet."""
+    for name in ("httpx", "httpcore", "hypercorn.access", "aiocache"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -65,7 +65,7 @@ def parse_tokens(body: Any, *, now: float, default_expires_in: int) -> UpstreamT
     """Read tokens from any documented shape: wrapped in ``data`` or flat, snake or camel case."""
     if not isinstance(body, dict):
         raise UpstreamUnavailable()
-    data = body.get("data") if isinstance(body.get("data"), dict) else body
+    data: dict[str, Any] = body["data"] if isinstance(body.get("data"), dict) else body
     access = _pick(data, "access_token", "accessToken")
     if not isinstance(access, str) or not access or len(access) > 16384:
         raise UpstreamUnavailable()

@@ -6,6 +6,7 @@ Every wrong or unsafe setting stops start-up with a :class:`ConfigError` naming 
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import ipaddress
 import os
@@ -159,7 +160,8 @@ class Settings:
 
     def masked(self) -> dict[str, Any]:
         """Return the effective settings as plain data, every secret masked."""
-        return _masked(dataclasses.asdict(self))
+        masked: dict[str, Any] = _masked(dataclasses.asdict(self))
+        return masked
 
 
 def _masked(value: Any) -> Any:
@@ -212,26 +214,28 @@ def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, 
 class _Section:
     """Typed reads from one TOML table, with the setting's dotted name in every error."""
 
-    def __init__(self, name: str, data: Any) -> None:
+    def __init__(self, name: builtins.str, data: Any) -> None:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
             raise ConfigError(f"{name}: must be a table")
         self.name = name
         self.data = data
-        self.used: set[str] = set()
+        self.used: set[builtins.str] = set()
 
-    def _get(self, key: str, default: Any) -> Any:
+    def _get(self, key: builtins.str, default: Any) -> Any:
         self.used.add(key)
         return self.data.get(key, default)
 
-    def str(self, key: str, default: str = "") -> str:
+    def str(self, key: builtins.str, default: builtins.str = "") -> builtins.str:
         value = self._get(key, default)
         if not isinstance(value, str):
             raise ConfigError(f"{self.name}.{key}: must be a string")
         return value
 
-    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
+    def int(
+        self, key: builtins.str, default: builtins.int, *, minimum: builtins.int = 0
+    ) -> builtins.int:
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{self.name}.{key}: must be an integer")
@@ -239,7 +243,9 @@ class _Section:
             raise ConfigError(f"{self.name}.{key}: must be at least {minimum}")
         return value
 
-    def float(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+    def float(
+        self, key: builtins.str, default: builtins.float, *, minimum: builtins.float = 0.0
+    ) -> builtins.float:
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{self.name}.{key}: must be a number")
@@ -247,25 +253,25 @@ class _Section:
             raise ConfigError(f"{self.name}.{key}: must be greater than {minimum}")
         return float(value)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:
         value = self._get(key, default)
         if not isinstance(value, bool):
             raise ConfigError(f"{self.name}.{key}: must be true or false")
         return value
 
-    def str_list(self, key: str) -> tuple[str, ...]:
+    def str_list(self, key: builtins.str) -> tuple[builtins.str, ...]:
         value = self._get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{self.name}.{key}: must be a list of strings")
         return tuple(value)
 
-    def table(self, key: str) -> dict[str, Any]:
+    def table(self, key: builtins.str) -> dict[builtins.str, Any]:
         value = self._get(key, {})
         if not isinstance(value, Mapping):
             raise ConfigError(f"{self.name}.{key}: must be a table")
         return dict(value)
 
-    def check_unknown(self, *also_allowed: str) -> None:
+    def check_unknown(self, *also_allowed: builtins.str) -> None:
         unknown = set(self.data) - self.used - set(also_allowed)
         if unknown:
             raise ConfigError(f"{self.name}.{sorted(unknown)[0]}: unknown setting")
@@ -335,9 +341,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
             ) from exc
     public_host = urlsplit(public_url).hostname or ""
     if not server.is_https and public_host not in LOOPBACK_HOSTS:
-        raise ConfigError(
-            "server.public_url: plain http is allowed for localhost only; use https"
-        )
+        raise ConfigError("server.public_url: plain http is allowed for localhost only; use https")
     srv.check_unknown()
 
     ses = _Section("session", root.table("session"))
@@ -422,8 +426,8 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         raise ConfigError(
             "BRIDGE_SECRET_KEY: not set (the bridge's own signing key, 32+ characters)"
         )
-    for key in secret_keys:
-        if len(key) < MIN_SECRET_KEY_LENGTH:
+    for secret in secret_keys:
+        if len(secret) < MIN_SECRET_KEY_LENGTH:
             raise ConfigError(
                 f"BRIDGE_SECRET_KEY: each key must be at least {MIN_SECRET_KEY_LENGTH} characters"
             )

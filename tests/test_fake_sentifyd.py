@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import API_KEY, AVATAR_ID, free_port
 from joserfc import jwt
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
@@ -30,6 +29,7 @@ from bridge.fake_sentifyd import (
 from bridge.secret import Secret
 from bridge.sentifyd import SentifydClient, jwt_exp, parse_tokens
 from bridge.settings import AvatarSettings, SentifydSettings
+from conftest import API_KEY, AVATAR_ID, free_port
 
 LOGIN = "/api/login"
 PLUGIN_LOGIN = "/api/v1/chatbot/login"

@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import API_KEY, make_settings
 
 from bridge.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
 from bridge.sentifyd import SentifydClient, jwt_exp, parse_tokens
+from conftest import API_KEY, make_settings
 
 NOW = 1_800_000_000.0
 

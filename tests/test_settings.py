@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY, BRIDGE_KEY, SITE_KEY, TEST_ENV, make_settings
 
 from bridge.errors import ConfigError
 from bridge.settings import load_settings
+from conftest import API_KEY, BRIDGE_KEY, SITE_KEY, TEST_ENV, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

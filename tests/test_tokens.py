@@ -7,9 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import API_KEY, AVATAR_ID, Clock, bridge_of, login, make_settings, site_cookie
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
+
+from conftest import API_KEY, AVATAR_ID, Clock, bridge_of, login, make_settings, site_cookie
 
 COOKIE = "sentifyd_bridge"
 
@@ -56,7 +57,8 @@ async def test_answers_are_never_cached(client: Client, app: Quart) -> None:
     login(client, app)
     ok = await tokens(client)
     refused = await tokens(client, "/request_tokens/nope")
-    for response in (ok, refused):
+    wrong_method = await client.delete("/request_tokens")
+    for response in (ok, refused, wrong_method):
         assert response.headers["Cache-Control"] == "no-store"
 
 

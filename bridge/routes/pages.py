@@ -36,7 +36,7 @@ async def _page(avatar_name: str | None) -> Response:
             title="Not available for your account",
             message="Your account is signed in, but this avatar is reserved for other customers.",
             status=403,
-            action=None,
+            action=_sign_out(bridge),
         )
         return Response(body, status=403, content_type="text/html; charset=utf-8")
     settings = bridge.settings
@@ -66,6 +66,13 @@ async def _page(avatar_name: str | None) -> Response:
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+def _sign_out(bridge: Bridge) -> dict[str, str] | None:
+    url = bridge.extras.get("logout_url")
+    if not url:
+        return None
+    return {"url": url, "label": "Sign out", "method": "post" if url.startswith("/") else "get"}
 
 
 def _csp(script: str) -> str:

@@ -89,11 +89,3 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
         response.headers["Access-Control-Allow-Credentials"] = "true"
     return response
 
-
-@blueprint.after_request
-async def no_store(response: Response) -> Response:
-    # Tokens and errors alike are per-visitor: never cached by a browser or a proxy.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    response.vary.add("Cookie")
-    return response

@@ -8,6 +8,7 @@ backend-specific exception.
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -46,7 +47,7 @@ class Store(abc.ABC):
     async def set_remove(self, key: str, member: str) -> None: ...
 
     @abc.abstractmethod
-    async def set_members(self, key: str) -> set[str]: ...
+    async def set_members(self, key: str) -> builtins.set[str]: ...
 
     @abc.abstractmethod
     async def list_push(self, key: str, value: dict[str, Any], max_len: int, ttl: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import fnmatch
 import json
@@ -66,7 +67,7 @@ class MemoryStore(Store):
             if not members:
                 await self.cache.delete(key)
 
-    async def set_members(self, key: str) -> set[str]:
+    async def set_members(self, key: str) -> builtins.set[str]:
         members = await self.cache.get(key)
         return set(members) if isinstance(members, set) else set()
 

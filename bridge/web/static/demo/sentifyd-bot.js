@@ -132,11 +132,9 @@
     .ring {
       position: absolute; inset: 6px; border-radius: 50%;
       border: 3px solid transparent; border-top-color: var(--accent); border-right-color: var(--accent);
-      opacity: 0; transition: opacity .2s;
+      opacity: 0; transition: opacity .3s; animation: spin 0.9s linear infinite;
     }
-    :host([data-status="loading"]) .ring, :host([data-status="refreshing"]) .ring {
-      opacity: 1; animation: spin 0.9s linear infinite;
-    }
+    :host([data-status="loading"]) .ring, :host([data-status="refreshing"]) .ring { opacity: 1; }
     .face {
       position: relative; width: 104px; height: 104px; border-radius: 50%;
       background: linear-gradient(150deg, var(--accent) 0%, var(--accent-2) 100%);
@@ -534,7 +532,7 @@
       this._setState("ready");
 
       const name = parameters.name || parameters.avatarName || parameters.displayName || parameters.title;
-      this._el.name.textContent = typeof name === "string" && name ? name : this.avatarId || "Assistant";
+      this._el.name.textContent = typeof name === "string" && name ? name : "Assistant";
       this._renderTokens();
       this._el.error.hidden = true;
       const what = kind === "refresh" ? "handle rotated" : "new chain";
