@@ -2,10 +2,11 @@
 
 An ASGI middleware in front of the Quart app. It refuses, before any route is matched:
 
-- a path that is not canonical: percent-encoded octets (``%2F``, ``%5C``, ``%2e``, ...; no
-  bridge URL has one), backslashes, ``//``, ``.`` or ``..`` segments, whitespace, control or
-  non-ASCII characters: 400 ``bad_path``. A proxy and the bridge could otherwise disagree on
-  where such a path leads (the proxy routes on its normalised form, the app on another);
+- a path that is not canonical: an encoded ``/``, ``\\``, ``%`` or unreserved character
+  (``%2F``, ``%5C``, ``%252e``, ``%2e``, ``%61``), backslashes, ``//``, ``.`` or ``..``
+  segments, control characters: 400 ``bad_path``. A proxy and the bridge could otherwise
+  disagree on where such a path leads (the proxy routes on its normalised form, the app on
+  another);
 - a path outside ``base_path`` (compared case-sensitively, on a segment boundary, so
   ``/AVATAR/`` and ``/avatars`` are outside ``/avatar``): 404 ``not_found``.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
@@ -34,23 +36,61 @@ from bridge.settings import ServerSettings
 log = logging.getLogger("bridge.mount")
 
 
-def path_problem(path: str, raw_path: bytes | None = None) -> str | None:
-    """Return why ``path`` (and the undecoded ``raw_path``) is not canonical, or None."""
-    texts = [path] if raw_path is None else [raw_path.decode("latin-1"), path]
-    for text in texts:
-        if not text.startswith("/"):
-            return "not_absolute"
-        if "%" in text:
-            return "encoded"
-        if any(ord(ch) < 0x21 or ord(ch) > 0x7E for ch in text):
-            return "bad_character"
-        if "\\" in text:
-            return "backslash"
-        if "//" in text:
-            return "empty_segment"
-        if any(segment in (".", "..") for segment in text.split("/")):
-            return "dot_segment"
+_PERCENT = re.compile(r"%(?P<hex>[0-9A-Fa-f]{2})?")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _refused_encoding(raw: str) -> bool:
+    """Return True if ``raw`` percent-encodes what must never be encoded in a bridge path.
+
+    Refused: ``/`` and ``\\`` (a proxy would see one segment, the app two), ``%`` (double
+    encoding), control characters, a malformed escape, and unreserved characters (letters,
+    digits, ``-._~``), which RFC 3986 says are never encoded, so ``%61dmin`` cannot slip past a
+    proxy rule written for ``admin``. Other escapes (``%40``, ``%20``, UTF-8) stay allowed: an
+    id in a path may need them.
+    """
+    for match in _PERCENT.finditer(raw):
+        code = match.group("hex")
+        if code is None:
+            return True
+        char = chr(int(code, 16))
+        if char in _UNRESERVED or char in "/\\%" or ord(char) < 0x20 or ord(char) == 0x7F:
+            return True
+    return False
+
+
+def _structure_problem(text: str) -> str | None:
+    if not text.startswith("/"):
+        return "not_absolute"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        return "bad_character"
+    if "\\" in text:
+        return "backslash"
+    if "//" in text:
+        return "empty_segment"
+    if any(segment in (".", "..") for segment in text.split("/")):
+        return "dot_segment"
     return None
+
+
+def path_problem(path: str, raw_path: bytes | None = None) -> str | None:
+    """Return why a request path is not canonical, or None.
+
+    ``path`` is the percent-decoded path; ``raw_path`` (when the server gives it) is the path
+    as the client sent it. Both are checked, so an encoded ``..`` or ``/`` is caught either way.
+    """
+    if raw_path is not None:
+        raw = raw_path.decode("latin-1")
+        if any(ord(ch) < 0x21 or ord(ch) > 0x7E for ch in raw):
+            return "bad_character"  # a request line carries ASCII only; anything else is encoded
+        if _refused_encoding(raw):
+            return "encoded"
+        problem = _structure_problem(raw)
+        if problem:
+            return problem
+    elif _refused_encoding(path):
+        return "encoded"  # no raw_path: a server that did not decode, or a test client
+    return _structure_problem(path)
 
 
 class Mount:

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from conftest import login, make_settings
 from quart import Quart, jsonify, request
 from quart.typing import TestClientProtocol as Client
 
 from bridge.errors import ConfigError
 from bridge.proxy import ProxyHeaders, TrustedProxies
+from conftest import login, make_settings
 
 PROXY = "10.0.0.2"
 VISITOR = "203.0.113.7"
