@@ -54,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "fields": {
                 "bind": f"{host}:{port}",
                 "public_url": settings.server.public_url,
+                "base_path": settings.server.base_path,
                 "store": settings.store.url.split("@")[-1],
             }
         },

@@ -136,7 +136,7 @@ async def _refuse(scope: Any, send: ASGISendCallable, status: int, code: str, me
         # Closing before accepting makes the server answer the handshake with 403.
         await send({"type": "websocket.close", "code": 1008, "reason": ""})
         return
-    body = json.dumps({"error": code, "message": message}).encode()
+    body = json.dumps({"error": code, "message": message}, separators=(",", ":")).encode()
     await _send(send, status, body, [(b"content-type", b"application/json")])
 
 
