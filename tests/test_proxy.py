@@ -31,7 +31,9 @@ def with_whoami(application: Quart) -> Quart:
                 "host": request.host,
                 "trusted_proxy": request.scope.get("bridge.trusted_proxy"),
                 "peer": request.scope.get("bridge.peer"),
-                "forwarded": sorted(k for k in request.headers if "Forward" in k or "Real" in k),
+                "forwarded": sorted(
+                    k for k in request.headers.keys() if "Forward" in k or "Real" in k
+                ),
             }
         )
 
@@ -124,6 +126,7 @@ async def test_trusted_proxy_forwarded_headers_are_used(client: Client) -> None:
     assert seen["scheme"] == "https"
     assert seen["host"] == "shop.example.com"
     assert seen["trusted_proxy"] is True and seen["peer"] == PROXY
+    assert seen["forwarded"] == ["X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"]
 
 
 async def test_right_most_address_not_a_trusted_proxy_is_the_client(client: Client) -> None:
