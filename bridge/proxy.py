@@ -70,9 +70,6 @@ class TrustedProxies:
     def __init__(self, networks: Iterable[str]) -> None:
         self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
-    def __bool__(self) -> bool:
-        return bool(self.networks)
-
     def __contains__(self, address: object) -> bool:
         if isinstance(address, str):
             address = parse_ip(address)

@@ -292,3 +292,16 @@ def test_the_prefix_without_its_slash_redirects_to_a_path(deployment: Deployment
     response = raw_request(deployment.port, "/avatar", {"Host": "evil.example"})
     assert response.status in (301, 308)
     assert response.headers["Location"] == "/avatar/"
+
+
+def test_missing_nginx_fails_in_ci_and_skips_only_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run"):
+        nginx_binary()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        nginx_binary()

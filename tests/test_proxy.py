@@ -168,7 +168,7 @@ def test_trusted_proxies_accept_addresses_and_cidrs() -> None:
         assert inside in trusted
     for outside in ("127.0.0.2", "11.0.0.1", "::2", "fe80::1", "localhost", "", "10.0.0.1:80"):
         assert outside not in trusted
-    assert not TrustedProxies([])
+    assert "127.0.0.1" not in TrustedProxies([])
 
 
 def test_trusted_proxies_must_be_addresses_or_cidrs() -> None:
