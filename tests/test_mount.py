@@ -3,6 +3,7 @@ paths that must never reach a route."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from conftest import (
     PREMIUM_API_KEY,
     PREMIUM_ID,
     LiveServer,
+    free_port,
     login,
     make_settings,
     site_cookie,
@@ -419,3 +421,36 @@ async def test_the_site_cookie_is_never_written(client: Client, app: Quart) -> N
         response = await client.get(path)
         for header in response.headers.getlist("Set-Cookie"):
             assert not header.startswith("session=")
+
+
+@pytest.mark.integration
+async def test_hypercorn_root_path_is_honoured_not_stripped_twice() -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    application = create_app(make_settings(mounted()))
+    port = free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.root_path = BASE  # hypercorn --root-path /avatar
+    config.accesslog = None
+    stop = asyncio.Event()
+    server = asyncio.ensure_future(serve(application, config, shutdown_trigger=stop.wait))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(200):  # bounded wait for the real server to listen
+                try:
+                    health = await http.get("/avatar/healthz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.025)
+            else:
+                pytest.fail("hypercorn did not start listening")
+            assert health.status_code == 200
+            assert (await http.get("/healthz")).status_code == 404
+            page = await http.get("/avatar/")
+            assert page.headers["Location"] == "/login?next=/avatar/"
+            assert (await http.get("/avatar/static/bridge.css")).status_code == 200
+    finally:
+        stop.set()
+        await server
