@@ -73,6 +73,8 @@ def client_bucket(address: str | None) -> str:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return "unknown"
-    if ip.version == 6 and ip.ipv4_mapped is None:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False).network_address)
-    return str(ip.ipv4_mapped or ip)
+    return str(ip)
