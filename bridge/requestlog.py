@@ -23,7 +23,7 @@ from bridge.metrics import Metrics
 from bridge.runtime import Bridge
 
 REQUEST_ID_HEADER = "X-Request-ID"
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
 TRUSTED_PROXY_FLAG = "bridge.trusted_proxy"
 TOKEN_ENDPOINT = "tokens.request_tokens"  # noqa: S105 - an endpoint name
 MAX_LOGGED_PATH = 256
@@ -36,7 +36,7 @@ def incoming_request_id() -> str | None:
     if request.scope.get(TRUSTED_PROXY_FLAG) is not True:
         return None
     value = request.headers.get(REQUEST_ID_HEADER, "")
-    return value if REQUEST_ID_RE.match(value) else None
+    return value if REQUEST_ID_RE.fullmatch(value) else None
 
 
 def install(app: Quart, bridge: Bridge, metrics: Metrics | None) -> None:
