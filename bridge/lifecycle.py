@@ -89,7 +89,8 @@ class Lifecycle:
         avatar = g.get("avatar")
         if avatar and "avatar" not in record:
             record["avatar"] = avatar
-        if self.record_client:
+        # An operator's request (admin API) is not the user's client: leave its address out.
+        if self.record_client and not g.get("operator"):
             record["client_ip"] = request.remote_addr
             agent = request.headers.get("User-Agent")
             if agent:

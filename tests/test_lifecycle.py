@@ -83,6 +83,25 @@ async def test_client_facts_are_recorded_when_configured(make_app: Any) -> None:
         assert event["user_agent"] == UA[:200]
 
 
+async def test_admin_revocation_does_not_record_the_operator_as_the_client(
+    make_app: Any,
+) -> None:
+    settings = make_settings(
+        {"lifecycle": {"record_client": True}}, env={"BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN}
+    )
+    application = make_app(settings)
+    async with application.test_app():
+        await start(application)
+        await application.test_client().delete(
+            "/admin/users/alice/sessions",
+            headers={**admin_headers(), "User-Agent": "curl/8"},
+            scope_base={"client": ("10.9.9.9", 1)},
+        )
+        ended = (await events_of(application))[0]
+        assert ended["reason"] == "admin_revoked" and ended["by"] == "admin_api"
+        assert "client_ip" not in ended and "user_agent" not in ended
+
+
 async def test_retention_and_cap_are_configurable(make_app: Any) -> None:
     settings = make_settings({"lifecycle": {"retention": 3600, "max_events": 3}})
     application = make_app(settings)
