@@ -6,14 +6,13 @@ from typing import Any
 
 import pytest
 from conftest import Clock, LiveServer, bridge_of, login, make_settings, site_cookie
-from quart import Quart
 
 from bridge.errors import ConfigError
 from bridge.limits import client_bucket
 from bridge.settings import RateLimit, parse_rate
 
 
-def client_at(app: Quart, ip: str) -> dict[str, Any]:
+def client_at(ip: str) -> dict[str, Any]:
     return {"scope_base": {"client": (ip, 50000)}}
 
 
@@ -80,15 +79,13 @@ async def test_per_ip_limit_holds_cookie_less_floods(make_app: Any) -> None:
     async with application.test_app():
         attacker = application.test_client()
         statuses = [
-            (
-                await attacker.get("/request_tokens", **client_at(application, "198.51.100.9"))
-            ).status_code
+            (await attacker.get("/request_tokens", **client_at("198.51.100.9"))).status_code
             for _ in range(5)
         ]
         assert statuses == [401, 401, 401, 429, 429]  # counted before any identity work
         other = application.test_client()
         login(other, application, "bob")
-        ok = await other.get("/request_tokens", **client_at(application, "198.51.100.10"))
+        ok = await other.get("/request_tokens", **client_at("198.51.100.10"))
         assert ok.status_code == 200
 
 
