@@ -262,3 +262,28 @@ async def test_bad_block_is_400_and_revokes_nothing(admin_app: Quart) -> None:
     response = await call(admin_app, "DELETE", "/admin/users/alice/sessions?block=-1")
     assert response.status_code == 400
     assert len(await bridge_of(admin_app).sessions.sessions_of("alice")) == 1
+
+
+@pytest.mark.integration
+def test_live_operator_revokes_a_visitor(live_fake: Any, live_bridge_factory: Any) -> None:
+    import httpx
+    from conftest import site_cookie
+
+    settings = make_settings(
+        {"sentifyd": {"backend": live_fake.url}}, env={"BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN}
+    )
+    server, application = live_bridge_factory(settings)
+    cookie = site_cookie(application, "alice")
+    with (
+        httpx.Client(base_url=server.url, cookies={"session": cookie}) as visitor,
+        httpx.Client(base_url=server.url, headers=admin_headers()) as operator,
+    ):
+        handle = visitor.get("/request_tokens").json()["tokens"]["refreshToken"]
+        shown = operator.get("/admin/users/alice").json()
+        assert len(shown["sessions"]) == 1
+        assert handle not in operator.get("/admin/users/alice").text
+        assert operator.delete("/admin/users/alice/sessions").json()["ended"] == 1
+        refused = visitor.get("/request_tokens", params={"refreshToken": handle})
+        assert refused.status_code == 401
+        assert visitor.get("/request_tokens").json()["error"] == "session_revoked"
+        assert httpx.get(f"{server.url}/admin/users/alice").status_code == 401
