@@ -10,6 +10,8 @@ JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON.
         ├── RequestTooLarge             413/414 request_too_large
         ├── LoginRequired               401 login_required (+ login_url)
         ├── InvalidRefreshToken         401 invalid_refresh_token
+        ├── SessionRevoked              401 session_revoked
+        ├── Unauthorized                401 unauthorized (admin API, metrics; + WWW-Authenticate)
         ├── Forbidden                   403 forbidden
         ├── CrossSiteRequest            403 cross_site_request
         ├── NotFound                    404 not_found
@@ -84,6 +86,22 @@ class InvalidRefreshToken(HTTPError):
     status = 401
     code = "invalid_refresh_token"
     message = "The refresh token is not valid for this session."
+
+
+class SessionRevoked(HTTPError):
+    status = 401
+    code = "session_revoked"
+    message = "An administrator ended this account's avatar sessions; try again later."
+
+
+class Unauthorized(HTTPError):
+    status = 401
+    code = "unauthorized"
+    # The same words for a missing and a wrong token: no hint of which it was.
+    message = "A valid bearer token is required."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="sentifyd-bridge"'}
 
 
 class Forbidden(HTTPError):

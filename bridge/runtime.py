@@ -12,6 +12,8 @@ from quart import Quart
 from bridge.broker import TokenBroker
 from bridge.gate import Gate
 from bridge.lifecycle import Lifecycle
+from bridge.limits import RateLimiter
+from bridge.metrics import Metrics
 from bridge.sentifyd import SentifydClient
 from bridge.sessions import SessionManager
 from bridge.settings import Settings
@@ -29,6 +31,8 @@ class Bridge:
     broker: TokenBroker
     http: httpx.AsyncClient
     clock: Callable[[], float]
+    metrics: Metrics
+    limiter: RateLimiter
     extras: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod

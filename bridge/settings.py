@@ -137,6 +137,42 @@ class SiteCookieSettings:
 
 
 @dataclass(frozen=True)
+class LifecycleSettings:
+    retention: int = 7 * 86400
+    max_events: int = 200
+    record_client: bool = False
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` requests per fixed window of ``window`` seconds (0 counts: no limit)."""
+
+    count: int
+    window: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.count > 0
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    per_session: RateLimit = RateLimit(30, 60)
+    per_ip: RateLimit = RateLimit(120, 60)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = True
+    require_token: bool = True
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    revoke_block: int = 3600
+
+
+@dataclass(frozen=True)
 class Settings:
     secret_keys: tuple[Secret, ...]
     avatars: tuple[AvatarSettings, ...]
@@ -149,6 +185,12 @@ class Settings:
     log_level: str = "INFO"
     demo: bool = False
     source: str = ""
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    limits: LimitsSettings = LimitsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    admin: AdminSettings = AdminSettings()
+    admin_token: Secret | None = None
+    metrics_token: Secret | None = None
 
     def avatar(self, name: str | None) -> AvatarSettings | None:
         if name is None:
@@ -438,7 +480,13 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         raise ConfigError("logging.level: must be DEBUG, INFO, WARNING or ERROR")
     log.check_unknown()
 
+    lifecycle, limits, metrics, admin = _operations(root)
+    admin_token = _operator_token(env, "BRIDGE_ADMIN_TOKEN")
+    metrics_token = _operator_token(env, "BRIDGE_METRICS_TOKEN")
+
     root.check_unknown(
+        "lifecycle",
+        "metrics",
         "server",
         "session",
         "store",
@@ -465,7 +513,72 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         log_level=log_level,
         demo=demo,
         source=source,
+        lifecycle=lifecycle,
+        limits=limits,
+        metrics=metrics,
+        admin=admin,
+        admin_token=admin_token,
+        metrics_token=metrics_token,
     )
+
+
+_RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*$")
+
+
+def parse_rate(value: str, name: str) -> RateLimit:
+    """Read ``"30/minute"``, ``"100/5 minutes"`` or ``"off"``."""
+    if value.strip().lower() == "off":
+        return RateLimit(0, 60)
+    match = _RATE_RE.match(value.lower())
+    if not match:
+        raise ConfigError(f"{name}: must look like \"30/minute\" or \"100/5 minutes\", or \"off\"")
+    count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
+    if count < 1 or multiple < 1:
+        raise ConfigError(f"{name}: count and window must be positive (or \"off\")")
+    return RateLimit(count, multiple * _RATE_UNITS[unit])
+
+
+def _operations(
+    root: _Section,
+) -> tuple[LifecycleSettings, LimitsSettings, MetricsSettings, AdminSettings]:
+    lif = _Section("lifecycle", root.table("lifecycle"))
+    lifecycle = LifecycleSettings(
+        retention=lif.int("retention", 7 * 86400, minimum=60),
+        max_events=lif.int("max_events", 200, minimum=1),
+        record_client=lif.bool("record_client", False),
+    )
+    lif.check_unknown()
+
+    lim = _Section("limits", root.table("limits"))
+    limits = LimitsSettings(
+        per_session=parse_rate(lim.str("per_session", "30/minute"), "limits.per_session"),
+        per_ip=parse_rate(lim.str("per_ip", "120/minute"), "limits.per_ip"),
+    )
+    lim.check_unknown()
+
+    met = _Section("metrics", root.table("metrics"))
+    metrics = MetricsSettings(
+        enabled=met.bool("enabled", True), require_token=met.bool("require_token", True)
+    )
+    met.check_unknown()
+
+    adm = _Section("admin", root.table("admin"))
+    admin = AdminSettings(revoke_block=adm.int("revoke_block", 3600, minimum=0))
+    adm.check_unknown()
+    return lifecycle, limits, metrics, admin
+
+
+def _operator_token(env: Mapping[str, str], name: str) -> Secret | None:
+    raw = env.get(name, "")
+    if not raw:
+        return None
+    if len(raw) < MIN_SECRET_KEY_LENGTH or raw != raw.strip():
+        raise ConfigError(
+            f"{name}: must be at least {MIN_SECRET_KEY_LENGTH} characters, without spaces"
+            " around it (e.g. `openssl rand -base64 32`)"
+        )
+    return Secret(raw)
 
 
 def _attributes(raw: Mapping[str, Any], name: str) -> dict[str, str]:
