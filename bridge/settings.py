@@ -136,7 +136,9 @@ class Settings:
 
     def masked(self) -> dict[str, Any]:
         """Return the effective settings as plain data, every secret masked."""
-        return _masked(dataclasses.asdict(self))
+        masked: dict[str, Any] = _masked(dataclasses.asdict(self))
+        masked["store"]["url"] = _masked_url(self.store.url)
+        return masked
 
 
 def _masked(value: Any) -> Any:
@@ -147,6 +149,16 @@ def _masked(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_masked(v) for v in value]
     return value
+
+
+def _masked_url(url: str) -> str:
+    """Mask the password of a URL such as ``redis://:password@host:6379/0``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{user}:********@{host}").geturl()
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -322,6 +334,10 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
     )
     if urlsplit(store.url).scheme not in ("memory", "redis", "rediss"):
         raise ConfigError("store.url: must start with memory://, redis:// or rediss://")
+    if store.url.startswith(("redis://", "rediss://")):
+        from bridge.store.redis import parse_url  # here to keep settings free of import cycles
+
+        parse_url(store.url)
     sto.check_unknown()
 
     sen = _Section("sentifyd", root.table("sentifyd"))
