@@ -64,6 +64,7 @@ class StoreSettings:
     prefix: str = "sbridge"
     timeout: float = 2.0
     lock_wait: float = 30.0
+    lock_lease: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -331,7 +332,11 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         prefix=sto.str("prefix", "sbridge"),
         timeout=sto.float("timeout", 2.0),
         lock_wait=sto.float("lock_wait", 30.0),
+        lock_lease=sto.float("lock_lease", 10.0),
     )
+    if store.lock_lease < 3 * store.timeout:
+        # A renewal is tried every third of the lease and may take a whole timeout.
+        raise ConfigError("store.lock_lease: must be at least three times store.timeout")
     if urlsplit(store.url).scheme not in ("memory", "redis", "rediss"):
         raise ConfigError("store.url: must start with memory://, redis:// or rediss://")
     if store.url.startswith(("redis://", "rediss://")):

@@ -183,6 +183,7 @@ url = "{store_url}"
 prefix = "{prefix}"
 timeout = {store_timeout}
 lock_wait = {lock_wait}
+lock_lease = {lock_lease}
 
 [sentifyd]
 backend = "{backend}"
@@ -228,6 +229,7 @@ class BridgeProcess:
             "prefix": "sbridge",
             "store_timeout": 1.0,
             "lock_wait": 5.0,
+            "lock_lease": 10.0,
             **config,
         }
         self.config_path.write_text(CONFIG.format(**values))

@@ -38,7 +38,6 @@ from bridge.store.base import Store
 
 log = logging.getLogger("bridge.store")
 
-LOCK_LEASE = 10.0
 BUSY = "The session is busy; try again shortly."
 
 # Counters get their TTL when created; a counter somehow left without one gets it here too.
@@ -117,7 +116,7 @@ class RedisStore(Store):
         *,
         prefix: str = "sbridge",
         timeout: float = 2.0,
-        lease: float = LOCK_LEASE,
+        lease: float = 10.0,
     ) -> None:
         super().__init__(prefix)
         self.timeout = timeout
@@ -153,7 +152,12 @@ class RedisStore(Store):
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> RedisStore:
         """Build the store that ``[store]`` describes."""
-        return cls(parse_url(settings.url), prefix=settings.prefix, timeout=settings.timeout)
+        return cls(
+            parse_url(settings.url),
+            prefix=settings.prefix,
+            timeout=settings.timeout,
+            lease=settings.lock_lease,
+        )
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
