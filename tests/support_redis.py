@@ -94,9 +94,7 @@ class RedisServer:
         kwargs: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
         if self.tls:
             kwargs.update(ssl=True, ssl_ca_certs=self.tls["ca"])
-        return redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, **kwargs
-        )
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kwargs)
 
     def _pings(self) -> bool:
         try:

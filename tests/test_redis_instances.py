@@ -48,9 +48,7 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster_factory(
-    tmp_path: Path, live_fake: LiveServer
-) -> Iterator[Callable[..., Cluster]]:
+def cluster_factory(tmp_path: Path, live_fake: LiveServer) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []
 
     def start(*, appendonly: bool = False, **config: Any) -> Cluster:
@@ -182,9 +180,7 @@ async def test_concurrent_requests_across_instances_make_one_upstream_call(
         client.set(key, json.dumps(record), keepttl=True)
     cluster.fake.latency = 0.3  # every request arrives while the one upstream call runs
 
-    answers = await asyncio.gather(
-        *(alice.tokens(http, cluster.bridges[i % 2]) for i in range(20))
-    )
+    answers = await asyncio.gather(*(alice.tokens(http, cluster.bridges[i % 2]) for i in range(20)))
     assert [r.status_code for r in answers] == [200] * 20
     assert cluster.fake.login_calls == 2
     assert len({r.json()["tokens"]["accessToken"] for r in answers}) == 1
@@ -245,6 +241,7 @@ class Load:
     failures: list[str] = field(default_factory=list)
     slowest: float = 0.0
     stopping: bool = False
+    answered: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def run(self, visitor: Visitor, index: int) -> None:
         turn = index
@@ -259,13 +256,14 @@ class Load:
                 continue
             self.slowest = max(self.slowest, time.monotonic() - started)
             code = response.json().get("error", "") if response.status_code != 200 else ""
-            self.statuses.append((time.monotonic(), response.status_code, code))
+            async with self.answered:
+                self.statuses.append((time.monotonic(), response.status_code, code))
+                self.answered.notify_all()
 
     async def until(self, predicate: Callable[[], bool], within: float) -> None:
-        """Poll the recorded answers (real processes at work) until ``predicate`` holds."""
-        async with asyncio.timeout(within):
-            while not predicate():
-                await asyncio.sleep(0.05)
+        """Wait until the answers recorded so far satisfy ``predicate``."""
+        async with asyncio.timeout(within), self.answered:
+            await self.answered.wait_for(predicate)
 
     def count(self, status: int, since: float = 0.0) -> int:
         return sum(1 for at, s, _ in self.statuses if s == status and at >= since)
