@@ -16,6 +16,7 @@ holder that dies stops renewing, and its lease lapses within ``lease`` seconds.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import random
 import secrets
@@ -211,10 +212,10 @@ class RedisStore(Store):
         async with self._guard():
             await self.client.srem(key, member)  # Redis drops a set once it is empty
 
-    async def set_members(self, key: str) -> set[str]:
+    async def set_members(self, key: str) -> builtins.set[str]:
         async with self._guard():
-            members = await self.client.smembers(key)  # type: ignore[misc]
-        return {m.decode("utf-8") for m in members}
+            members = await self.client.smembers(key)
+        return {_text(m) for m in members}
 
     # --- capped lists (events) ------------------------------------------------------------
 
@@ -230,9 +231,9 @@ class RedisStore(Store):
         if limit <= 0:
             return []
         async with self._guard():
-            items = await self.client.lrange(key, -limit, -1)  # type: ignore[misc]
+            items = await self.client.lrange(key, -limit, -1)
         loads = self.cache.serializer.loads
-        return [loads(item.decode("utf-8")) for item in reversed(items)]
+        return [loads(_text(item)) for item in reversed(items)]
 
     # --- locks ----------------------------------------------------------------------------
 
@@ -290,14 +291,14 @@ class RedisStore(Store):
             async with self._guard():
                 cursor, keys = await self.client.scan(cursor, match=pattern, count=500)
             for key in keys:
-                yield key.decode("utf-8")
+                yield _text(key)
             if cursor == 0:
                 return
 
     async def ping(self) -> bool:
         try:
             async with self._guard():
-                return bool(await self.client.ping())  # type: ignore[misc]
+                return bool(await self.client.ping())
         except StoreUnavailable:
             return False
 
@@ -313,3 +314,8 @@ def _seconds(ttl: float) -> float:
 
 def _millis(ttl: float) -> int:
     return max(1, int(ttl * 1000))
+
+
+def _text(value: bytes | str) -> str:
+    # The pool does not decode (aiocache's choice), so members and keys come back as bytes.
+    return value.decode("utf-8") if isinstance(value, bytes) else value
