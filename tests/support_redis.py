@@ -169,7 +169,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 CONFIG = """\
 [server]
 host = "127.0.0.1"
-port = {port}
 public_url = "http://127.0.0.1:8000"
 
 [session]
@@ -215,33 +214,51 @@ def bridge_command() -> list[str]:
 class BridgeProcess:
     """``sentifyd-bridge serve --config <file>`` on a spare port, started and stopped by a test."""
 
-    def __init__(self, directory: Path, name: str, **config: Any) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        *,
+        config_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        **config: Any,
+    ) -> None:
+        """Run with ``config_path``, or with a config written from ``CONFIG`` and ``config``."""
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.config_path = directory / f"{name}.toml"
         self.log_path = directory / f"{name}.log"
-        values = {
-            "port": self.port,
-            "refresh_grace": 10,
-            "prefix": "sbridge",
-            "store_timeout": 1.0,
-            "lock_wait": 5.0,
-            "lock_lease": 10.0,
-            **config,
-        }
-        self.config_path.write_text(CONFIG.format(**values))
+        if config_path is None:
+            config_path = directory / f"{name}.toml"
+            values = {
+                "refresh_grace": 10,
+                "prefix": "sbridge",
+                "store_timeout": 1.0,
+                "lock_wait": 5.0,
+                "lock_lease": 10.0,
+                **config,
+            }
+            config_path.write_text(CONFIG.format(**values))
+        self.config_path = config_path
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "SENTIFYD_"))},
             **TEST_ENV,
             "BRIDGE_SECRET_KEY": BRIDGE_KEY,
+            **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
 
     def spawn(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*bridge_command(), "serve", "--config", str(self.config_path)],
+            [
+                *bridge_command(),
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+            ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
