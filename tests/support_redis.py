@@ -277,9 +277,13 @@ class BridgeProcess:
 
         _wait(up, READY_TIMEOUT, f"bridge {self.name} start")
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
+
+    def stop(self) -> None:
+        self.terminate()
+        if self.process:
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
@@ -296,3 +300,11 @@ def start_all(bridges: Sequence[BridgeProcess]) -> None:
         bridge.spawn()
     for bridge in bridges:
         bridge.wait_ready()
+
+
+def stop_all(bridges: Sequence[BridgeProcess]) -> None:
+    """Stop bridges side by side (each may wait for its open connections to close)."""
+    for bridge in bridges:
+        bridge.terminate()
+    for bridge in bridges:
+        bridge.stop()

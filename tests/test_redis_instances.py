@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import API_KEY, AVATAR_ID, BRIDGE_KEY, LiveServer, make_settings
-from support_redis import BridgeProcess, RedisServer, start_all
+from support_redis import BridgeProcess, RedisServer, start_all, stop_all
 
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.sessions import SessionManager
@@ -42,8 +42,7 @@ class Cluster:
         return self.a, self.b
 
     def restart_bridges(self) -> None:
-        for bridge in self.bridges:
-            bridge.stop()
+        stop_all(self.bridges)
         start_all(self.bridges)
 
 
@@ -72,8 +71,7 @@ def cluster_factory(tmp_path: Path, live_fake: LiveServer) -> Iterator[Callable[
 
     yield start
     for cluster in made:
-        for bridge in cluster.bridges:
-            bridge.stop()
+        stop_all(cluster.bridges)
         cluster.redis.stop()
 
 
@@ -227,6 +225,29 @@ async def test_sessions_survive_a_redis_restart_with_persistence(
     await _still_signed_in(http, cluster, visitors, logins=4)
 
 
+async def test_rotating_the_secret_key_keeps_every_session(
+    cluster_factory: Callable[..., Cluster], http: httpx.AsyncClient
+) -> None:
+    cluster = cluster_factory()
+    visitors = await _sign_in(http, cluster, 2)
+    new_key = "rotated-bridge-secret-key-0123456789abcdef"
+    for bridge in cluster.bridges:
+        bridge.env["BRIDGE_SECRET_KEY"] = f"{new_key},{BRIDGE_KEY}"
+    cluster.restart_bridges()
+    # The old key still opens what it sealed: no new upstream call.
+    await _still_signed_in(http, cluster, visitors, logins=2)
+
+    for bridge in cluster.bridges:
+        bridge.env["BRIDGE_SECRET_KEY"] = new_key
+    cluster.restart_bridges()
+    for visitor in visitors:
+        refreshed = await visitor.tokens(http, cluster.a, visitor.handles[-1])
+        assert refreshed.status_code == 200 and not new_cookie(refreshed)
+    # Nobody was logged out; each session fetched tokens once more, now sealed under the new key.
+    assert cluster.fake.login_calls == 4
+    await _still_signed_in(http, cluster, visitors, logins=4)
+
+
 # --- outages ------------------------------------------------------------------------------------
 
 
@@ -237,7 +258,7 @@ class Load:
     http: httpx.AsyncClient
     cluster: Cluster
     visitors: list[Visitor]
-    statuses: list[tuple[float, int, str]] = field(default_factory=list)
+    statuses: list[tuple[float, int, str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     slowest: float = 0.0
     stopping: bool = False
@@ -257,7 +278,7 @@ class Load:
             self.slowest = max(self.slowest, time.monotonic() - started)
             code = response.json().get("error", "") if response.status_code != 200 else ""
             async with self.answered:
-                self.statuses.append((time.monotonic(), response.status_code, code))
+                self.statuses.append((time.monotonic(), response.status_code, code, visitor.user))
                 self.answered.notify_all()
 
     async def until(self, predicate: Callable[[], bool], within: float) -> None:
@@ -266,7 +287,11 @@ class Load:
             await self.answered.wait_for(predicate)
 
     def count(self, status: int, since: float = 0.0) -> int:
-        return sum(1 for at, s, _ in self.statuses if s == status and at >= since)
+        return sum(1 for at, s, _, _ in self.statuses if s == status and at >= since)
+
+    def served(self, since: float) -> set[str]:
+        """Return the visitors who got tokens since ``since``."""
+        return {who for at, s, _, who in self.statuses if s == 200 and at >= since}
 
 
 async def _under_load(
@@ -288,7 +313,9 @@ async def _under_load(
         assert ready.json()["checks"]["store"] == "unavailable"
         await asyncio.to_thread(recovery)
         back = time.monotonic()
-        await load.until(lambda: load.count(200, back + 3.0) >= 20, 15)
+        # Every visitor's session is served again (a lock caught mid-outage lapses first).
+        everyone = {v.user for v in visitors}
+        await load.until(lambda: load.served(back) == everyone, 15)
         assert (await http.get(f"{cluster.b.url}/readyz")).status_code == 200
     finally:
         load.stopping = True
@@ -298,8 +325,8 @@ async def _under_load(
 
 def _check(load: Load, cluster: Cluster) -> None:
     assert load.failures == []  # no hung request, no dropped connection
-    assert {s for _, s, _ in load.statuses} <= {200, 503}  # no 500s
-    assert {c for _, s, c in load.statuses if s == 503} == {"store_unavailable"}
+    assert {s for _, s, _, _ in load.statuses} <= {200, 503}  # no 500s
+    assert {c for _, s, c, _ in load.statuses if s == 503} == {"store_unavailable"}
     assert load.slowest < 3 * STORE_TIMEOUT + 3.0  # lock_wait is 3 s
     for bridge in cluster.bridges:
         assert bridge.process is not None and bridge.process.poll() is None
