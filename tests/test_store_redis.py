@@ -407,6 +407,30 @@ async def test_holder_survives_redis_outage_and_releases(
         pass
 
 
+# The README's ACL for the bridge's Redis user: these commands, on the prefix's keys only.
+ACL_RULES = (
+    "on >acl-pass ~t:* resetchannels -@all +get +set +psetex +del +incr +pttl +pexpire +sadd"
+    " +srem +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +multi +exec"
+)
+
+
+async def test_every_operation_works_under_the_documented_acl(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    with redis_server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", "bridge", *ACL_RULES.split())
+    url = f"redis://bridge:acl-pass@127.0.0.1:{redis_server.port}/0"
+    store = RedisStore(parse_url(url), prefix="t", timeout=2, lease=0.3)
+    try:
+        for operation in await _every_operation(store):
+            await operation()
+        assert await store.ping() is True
+        with pytest.raises(StoreUnavailable):  # and nothing outside the prefix
+            await store.get("other:k")
+    finally:
+        await store.close()
+
+
 # --- TLS and a password -----------------------------------------------------------------------
 
 
