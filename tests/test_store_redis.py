@@ -93,6 +93,12 @@ def test_bad_redis_url_stops_start_up() -> None:
         make_settings({"store": {"url": "redis://host/zero"}})
 
 
+def test_lock_lease_must_outlast_three_store_timeouts() -> None:
+    with pytest.raises(ConfigError, match=r"^store\.lock_lease"):
+        make_settings({"store": {"timeout": 2.0, "lock_lease": 5.0}})
+    assert make_settings({"store": {"timeout": 2.0, "lock_lease": 6.0}}).store.lock_lease == 6.0
+
+
 def test_store_password_is_masked_when_shown() -> None:
     settings = make_settings(env={"BRIDGE_STORE_URL": "redis://:hunter2-store@redis:6379/0"})
     assert settings.masked()["store"]["url"] == "redis://:********@redis:6379/0"
