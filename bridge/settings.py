@@ -334,15 +334,15 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         lock_wait=sto.float("lock_wait", 30.0),
         lock_lease=sto.float("lock_lease", 10.0),
     )
-    if store.lock_lease < 3 * store.timeout:
-        # A renewal is tried every third of the lease and may take a whole timeout.
-        raise ConfigError("store.lock_lease: must be at least three times store.timeout")
     if urlsplit(store.url).scheme not in ("memory", "redis", "rediss"):
         raise ConfigError("store.url: must start with memory://, redis:// or rediss://")
     if store.url.startswith(("redis://", "rediss://")):
         from bridge.store.redis import parse_url  # here to keep settings free of import cycles
 
         parse_url(store.url)
+        if store.lock_lease < 3 * store.timeout:
+            # A renewal is tried every third of the lease and may take a whole timeout.
+            raise ConfigError("store.lock_lease: must be at least three times store.timeout")
     sto.check_unknown()
 
     sen = _Section("sentifyd", root.table("sentifyd"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -94,9 +95,12 @@ def test_bad_redis_url_stops_start_up() -> None:
 
 
 def test_lock_lease_must_outlast_three_store_timeouts() -> None:
+    redis = {"url": "redis://127.0.0.1:6379/0", "timeout": 2.0}
     with pytest.raises(ConfigError, match=r"^store\.lock_lease"):
-        make_settings({"store": {"timeout": 2.0, "lock_lease": 5.0}})
-    assert make_settings({"store": {"timeout": 2.0, "lock_lease": 6.0}}).store.lock_lease == 6.0
+        make_settings({"store": {**redis, "lock_lease": 5.0}})
+    assert make_settings({"store": {**redis, "lock_lease": 6.0}}).store.lock_lease == 6.0
+    # The memory store's lock is in-process: no lease to outlast anything.
+    assert make_settings({"store": {"timeout": 5.0}}).store.timeout == 5.0
 
 
 def test_store_password_is_masked_when_shown() -> None:
@@ -385,6 +389,23 @@ async def test_store_recovers_when_redis_comes_back(
     await store.set("t:k", {"v": 2}, 30)
     assert await store.get("t:k") == {"v": 2}
     assert await store.incr("t:c", 30) == 1  # the scripts are loaded again after the restart
+
+
+async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    store: RedisStore,
+    redis_server: RedisServer,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.store")
+    redis_server.stop()
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            await store.get("t:k")
+    redis_server.start()
+    await store.get("t:k")
+    await store.get("t:k")
+    messages = [r.getMessage() for r in caplog.records if r.name == "bridge.store"]
+    assert messages == ["redis unavailable", "redis available again"]
 
 
 async def test_lock_fails_fast_when_redis_is_down(

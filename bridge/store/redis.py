@@ -111,6 +111,8 @@ def parse_url(url: str) -> RedisAddress:
 
 
 class RedisStore(Store):
+    """Records, indexes, events and leased locks in one Redis, shared by every instance."""
+
     def __init__(
         self,
         address: RedisAddress,
@@ -122,6 +124,7 @@ class RedisStore(Store):
         super().__init__(prefix)
         self.timeout = timeout
         self.lease = lease
+        self._failing = False
         pool_kwargs: dict[str, Any] = {
             "socket_timeout": timeout,
             # One immediate retry on a fresh connection: after Redis restarts, every pooled
@@ -167,9 +170,15 @@ class RedisStore(Store):
             async with asyncio.timeout(self.timeout):
                 yield
         except (RedisError, OSError, TimeoutError) as exc:
-            # The type only: a Redis error text may quote a value.
-            log.debug("store call failed", extra={"fields": {"exc_type": type(exc).__name__}})
+            # One line when an outage starts, not one per request; the type only, because a
+            # Redis error's text may quote a value.
+            if not self._failing:
+                self._failing = True
+                log.warning("redis unavailable", extra={"fields": {"exc_type": type(exc).__name__}})
             raise StoreUnavailable() from exc
+        if self._failing:
+            self._failing = False
+            log.warning("redis available again")
 
     # --- records ------------------------------------------------------------------------
 
