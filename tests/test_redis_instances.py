@@ -392,5 +392,7 @@ async def test_redis_contents_reveal_no_secret_and_every_key_expires(
 
     assert dump and all(key.startswith(f"{PREFIX}:") for key in dump)
     assert all(entry["pttl"] > 0 for entry in dump.values()), dump.keys()
+    sessions = [v for k, v in dump.items() if k.startswith(f"{PREFIX}:session:")]
+    assert sessions and all(v["pttl"] <= 1800_000 for v in sessions)  # the idle timeout
     kinds = {key.split(":")[1] for key in dump}
     assert {"session", "user", "events"} <= kinds
