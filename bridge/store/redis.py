@@ -317,7 +317,7 @@ class RedisStore(Store):
 
 
 def _seconds(ttl: float) -> float:
-    # aiocache takes a float TTL as milliseconds precision (PSETEX); never zero or negative.
+    # aiocache sends a float TTL as milliseconds (PSETEX); never zero or negative.
     return max(0.001, float(ttl))
 
 
