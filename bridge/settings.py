@@ -88,6 +88,7 @@ class StoreSettings:
     prefix: str = "sbridge"
     timeout: float = 2.0
     lock_wait: float = 30.0
+    lock_lease: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ class Settings:
     def masked(self) -> dict[str, Any]:
         """Return the effective settings as plain data, every secret masked."""
         masked: dict[str, Any] = _masked(dataclasses.asdict(self))
+        masked["store"]["url"] = _masked_url(self.store.url)
         return masked
 
 
@@ -214,6 +216,16 @@ def _masked(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_masked(v) for v in value]
     return value
+
+
+def _masked_url(url: str) -> str:
+    """Mask the password of a URL such as ``redis://:password@host:6379/0``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{user}:********@{host}").geturl()
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -410,9 +422,17 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         prefix=sto.str("prefix", "sbridge"),
         timeout=sto.float("timeout", 2.0),
         lock_wait=sto.float("lock_wait", 30.0),
+        lock_lease=sto.float("lock_lease", 10.0),
     )
     if urlsplit(store.url).scheme not in ("memory", "redis", "rediss"):
         raise ConfigError("store.url: must start with memory://, redis:// or rediss://")
+    if store.url.startswith(("redis://", "rediss://")):
+        from bridge.store.redis import parse_url  # here to keep settings free of import cycles
+
+        parse_url(store.url)
+        if store.lock_lease < 3 * store.timeout:
+            # A renewal is tried every third of the lease and may take a whole timeout.
+            raise ConfigError("store.lock_lease: must be at least three times store.timeout")
     sto.check_unknown()
 
     sen = _Section("sentifyd", root.table("sentifyd"))
