@@ -45,6 +45,7 @@ def create_app(
     sentifyd_transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
     sources: Sequence[IdentitySource] | None = None,
+    oidc_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Quart:
     """Build a bridge app. Tests pass a store, an upstream transport, a clock or sources."""
     app = Quart(
@@ -59,6 +60,7 @@ def create_app(
     store = store or open_store(settings.store)
     lifecycle = Lifecycle(store, clock=clock)
     sessions = SessionManager(settings, store, lifecycle, clock=clock)
+    sources_given = sources is not None
     if sources is None:
         sources = [SiteCookieSource(settings.site_cookie)] if settings.site_cookie else []
     gate = Gate(sessions, sources, lifecycle)
@@ -80,11 +82,12 @@ def create_app(
         bridge.extras["logout_url"] = settings.site_cookie.logout_url
     app.extensions["bridge"] = bridge
 
-    from bridge.routes import health, pages, tokens
+    from bridge.routes import auth, health, pages, tokens
 
     app.register_blueprint(tokens.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(health.blueprint)
+    auth.install(app, bridge, oidc_transport=oidc_transport, add_sources=not sources_given)
     _register_error_handlers(app)
 
     @app.after_request

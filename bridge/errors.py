@@ -14,6 +14,7 @@ JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON.
         ├── InvalidRefreshToken         401 invalid_refresh_token
         ├── Forbidden                   403 forbidden
         ├── CrossSiteRequest            403 cross_site_request
+        ├── InvalidCSRFToken            403 invalid_csrf_token
         ├── NotFound                    404 not_found
         │   ├── UnknownAvatar           404 unknown_avatar
         │   └── UnknownProvider         404 unknown_provider
@@ -110,6 +111,12 @@ class CrossSiteRequest(HTTPError):
     status = 403
     code = "cross_site_request"
     message = "Token requests are accepted from this site's own pages only."
+
+
+class InvalidCSRFToken(HTTPError):
+    status = 403
+    code = "invalid_csrf_token"
+    message = "This form has expired or did not come from this site; reload the page."
 
 
 class NotFound(HTTPError):

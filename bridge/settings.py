@@ -126,7 +126,7 @@ class OIDCProviderSettings:
     post_logout_redirect_path: str = "/"
     # True: every userinfo claim; a list: only these; empty: the ID token's claims alone.
     claims_from_userinfo: bool | tuple[str, ...] = False
-    token_endpoint_auth_method: str = "client_secret_basic"
+    token_endpoint_auth_method: str = "client_secret_basic"  # noqa: S105 - a method name
     title: str = ""
     leeway: int = 60
     max_session_age: int = 0
@@ -611,7 +611,9 @@ def _oidc_provider(
     secret_env = sec.str("client_secret_env", "OIDC_CLIENT_SECRET")
     secret = env.get(secret_env, "")
     if not secret:
-        raise ConfigError(f"{secret_env}: not set (the OIDC client secret, {where}.client_secret_env)")
+        raise ConfigError(
+            f"{secret_env}: not set (the OIDC client secret, {where}.client_secret_env)"
+        )
     scopes = sec.str_list("scopes") if "scopes" in raw else ("openid", "email", "profile")
     if "openid" not in scopes:
         raise ConfigError(f"{where}.scopes: must include 'openid'")
