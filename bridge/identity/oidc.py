@@ -179,7 +179,7 @@ class OIDCProvider:
 
     async def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:
-            response = await self.client.get(url, withhold_token=True)
+            response = await self.client.request("GET", url, withhold_token=True)
         except httpx.HTTPError as exc:
             log.warning(
                 "provider unreachable", extra={"fields": {"provider": self.name, "what": what}}
@@ -393,7 +393,11 @@ class OIDCProvider:
         try:
             if kwargs.get("grant_type") == "refresh_token":
                 kwargs.pop("grant_type")
-                token = await self.client.refresh_token(metadata["token_endpoint"], **kwargs)
+                # No scope: RFC 6749, 6 renews what was granted, and asking again for scopes
+                # the provider left out of the grant would be refused.
+                token = await self.client.refresh_token(
+                    metadata["token_endpoint"], scope=None, **kwargs
+                )
             else:
                 token = await self.client.fetch_token(metadata["token_endpoint"], **kwargs)
         except OAuthError as exc:
@@ -500,8 +504,11 @@ class OIDCProvider:
         if not isinstance(url, str) or not _is_safe_endpoint(url):
             return {}
         try:
-            response = await self.client.get(
-                url, withhold_token=True, headers={"Authorization": f"Bearer {access_token}"}
+            response = await self.client.request(
+                "GET",
+                url,
+                withhold_token=True,
+                headers={"Authorization": f"Bearer {access_token}"},
             )
         except httpx.HTTPError as exc:
             raise IdentityProviderUnavailable() from exc

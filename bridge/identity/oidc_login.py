@@ -182,7 +182,8 @@ class OIDCLogin:
             },
         )
         record = ctx.record
-        record.expires_at = min(record.expires_at, *self._provider_limits(provider, tokens, claims))
+        limits = self._provider_limits(provider, tokens, claims)
+        record.expires_at = min([record.expires_at, *limits])
         record.extra["oidc"]["tokens"] = self.sessions.sealer.seal(
             ctx.cookie_token,
             record.id,
