@@ -300,6 +300,10 @@ class ControlledProvider:
             return httpx.Response(200)
         return httpx.Response(404)
 
+    def sent(self, path: str) -> list[httpx.Request]:
+        """The requests the bridge made to ``path``."""
+        return [r for r in self.requests if r.url.path == path]
+
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handler)
 

@@ -111,6 +111,7 @@ class OIDCLogin:
                 "verifier": verifier,
                 "next": safe_next(next_path),
                 "binding": digest("binding:" + binding),
+                "created": self.clock(),
             },
             STATE_TTL,
         )
@@ -123,7 +124,7 @@ class OIDCLogin:
             raise LoginFailed()
         key = self._state_key(state)
         pending = await self.store.get(key)
-        if pending is None:
+        if pending is None or self.clock() - float(pending.get("created", 0)) > STATE_TTL:
             log.info("login state unknown or expired")
             raise LoginFailed()
         if binding is None or not secrets.compare_digest(
