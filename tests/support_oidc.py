@@ -20,10 +20,14 @@ from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
-from conftest import TEST_ENV, base_config, free_port
+from conftest import PUBLIC_URL, TEST_ENV, Clock, base_config, free_port
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
 
+from bridge.app import create_app
+from bridge.runtime import Bridge
 from bridge.settings import Settings, _deep_merge, load_settings
 
 OP_DIR = Path(__file__).resolve().parent / "oidc"
@@ -310,3 +314,51 @@ class ControlledProvider:
 
 def query_of(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+# --- driving the bridge in-process against the controlled provider ---------------------------
+
+
+def make_sso_app(op: ControlledProvider, clock: Clock, fake: Quart, **oidc: Any) -> Quart:
+    settings = oidc_settings(PUBLIC_URL, {"issuer": op.issuer, "client_id": op.client_id, **oidc})
+    return create_app(
+        settings,
+        oidc_transport=op.transport(),
+        sentifyd_transport=httpx.ASGITransport(app=fake),
+        clock=clock,
+    )
+
+
+def records(app: Quart, method: str = "oidc") -> list[dict[str, Any]]:
+    snapshot = Bridge.of(app).store.snapshot()  # type: ignore[attr-defined]
+    values = [json.loads(v) for v in snapshot.values() if isinstance(v, str) and v[:1] == "{"]
+    return [v for v in values if v.get("method") == method]
+
+
+async def start(client: Client, next_path: str = "/") -> dict[str, str]:
+    response = await client.get("/login", query_string={"next": next_path})
+    assert response.status_code == 302
+    return query_of(response.headers["Location"])
+
+
+async def callback(
+    client: Client, op: ControlledProvider, params: dict[str, str], **extra: Any
+) -> Any:
+    query = {"code": "the-code", "state": params["state"], "iss": op.issuer, **extra}
+    return await client.get(
+        "/callback", query_string={k: v for k, v in query.items() if v is not None}
+    )
+
+
+async def sign_in(
+    client: Client, op: ControlledProvider, *, claims: dict[str, Any] | None = None, **tokens: Any
+) -> Any:
+    """Run a login whose token response carries an ID token with these claim overrides."""
+    params = await start(client)
+    op.token_response = op.tokens(op.sign(op.claims(params["nonce"], **(claims or {}))), **tokens)
+    return await callback(client, op, params)
+
+
+async def session_of(client: Client) -> dict[str, Any]:
+    body: dict[str, Any] = await (await client.get("/session")).get_json()
+    return body

@@ -8,17 +8,26 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from conftest import PUBLIC_URL, Clock
 from joserfc import jwt
 from joserfc.jwk import OctKey
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from support_oidc import OP_CLIENT_SECRET, ControlledProvider, oidc_settings, query_of
+from support_oidc import (
+    OP_CLIENT_SECRET,
+    ControlledProvider,
+    b64,
+    callback,
+    make_sso_app,
+    query_of,
+    records,
+    session_of,
+    sign_in,
+    start,
+)
 from test_redirects import OPEN_REDIRECTS
 
-from bridge.app import create_app
 from bridge.runtime import Bridge
 
 ORIGIN = {"Origin": PUBLIC_URL}
@@ -29,56 +38,11 @@ def op(clock: Clock) -> ControlledProvider:
     return ControlledProvider(clock=clock)
 
 
-def make_sso_app(op: ControlledProvider, clock: Clock, fake: Quart, **oidc: Any) -> Quart:
-    settings = oidc_settings(PUBLIC_URL, {"issuer": op.issuer, "client_id": op.client_id, **oidc})
-    return create_app(
-        settings,
-        oidc_transport=op.transport(),
-        sentifyd_transport=httpx.ASGITransport(app=fake),
-        clock=clock,
-    )
-
-
 @pytest.fixture
 async def app(op: ControlledProvider, clock: Clock, fake: Quart) -> AsyncIterator[Quart]:
     application = make_sso_app(op, clock, fake)
     async with application.test_app():
         yield application
-
-
-def records(app: Quart, method: str = "oidc") -> list[dict[str, Any]]:
-    snapshot = Bridge.of(app).store.snapshot()  # type: ignore[attr-defined]
-    values = [json.loads(v) for v in snapshot.values() if isinstance(v, str) and v[:1] == "{"]
-    return [v for v in values if v.get("method") == method]
-
-
-async def start(client: Client, next_path: str = "/") -> dict[str, str]:
-    response = await client.get("/login", query_string={"next": next_path})
-    assert response.status_code == 302
-    return query_of(response.headers["Location"])
-
-
-async def callback(
-    client: Client, op: ControlledProvider, params: dict[str, str], **extra: Any
-) -> Any:
-    query = {"code": "the-code", "state": params["state"], "iss": op.issuer, **extra}
-    return await client.get(
-        "/callback", query_string={k: v for k, v in query.items() if v is not None}
-    )
-
-
-async def sign_in(
-    client: Client, op: ControlledProvider, *, claims: dict[str, Any] | None = None, **tokens: Any
-) -> Any:
-    """Run a login whose token response carries an ID token with these claim overrides."""
-    params = await start(client)
-    op.token_response = op.tokens(op.sign(op.claims(params["nonce"], **(claims or {}))), **tokens)
-    return await callback(client, op, params)
-
-
-async def session_of(client: Client) -> dict[str, Any]:
-    body: dict[str, Any] = await (await client.get("/session")).get_json()
-    return body
 
 
 # --- the happy path ---------------------------------------------------------------------------
@@ -186,8 +150,6 @@ async def test_tampered_payload_is_refused(app: Quart, op: ControlledProvider) -
     client = app.test_client()
     params = await start(client)
     head, _, sig = op.sign(op.claims(params["nonce"])).split(".")
-    from support_oidc import b64
-
     forged = b64(json.dumps(op.claims(params["nonce"], sub="admin")).encode())
     await refused_with(client, op, app, params, f"{head}.{forged}.{sig}")
 
