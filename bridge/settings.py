@@ -554,6 +554,10 @@ def _site_cookie(raw: Mapping[str, Any], env: Mapping[str, str]) -> SiteCookieSe
 
 
 OIDC_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+_RESERVED_PATHS = {
+    "/", "/login", "/logout", "/session", "/backchannel-logout", "/request_tokens",
+    "/healthz", "/readyz", "/metrics",
+}  # fmt: skip
 _OIDC_KEYS = {
     "issuer",
     "client_id",
@@ -649,6 +653,10 @@ def _oidc_provider(
     )
     if settings.leeway > 300:
         raise ConfigError(f"{where}.leeway: at most 300 seconds")
+    if settings.redirect_path in _RESERVED_PATHS or settings.redirect_path.startswith(
+        ("/avatars/", "/static/", "/request_tokens/", "/admin")
+    ):
+        raise ConfigError(f"{where}.redirect_path: {settings.redirect_path!r} is a bridge route")
     sec.check_unknown()
     return settings
 
