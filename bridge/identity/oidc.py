@@ -408,7 +408,7 @@ class OIDCProvider:
             raise IdentityProviderUnavailable() from exc
         finally:
             # The client is shared by every visitor; keep no one's tokens on it.
-            self.client.token = None  # type: ignore[assignment]
+            self.client.token = None
         return dict(token)
 
     def _tokens(self, response: Mapping[str, Any], claims: dict[str, Any]) -> ProviderTokens:

@@ -139,12 +139,12 @@ class OIDCLogin:
         provider = self.provider(str(pending["provider"]))
         error = args.get("error")
         if error is not None:
-            code = error if error in PROVIDER_ERRORS else "other"
+            reported = error if error in PROVIDER_ERRORS else "other"
             log.info(
                 "provider refused login",
-                extra={"fields": {"provider": provider.name, "error": code}},
+                extra={"fields": {"provider": provider.name, "error": reported}},
             )
-            raise LoginFailed("The sign-in was cancelled or refused.", provider_error=code)
+            raise LoginFailed("The sign-in was cancelled or refused.", provider_error=reported)
         await self._check_iss(provider, args.get("iss"))
         code = args.get("code")
         if not code or len(code) > MAX_PARAM_LENGTH:
@@ -252,10 +252,8 @@ class OIDCLogin:
             raise InvalidLogoutToken()
         sub, sid = claims.get("sub"), claims.get("sid")
         if sid is not None:
-            candidates = [
-                await self.sessions.load_by_id(session_id)
-                for session_id in sorted(await self.store.set_members(self._sid_key(provider, sid)))
-            ]
+            members: list[str] = sorted(await self.store.set_members(self._sid_key(provider, sid)))
+            candidates = [await self.sessions.load_by_id(member) for member in members]
         else:
             candidates = list(
                 await self.sessions.sessions_of(self.source.subject_for(provider, str(sub)))
