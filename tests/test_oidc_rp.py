@@ -592,3 +592,50 @@ async def test_session_endpoint_when_signed_in(
     ]
     assert body["session"]["expires_at"] == int(clock()) + 1800  # the idle timeout comes first
     assert body["logout"]["url"] == "/logout" and len(body["logout"]["csrf_token"]) == 64
+
+
+async def test_sid_index_lives_as_long_as_the_session_can(
+    app: Quart, op: ControlledProvider, clock: Clock
+) -> None:
+    store = Bridge.of(app).store
+    ttls: dict[str, float] = {}
+    original = store.set_add
+
+    async def recording_set_add(key: str, member: str, ttl: float) -> None:
+        ttls[key] = ttl
+        await original(key, member, ttl)
+
+    store.set_add = recording_set_add  # type: ignore[method-assign]
+    client = app.test_client()
+    await sign_in(client, op, expires_in=3600)
+    [index_ttl] = [ttl for key, ttl in ttls.items() if ":oidc-sid:" in key]
+    [record] = records(app)
+    # Not the idle TTL (which activity renews on the record but not on the index).
+    assert index_ttl >= record["expires_at"] - clock()
+    token = op.sign(op.logout_claims(sub=None))
+    assert (
+        await client.post("/backchannel-logout", form={"logout_token": token})
+    ).status_code == 200
+    assert (await session_of(client))["signed_in"] is False
+
+
+async def test_no_secret_reaches_a_log_line(
+    app: Quart, op: ControlledProvider, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    client = app.test_client()
+    response = await sign_in(client, op)
+    cookie = response.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    id_token = op.token_response["id_token"] if op.token_response else ""
+    clock.advance(290)
+    op.refresh_response = op.tokens(op.sign(op.claims(None)), refresh_token="op-rotated-refresh")
+    assert (await client.get("/request_tokens")).status_code == 200
+    csrf = (await session_of(client))["logout"]["csrf_token"]
+    await client.post("/logout", form={"csrf_token": csrf}, headers=ORIGIN)
+    logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    assert logged  # the flow was logged
+    for secret in (
+        OP_CLIENT_SECRET, "op-refresh-token-value", "op-rotated-refresh",
+        "op-access-token-value", id_token, cookie, csrf, "the-code",
+    ):  # fmt: skip
+        assert secret not in logged

@@ -192,9 +192,9 @@ class OIDCLogin:
         )
         await self.sessions.save(record)
         if sid:
-            await self.store.set_add(
-                self._sid_key(provider, sid), record.id, self.sessions.ttl(record) + 60
-            )
+            # The index lives as long as the session can (not its idle TTL, which activity renews).
+            lifetime = max(1.0, record.expires_at - self.clock()) + 60
+            await self.store.set_add(self._sid_key(provider, sid), record.id, lifetime)
         return LoginFinished(session=ctx, next_path=safe_next(str(pending.get("next"))))
 
     def _provider_limits(
