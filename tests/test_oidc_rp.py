@@ -639,3 +639,28 @@ async def test_no_secret_reaches_a_log_line(
         "op-access-token-value", id_token, cookie, csrf, "the-code",
     ):  # fmt: skip
         assert secret not in logged
+
+
+async def test_provider_session_lifetime_is_enforced_without_a_refresh(
+    app: Quart, op: ControlledProvider, clock: Clock
+) -> None:
+    client = app.test_client()
+    await sign_in(client, op, refresh_expires_in=600, expires_in=3000)  # as Keycloak tells it
+    clock.advance(599)
+    assert (await session_of(client))["signed_in"] is True
+    clock.advance(2)
+    assert (await session_of(client))["signed_in"] is False
+
+
+async def test_provider_session_lifetime_is_renewed_by_a_refresh(
+    app: Quart, op: ControlledProvider, clock: Clock
+) -> None:
+    client = app.test_client()
+    await sign_in(client, op, refresh_expires_in=600)
+    op.refresh_response = op.tokens(op.sign(op.claims(None)), refresh_expires_in=600)
+    clock.advance(290)
+    assert (await client.get("/request_tokens")).status_code == 200  # renewed until 890
+    clock.advance(400)  # past the first lifetime (600), within the renewed one
+    op.refresh_response = op.tokens(op.sign(op.claims(None)), refresh_expires_in=600)
+    assert (await client.get("/request_tokens")).status_code == 200
+    assert (await session_of(client))["signed_in"] is True

@@ -635,6 +635,10 @@ class OIDCSource:
         if provider is None:
             return None
         data = record.extra["oidc"]
+        refresh_ends = data.get("refresh_expires_at")
+        if refresh_ends is not None and self.clock() >= float(refresh_ends):
+            # The provider said when its session would lapse unless renewed; it has.
+            raise SessionRevoked("upstream_refused")
         # Without a refresh token the session's own expiry is already the tokens' expiry.
         if not data.get("refreshable") or (
             self.clock() < float(data.get("expires_at", 0)) - REFRESH_MARGIN
@@ -682,8 +686,7 @@ class OIDCSource:
             }
             data["tokens"] = self.sessions.sealer.seal(cookie_token, fresh.id, store_tokens)
             data["expires_at"] = tokens.expires_at
-            if tokens.refresh_expires_at is not None:
-                fresh.expires_at = min(fresh.expires_at, tokens.refresh_expires_at)
+            data["refresh_expires_at"] = tokens.refresh_expires_at
             await self.sessions.save(fresh)
             record.claims = fresh.claims
             return Identity(subject=fresh.subject, method=METHOD, claims=dict(fresh.claims))

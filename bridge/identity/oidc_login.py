@@ -179,6 +179,8 @@ class OIDCLogin:
                     "sid": sid,
                     "expires_at": tokens.expires_at,
                     "refreshable": tokens.refresh_token is not None,
+                    # Keycloak says how long its session lasts without renewal; others do not.
+                    "refresh_expires_at": tokens.refresh_expires_at,
                 }
             },
         )
@@ -204,8 +206,6 @@ class OIDCLogin:
         limits = []
         if tokens.refresh_token is None:
             limits.append(tokens.expires_at)  # nothing to renew with: the tokens are the session
-        if tokens.refresh_expires_at is not None:
-            limits.append(tokens.refresh_expires_at)
         auth_time = claims.get("auth_time")
         if provider.settings.max_session_age and isinstance(auth_time, int | float):
             limits.append(float(auth_time) + provider.settings.max_session_age)
