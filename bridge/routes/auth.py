@@ -182,7 +182,10 @@ async def session() -> Response:
             "csrf_token": csrf_token(bridge.settings.secret_keys, record.id),
         }
     elif bridge.extras.get("logout_url"):
-        body["logout"] = {"url": bridge.extras["logout_url"], "method": "POST"}
+        url = bridge.extras["logout_url"]
+        # The same rule as the avatar page: a path on this site is a POST form, else a link.
+        local = url.startswith("/") and not url.startswith("//")
+        body["logout"] = {"url": url, "method": "POST" if local else "GET"}
     response = jsonify(body)
     response.vary.add("Cookie")
     return _no_store(response)
