@@ -664,3 +664,35 @@ async def test_provider_session_lifetime_is_renewed_by_a_refresh(
     op.refresh_response = op.tokens(op.sign(op.claims(None)), refresh_expires_in=600)
     assert (await client.get("/request_tokens")).status_code == 200
     assert (await session_of(client))["signed_in"] is True
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(500, {"error": "server_error"}), (400, {"error": "temporarily_unavailable"}), (502, {})],
+)
+async def test_provider_trouble_at_refresh_is_503_not_a_logout(
+    app: Quart, op: ControlledProvider, clock: Clock, status: int, body: dict[str, Any]
+) -> None:
+    client = app.test_client()
+    await sign_in(client, op)
+    clock.advance(290)
+    op.refresh_status, op.refresh_response = status, body
+    response = await client.get("/request_tokens")
+    assert response.status_code == 503
+    assert (await response.get_json())["error"] == "identity_provider_unavailable"
+    assert len(records(app)) == 1
+
+
+async def test_concurrent_requests_share_one_refresh(
+    app: Quart, op: ControlledProvider, clock: Clock
+) -> None:
+    import asyncio
+
+    client = app.test_client()
+    await sign_in(client, op)
+    assert (await client.get("/request_tokens")).status_code == 200
+    clock.advance(290)
+    op.refresh_response = op.tokens(op.sign(op.claims(None)), refresh_token="rotated-once")
+    answers = await asyncio.gather(*(client.get("/request_tokens") for _ in range(5)))
+    assert [a.status_code for a in answers] == [200] * 5
+    assert len([r for r in op.sent("/token") if b"refresh_token" in r.content]) == 1

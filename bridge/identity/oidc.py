@@ -401,6 +401,9 @@ class OIDCProvider:
             else:
                 token = await self.client.fetch_token(metadata["token_endpoint"], **kwargs)
         except OAuthError as exc:
+            if exc.error in ("server_error", "temporarily_unavailable"):
+                # The provider is having trouble, not saying no: the session survives this.
+                raise IdentityProviderUnavailable() from exc
             raise RefreshRefused(str(exc.error)) from exc
         except httpx.HTTPError as exc:
             raise IdentityProviderUnavailable() from exc
