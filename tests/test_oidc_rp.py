@@ -696,3 +696,24 @@ async def test_concurrent_requests_share_one_refresh(
     answers = await asyncio.gather(*(client.get("/request_tokens") for _ in range(5)))
     assert [a.status_code for a in answers] == [200] * 5
     assert len([r for r in op.sent("/token") if b"refresh_token" in r.content]) == 1
+
+
+async def test_max_session_age_asks_for_and_checks_a_recent_sign_in(
+    op: ControlledProvider, clock: Clock, fake: Quart
+) -> None:
+    application = make_sso_app(op, clock, fake, max_session_age=900)
+    async with application.test_app():
+        client = application.test_client()
+        params = await start(client)
+        assert params["max_age"] == "900"
+        old = op.claims(params["nonce"], auth_time=int(clock()) - 3600)
+        op.token_response = op.tokens(op.sign(old))
+        assert (await callback(client, op, params)).status_code == 400
+        params = await start(client)
+        op.token_response = op.tokens(op.sign(op.claims(params["nonce"], auth_time=None)))
+        assert (await callback(client, op, params)).status_code == 400
+
+
+async def test_logout_goes_to_a_same_site_next(app: Quart) -> None:
+    response = await app.test_client().post("/logout", form={"next": "/bye?x=1"}, headers=ORIGIN)
+    assert response.status_code == 303 and response.headers["Location"] == "/bye?x=1"

@@ -68,7 +68,7 @@ LOGOUT_TOKEN_TYPES = ("logout+jwt", "application/logout+jwt", "jwt")
 # Claims that describe the token rather than the person: not kept in the session's claims.
 TOKEN_CLAIMS = frozenset(
     {"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "jti", "sid",
-     "auth_time", "acr", "amr", "s_hash", "events", "typ"}
+     "auth_time", "s_hash", "events", "typ"}
 )  # fmt: skip
 MAX_CLAIMS_BYTES = 8 * 1024
 
@@ -380,11 +380,16 @@ class OIDCProvider:
 
     async def authorization_url(self, *, state: str, nonce: str, code_verifier: str) -> str:
         metadata = await self.metadata()
+        extra: dict[str, Any] = {}
+        if self.settings.max_session_age:
+            # The provider must re-authenticate anyone whose sign-in is older than this.
+            extra["max_age"] = self.settings.max_session_age
         url, _ = self.client.create_authorization_url(
             metadata["authorization_endpoint"],
             state=state,
             nonce=nonce,
             code_verifier=code_verifier,
+            **extra,
         )
         return str(url)
 
@@ -461,6 +466,14 @@ class OIDCProvider:
             nonce=nonce,
             access_token=access_token if isinstance(access_token, str) else None,
         )
+        max_age = self.settings.max_session_age
+        if max_age:
+            # OpenID Connect Core 3.1.2.1: with max_age, auth_time is required and must be recent.
+            auth_time = claims.get("auth_time")
+            if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+                raise TokenRejected("auth_time_missing")
+            if self.clock() - auth_time > max_age + self.settings.leeway:
+                raise TokenRejected("auth_time_too_old")
         tokens = self._tokens(response, claims)
         if self.settings.claims_from_userinfo:
             tokens.claims = {**claims, **await self.userinfo(tokens.access_token, claims["sub"])}
