@@ -1,6 +1,6 @@
 """The relying party against a provider the tests control: one test per OpenID conformance RP
 check (ID token and back-channel logout token), the callback's state/iss checks, refresh,
-logout with its CSRF token, /session, and several providers."""
+logout with its CSRF token, and /session."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from conftest import PUBLIC_URL, Clock
 from joserfc import jwt
@@ -20,6 +21,7 @@ from support_oidc import (
     b64,
     callback,
     make_sso_app,
+    oidc_settings,
     query_of,
     records,
     session_of,
@@ -28,6 +30,7 @@ from support_oidc import (
 )
 from test_redirects import OPEN_REDIRECTS
 
+from bridge.app import create_app
 from bridge.runtime import Bridge
 
 ORIGIN = {"Origin": PUBLIC_URL}
@@ -717,3 +720,37 @@ async def test_max_session_age_asks_for_and_checks_a_recent_sign_in(
 async def test_logout_goes_to_a_same_site_next(app: Quart) -> None:
     response = await app.test_client().post("/logout", form={"next": "/bye?x=1"}, headers=ORIGIN)
     assert response.status_code == 303 and response.headers["Location"] == "/bye?x=1"
+
+
+async def test_secure_setup_binds_the_login_to_a_host_only_secure_cookie(
+    op: ControlledProvider, clock: Clock, fake: Quart
+) -> None:
+    settings = oidc_settings(
+        PUBLIC_URL,
+        {"issuer": op.issuer, "client_id": op.client_id},
+        session={"cookie_secure": True},
+    )
+    application = create_app(
+        settings,
+        oidc_transport=op.transport(),
+        sentifyd_transport=httpx.ASGITransport(app=fake),
+        clock=clock,
+    )
+    async with application.test_app():
+        client = application.test_client()
+        response = await client.get("/login", scheme="https")
+        cookie = response.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-sbridge_login=")
+        assert all(part in cookie for part in ("Secure", "HttpOnly", "Path=/", "SameSite=Lax"))
+        assert "Domain" not in cookie
+        params = query_of(response.headers["Location"])
+        op.token_response = op.tokens(op.sign(op.claims(params["nonce"])))
+        done = await client.get(
+            "/callback",
+            query_string={"code": "c", "state": params["state"], "iss": op.issuer},
+            scheme="https",
+        )
+        assert done.status_code == 303
+        assert any(
+            c.startswith("__Host-sentifyd_bridge=") for c in done.headers.getlist("Set-Cookie")
+        )
