@@ -754,3 +754,15 @@ async def test_secure_setup_binds_the_login_to_a_host_only_secure_cookie(
         assert any(
             c.startswith("__Host-sentifyd_bridge=") for c in done.headers.getlist("Set-Cookie")
         )
+
+
+async def test_a_group_removed_at_the_provider_is_gone_after_refresh(
+    app: Quart, op: ControlledProvider, clock: Clock
+) -> None:
+    client = app.test_client()
+    await sign_in(client, op)
+    assert (await client.get("/request_tokens/premium")).status_code == 200
+    clock.advance(290)
+    op.refresh_response = op.tokens(op.sign(op.claims(None, groups=None)))
+    assert (await client.get("/request_tokens/premium")).status_code == 403
+    assert (await client.get("/request_tokens")).status_code == 200

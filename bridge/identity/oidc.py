@@ -20,7 +20,7 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -33,6 +33,7 @@ from quart import Request
 
 from bridge.errors import BridgeError, IdentityProviderUnavailable
 from bridge.identity import Identity, SessionRevoked
+from bridge.sessions import SessionManager, SessionRecord
 from bridge.settings import LOOPBACK_HOSTS, OIDCProviderSettings, Settings
 
 # authlib 1.9 prefers the "httpx2" package and warns when it falls back to httpx; the bridge
@@ -135,7 +136,6 @@ class _Cache:
     metadata_at: float = 0.0
     keys: KeySet | None = None
     keys_at: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class OIDCProvider:
@@ -511,6 +511,12 @@ class OIDCProvider:
             raise RefreshRefused(exc.reason) from exc
         if "refresh_token" not in response:
             tokens.refresh_token = refresh_token
+        if self.settings.claims_from_userinfo:
+            try:
+                userinfo = await self.userinfo(tokens.access_token, subject)
+            except TokenRejected as exc:
+                raise RefreshRefused(exc.reason) from exc
+            tokens.claims = {**tokens.claims, **userinfo}
         return tokens
 
     async def userinfo(self, access_token: str, subject: str) -> dict[str, Any]:
@@ -620,7 +626,7 @@ class OIDCSource:
         self,
         settings: Settings,
         providers: Sequence[OIDCProvider],
-        sessions: Any,
+        sessions: SessionManager,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -632,7 +638,7 @@ class OIDCSource:
         # Two providers may hand out the same sub: with several, the bridge user names both.
         return sub if len(self.providers) == 1 else f"{provider.name}:{sub}"
 
-    def provider_of(self, record: Any) -> OIDCProvider | None:
+    def provider_of(self, record: SessionRecord | None) -> OIDCProvider | None:
         data = record.extra.get("oidc") if record is not None else None
         if not isinstance(data, dict):
             return None
@@ -644,7 +650,7 @@ class OIDCSource:
     def login_url(self, next_path: str) -> str:
         return "/login?" + urlencode({"next": next_path})
 
-    async def identify(self, request: Request, record: Any) -> Identity | None:
+    async def identify(self, request: Request, record: SessionRecord | None) -> Identity | None:
         if record is None or record.method != METHOD:
             return None
         provider = self.provider_of(record)
@@ -665,7 +671,9 @@ class OIDCSource:
             return None
         return await self._renew(provider, record, token)
 
-    async def _renew(self, provider: OIDCProvider, record: Any, cookie_token: str) -> Identity:
+    async def _renew(
+        self, provider: OIDCProvider, record: SessionRecord, cookie_token: str
+    ) -> Identity:
         """Renew the provider's tokens under the session's lock; end the session if refused."""
         store = self.sessions.store
         async with store.lock(
@@ -692,10 +700,10 @@ class OIDCSource:
                 )
                 raise SessionRevoked("upstream_refused") from exc
             if tokens.id_token:
-                fresh.claims = {
-                    **fresh.claims,
-                    **session_claims(tokens.claims),
-                }
+                # The provider's current word replaces the old one (a removed group is gone).
+                fresh.claims = session_claims(tokens.claims)
+            else:
+                fresh.claims = {**fresh.claims, **session_claims(tokens.claims)}
             store_tokens = {
                 "id_token": tokens.id_token or (sealed or {}).get("id_token"),
                 "refresh_token": tokens.refresh_token,
