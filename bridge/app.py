@@ -49,6 +49,7 @@ def create_app(
     sentifyd_transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
     sources: Sequence[IdentitySource] | None = None,
+    oidc_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Quart:
     """Build a bridge app. Tests pass a store, an upstream transport, a clock or sources."""
     app = Quart(
@@ -69,6 +70,7 @@ def create_app(
         clock=clock,
     )
     sessions = SessionManager(settings, store, lifecycle, clock=clock)
+    sources_given = sources is not None
     if sources is None:
         sources = [SiteCookieSource(settings.site_cookie)] if settings.site_cookie else []
     gate = Gate(sessions, sources, lifecycle)
@@ -98,7 +100,7 @@ def create_app(
         bridge.extras["logout_url"] = settings.site_cookie.logout_url
     app.extensions["bridge"] = bridge
 
-    from bridge.routes import health, pages, tokens
+    from bridge.routes import auth, health, pages, tokens
 
     app.register_blueprint(tokens.blueprint)
     app.register_blueprint(pages.blueprint)
@@ -115,6 +117,7 @@ def create_app(
             "/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)"
         )
     requestlog.install(app, bridge, metrics)
+    auth.install(app, bridge, oidc_transport=oidc_transport, add_sources=not sources_given)
     _register_error_handlers(app)
 
     @app.after_request

@@ -7,6 +7,8 @@ JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON.
     ├── ConfigError                     (start-up only; never an HTTP answer)
     └── HTTPError
         ├── BadRequest                  400 bad_request
+        │   ├── LoginFailed             400 login_failed
+        │   └── InvalidLogoutToken      400 invalid_logout_token
         ├── RequestTooLarge             413/414 request_too_large
         ├── LoginRequired               401 login_required (+ login_url)
         ├── InvalidRefreshToken         401 invalid_refresh_token
@@ -14,11 +16,14 @@ JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON.
         ├── Unauthorized                401 unauthorized (admin API, metrics; + WWW-Authenticate)
         ├── Forbidden                   403 forbidden
         ├── CrossSiteRequest            403 cross_site_request
+        ├── InvalidCSRFToken            403 invalid_csrf_token
         ├── NotFound                    404 not_found
-        │   └── UnknownAvatar           404 unknown_avatar
+        │   ├── UnknownAvatar           404 unknown_avatar
+        │   └── UnknownProvider         404 unknown_provider
         ├── MethodNotAllowed            405 method_not_allowed
         ├── RateLimited                 429 rate_limited (+ Retry-After)
         ├── StoreUnavailable            503 store_unavailable
+        ├── IdentityProviderUnavailable 503 identity_provider_unavailable
         └── UpstreamError
             ├── UpstreamUnavailable     502 upstream_unavailable
             ├── UpstreamRejected        502 upstream_rejected (+ upstream_status)
@@ -63,6 +68,16 @@ class BadRequest(HTTPError):
     status = 400
     code = "bad_request"
     message = "The request is malformed."
+
+
+class LoginFailed(BadRequest):
+    code = "login_failed"
+    message = "The sign-in could not be completed; please start again."
+
+
+class InvalidLogoutToken(BadRequest):
+    code = "invalid_logout_token"
+    message = "The logout token is not valid."
 
 
 class RequestTooLarge(HTTPError):
@@ -116,6 +131,12 @@ class CrossSiteRequest(HTTPError):
     message = "Token requests are accepted from this site's own pages only."
 
 
+class InvalidCSRFToken(HTTPError):
+    status = 403
+    code = "invalid_csrf_token"
+    message = "This form has expired or did not come from this site; reload the page."
+
+
 class NotFound(HTTPError):
     status = 404
     code = "not_found"
@@ -125,6 +146,11 @@ class NotFound(HTTPError):
 class UnknownAvatar(NotFound):
     code = "unknown_avatar"
     message = "No avatar of that name is configured."
+
+
+class UnknownProvider(NotFound):
+    code = "unknown_provider"
+    message = "No sign-in provider of that name is configured."
 
 
 class MethodNotAllowed(HTTPError):
@@ -160,6 +186,15 @@ class StoreUnavailable(HTTPError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class IdentityProviderUnavailable(HTTPError):
+    status = 503
+    code = "identity_provider_unavailable"
+    message = "The sign-in service could not be reached; try again shortly."
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class UpstreamError(HTTPError):

@@ -174,6 +174,39 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class OIDCProviderSettings:
+    """One OpenID provider the bridge signs visitors in with (``[login.oidc]``)."""
+
+    name: str
+    issuer: str
+    client_id: str
+    client_secret_env: str
+    client_secret: Secret
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    redirect_path: str = "/callback"
+    post_logout_redirect_path: str = "/"
+    # True: every userinfo claim; a list: only these; empty: the ID token's claims alone.
+    claims_from_userinfo: bool | tuple[str, ...] = False
+    token_endpoint_auth_method: str = "client_secret_basic"  # noqa: S105 - a method name
+    title: str = ""
+    leeway: int = 60
+    max_session_age: int = 0
+
+
+@dataclass(frozen=True)
+class SessionCheckSettings:
+    """The site's own "who am I" URL, for cookies the bridge cannot verify itself."""
+
+    url: str
+    cookies: tuple[str, ...]
+    login_url: str
+    user_field: str = "user_id"
+    claim_fields: tuple[str, ...] = ()
+    timeout: float = 2.0
+    cache_ttl: int = 10
+
+
+@dataclass(frozen=True)
 class Settings:
     secret_keys: tuple[Secret, ...]
     avatars: tuple[AvatarSettings, ...]
@@ -192,6 +225,8 @@ class Settings:
     admin: AdminSettings = AdminSettings()
     admin_token: Secret | None = None
     metrics_token: Secret | None = None
+    oidc: tuple[OIDCProviderSettings, ...] = ()
+    session_check: SessionCheckSettings | None = None
 
     def avatar(self, name: str | None) -> AvatarSettings | None:
         if name is None:
@@ -482,6 +517,10 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
     login = _Section("login", root.table("login"))
     site_cookie = _site_cookie(login.table("cookie"), env) if "cookie" in login.data else None
     login.check_unknown("oidc", "session_check")
+    oidc = _oidc(login.data.get("oidc"), env) if "oidc" in login.data else ()
+    session_check = (
+        _session_check(login.data["session_check"]) if "session_check" in login.data else None
+    )
 
     secret_keys = _secret_list(env.get("BRIDGE_SECRET_KEY", ""))
     if not secret_keys:
@@ -519,7 +558,10 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         "admin",
     )
     if site_cookie is None and not login.data.get("oidc") and not login.data.get("session_check"):
-        raise ConfigError("login: configure at least one way in ([login.cookie])")
+        raise ConfigError(
+            "login: configure at least one way in ([login.cookie], [login.oidc] or "
+            "[login.session_check])"
+        )
 
     return Settings(
         secret_keys=secret_keys,
@@ -539,6 +581,8 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         admin=admin,
         admin_token=admin_token,
         metrics_token=metrics_token,
+        oidc=oidc,
+        session_check=session_check,
     )
 
 
@@ -687,6 +731,147 @@ def _site_cookie(raw: Mapping[str, Any], env: Mapping[str, str]) -> SiteCookieSe
     )
     if not settings.user_field:
         raise ConfigError("login.cookie.user_field: must not be empty")
+    sec.check_unknown()
+    return settings
+
+
+OIDC_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+_RESERVED_PATHS = {
+    "/", "/login", "/logout", "/session", "/backchannel-logout", "/request_tokens",
+    "/healthz", "/readyz", "/metrics",
+}  # fmt: skip
+_OIDC_KEYS = {
+    "issuer",
+    "client_id",
+    "client_secret_env",
+    "scopes",
+    "redirect_path",
+    "post_logout_redirect_path",
+    "claims_from_userinfo",
+    "token_endpoint_auth_method",
+    "title",
+    "leeway",
+    "max_session_age",
+}
+
+
+def _local_path(value: str, name: str) -> str:
+    from bridge.redirects import safe_next  # here to keep settings free of import cycles
+
+    if safe_next(value, "") != value or "?" in value or "#" in value:
+        raise ConfigError(f"{name}: must be a plain path on this site starting with '/'")
+    return value
+
+
+def _oidc(raw: Any, env: Mapping[str, str]) -> tuple[OIDCProviderSettings, ...]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError("login.oidc: must be a table ([login.oidc] or [login.oidc.<name>])")
+    if set(raw) & _OIDC_KEYS:
+        # One provider, written as [login.oidc]; it is named "default".
+        return (_oidc_provider("default", "login.oidc", raw, env),)
+    providers = []
+    for name, table in raw.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"login.oidc.{name}: unknown setting")
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"login.oidc.{name}: letters, digits, '_' and '-' only")
+        providers.append(_oidc_provider(name, f"login.oidc.{name}", table, env))
+    return tuple(providers)
+
+
+def _oidc_provider(
+    name: str, where: str, raw: Mapping[str, Any], env: Mapping[str, str]
+) -> OIDCProviderSettings:
+    sec = _Section(where, raw)
+    issuer = sec.str("issuer", "")
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}.issuer: must be the provider's https URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ConfigError(f"{where}.issuer: must be https (plain http for localhost only)")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(f"{where}.issuer: must not have a query, fragment or userinfo")
+    client_id = sec.str("client_id", "")
+    if not client_id:
+        raise ConfigError(f"{where}.client_id: not set")
+    secret_env = sec.str("client_secret_env", "OIDC_CLIENT_SECRET")
+    secret = env.get(secret_env, "")
+    if not secret:
+        raise ConfigError(
+            f"{secret_env}: not set (the OIDC client secret, {where}.client_secret_env)"
+        )
+    scopes = sec.str_list("scopes") if "scopes" in raw else ("openid", "email", "profile")
+    if "openid" not in scopes:
+        raise ConfigError(f"{where}.scopes: must include 'openid'")
+    userinfo_raw = sec._get("claims_from_userinfo", False)
+    userinfo: bool | tuple[str, ...]
+    if isinstance(userinfo_raw, bool):
+        userinfo = userinfo_raw
+    elif isinstance(userinfo_raw, list) and all(isinstance(v, str) for v in userinfo_raw):
+        userinfo = tuple(userinfo_raw)
+    else:
+        raise ConfigError(f"{where}.claims_from_userinfo: must be true, false or a list of claims")
+    method = sec.str("token_endpoint_auth_method", "client_secret_basic")
+    if method not in OIDC_AUTH_METHODS:
+        raise ConfigError(
+            f"{where}.token_endpoint_auth_method: must be one of {', '.join(OIDC_AUTH_METHODS)}"
+        )
+    settings = OIDCProviderSettings(
+        name=name,
+        issuer=issuer,
+        client_id=client_id,
+        client_secret_env=secret_env,
+        client_secret=Secret(secret),
+        scopes=tuple(scopes),
+        redirect_path=_local_path(sec.str("redirect_path", "/callback"), f"{where}.redirect_path"),
+        post_logout_redirect_path=_local_path(
+            sec.str("post_logout_redirect_path", "/"), f"{where}.post_logout_redirect_path"
+        ),
+        claims_from_userinfo=userinfo,
+        token_endpoint_auth_method=method,
+        title=sec.str("title", ""),
+        leeway=sec.int("leeway", 60, minimum=0),
+        max_session_age=sec.int("max_session_age", 0, minimum=0),
+    )
+    if settings.leeway > 300:
+        raise ConfigError(f"{where}.leeway: at most 300 seconds")
+    if settings.redirect_path in _RESERVED_PATHS or settings.redirect_path.startswith(
+        ("/avatars/", "/static/", "/request_tokens/", "/admin")
+    ):
+        raise ConfigError(f"{where}.redirect_path: {settings.redirect_path!r} is a bridge route")
+    sec.check_unknown()
+    return settings
+
+
+def _session_check(raw: Any) -> SessionCheckSettings:
+    sec = _Section("login.session_check", raw)
+    url = sec.str("url", "")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("login.session_check.url: must be the site's http(s) 'who am I' URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            "login.session_check.url: cookies may travel over https only (or to localhost)"
+        )
+    cookies = sec.str_list("cookies")
+    if not cookies:
+        raise ConfigError("login.session_check.cookies: name the cookie(s) to forward")
+    login_url = sec.str("login_url", "")
+    if not login_url:
+        raise ConfigError("login.session_check.login_url: not set (where a visitor signs in)")
+    settings = SessionCheckSettings(
+        url=url,
+        cookies=cookies,
+        login_url=login_url,
+        user_field=sec.str("user_field", "user_id"),
+        claim_fields=sec.str_list("claim_fields"),
+        timeout=sec.float("timeout", 2.0),
+        cache_ttl=sec.int("cache_ttl", 10, minimum=0),
+    )
+    if not settings.user_field:
+        raise ConfigError("login.session_check.user_field: must not be empty")
+    if settings.cache_ttl > 300:
+        raise ConfigError("login.session_check.cache_ttl: at most 300 seconds")
     sec.check_unknown()
     return settings
 
