@@ -11,12 +11,16 @@ import httpx
 from quart import Quart, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from bridge import requestlog
 from bridge.broker import TokenBroker
 from bridge.errors import HTTPError, MethodNotAllowed, StoreUnavailable
 from bridge.gate import Gate
 from bridge.identity import IdentitySource
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.lifecycle import Lifecycle
+from bridge.limits import RateLimiter
+from bridge.metrics import Metrics
+from bridge.mount import install
 from bridge.runtime import Bridge
 from bridge.sentifyd import SentifydClient
 from bridge.sessions import SessionManager
@@ -45,6 +49,7 @@ def create_app(
     sentifyd_transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
     sources: Sequence[IdentitySource] | None = None,
+    oidc_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Quart:
     """Build a bridge app. Tests pass a store, an upstream transport, a clock or sources."""
     app = Quart(
@@ -57,14 +62,27 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the contract's key order
 
     store = store or open_store(settings.store)
-    lifecycle = Lifecycle(store, clock=clock)
+    lifecycle = Lifecycle(
+        store,
+        retention=settings.lifecycle.retention,
+        max_events=settings.lifecycle.max_events,
+        record_client=settings.lifecycle.record_client,
+        clock=clock,
+    )
     sessions = SessionManager(settings, store, lifecycle, clock=clock)
+    sources_given = sources is not None
     if sources is None:
         sources = [SiteCookieSource(settings.site_cookie)] if settings.site_cookie else []
     gate = Gate(sessions, sources, lifecycle)
     http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
     upstream = SentifydClient(settings.sentifyd, http, clock=clock)
     broker = TokenBroker(settings, store, sessions, upstream, lifecycle, clock=clock)
+    metrics = Metrics([a.name for a in settings.avatars])
+    upstream.observer = metrics.observe_upstream
+    broker.on_cache = metrics.observe_cache
+    lifecycle.listeners.append(metrics.observe_event)
+    limiter = RateLimiter(settings.limits, store, sessions, clock=clock)
+    limiter.on_limited = metrics.observe_rate_limited
     bridge = Bridge(
         settings=settings,
         store=store,
@@ -75,16 +93,31 @@ def create_app(
         broker=broker,
         http=http,
         clock=clock,
+        metrics=metrics,
+        limiter=limiter,
     )
     if settings.site_cookie and settings.site_cookie.logout_url:
         bridge.extras["logout_url"] = settings.site_cookie.logout_url
     app.extensions["bridge"] = bridge
 
-    from bridge.routes import health, pages, tokens
+    from bridge.routes import auth, health, pages, tokens
 
     app.register_blueprint(tokens.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(health.blueprint)
+    from bridge.routes import admin
+    from bridge.routes import metrics as metrics_routes
+
+    if settings.admin_token is not None:
+        app.register_blueprint(admin.blueprint)
+    if metrics_routes.should_serve(bridge):
+        app.register_blueprint(metrics_routes.blueprint)
+    elif settings.metrics.enabled:
+        log.warning(
+            "/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)"
+        )
+    requestlog.install(app, bridge, metrics)
+    auth.install(app, bridge, oidc_transport=oidc_transport, add_sources=not sources_given)
     _register_error_handlers(app)
 
     @app.after_request
@@ -103,6 +136,7 @@ def create_app(
         await http.aclose()
         await store.close()
 
+    install(app, settings.server)  # base_path, canonical paths, trusted forwarded headers
     return app
 
 
@@ -113,6 +147,7 @@ def _set_cookie_names(response: Response) -> set[str]:
 def _register_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPError)
     async def bridge_error(error: HTTPError) -> Response:
+        g.error_code = error.code  # the request log and metrics name the outcome
         if isinstance(error, StoreUnavailable):
             log.warning("store unavailable")
         response = jsonify(error.body())
@@ -123,6 +158,7 @@ def _register_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def http_exception(error: HTTPException) -> Response:
         status = error.code or 500
+        g.error_code = _STATUS_CODES.get(status, "http_error")
         if status == 405:
             allowed = list(getattr(error, "valid_methods", None) or [])
             return await bridge_error(MethodNotAllowed(allowed))
@@ -136,6 +172,7 @@ def _register_error_handlers(app: Quart) -> None:
     async def unexpected(error: Exception) -> Response:
         # Type only: the exception's text could quote a token or an upstream body.
         log.error("unhandled error", extra={"fields": {"exc_type": type(error).__name__}})
+        g.error_code = "internal_error"
         response = jsonify(
             {"error": "internal_error", "message": "The bridge hit an unexpected error."}
         )

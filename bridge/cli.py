@@ -1,4 +1,4 @@
-"""Command line: serve | demo | fake-sentifyd | check-config."""
+"""Command line: serve | demo | fake-sentifyd | check-config | sessions | events."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bridge.admin import Admin
+    from bridge.store.base import Store
 
 log = logging.getLogger("bridge.cli")
 
@@ -54,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "fields": {
                 "bind": f"{host}:{port}",
                 "public_url": settings.server.public_url,
+                "base_path": settings.server.base_path,
                 "store": settings.store.url.split("@")[-1],
             }
         },
@@ -107,6 +112,79 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operate(args: argparse.Namespace, action: Callable[[Admin], Awaitable[Any]]) -> int:
+    """Run ``action`` against the store the config names (or the one a test injects)."""
+    from bridge.admin import Admin
+    from bridge.errors import StoreUnavailable
+    from bridge.lifecycle import Lifecycle
+    from bridge.sessions import SessionManager
+    from bridge.settings import load_settings
+    from bridge.store import open_store
+
+    settings = load_settings(args.config)
+    store = getattr(args, "store", None)
+    if store is None:
+        if settings.store.url.startswith("memory://"):
+            print(
+                "sentifyd-bridge: the store is memory://, which lives inside the running server;"
+                " this command cannot see it. Use the admin API (set BRIDGE_ADMIN_TOKEN) or a"
+                " shared Redis store (store.url = redis://...).",
+                file=sys.stderr,
+            )
+            return 2
+        store = open_store(settings.store)
+
+    async def run() -> Any:
+        lifecycle = Lifecycle(
+            store,
+            retention=settings.lifecycle.retention,
+            max_events=settings.lifecycle.max_events,
+        )
+        sessions = SessionManager(settings, store, lifecycle)
+        try:
+            return await action(Admin(settings, store, sessions, lifecycle, actor="cli"))
+        finally:
+            if getattr(args, "store", None) is None:
+                await store.close()
+
+    try:
+        result = asyncio.run(run())
+    except StoreUnavailable:
+        print("sentifyd-bridge: the store is unavailable", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        if not 1 <= args.limit <= 500:
+            print("sentifyd-bridge: --limit must be from 1 to 500", file=sys.stderr)
+            return 2
+        return _operate(
+            args,
+            lambda admin: admin.list_sessions(
+                user=args.user, avatar=args.avatar, cursor=args.cursor, limit=args.limit
+            ),
+        )
+    if not args.user:
+        print(f"sentifyd-bridge: sessions {args.action} needs a USER", file=sys.stderr)
+        return 2
+    if args.action == "show":
+        return _operate(args, lambda admin: admin.user(args.user, events=20))
+    block = args.block
+
+    async def revoke(admin: Admin) -> Any:
+        seconds = admin.settings.admin.revoke_block if block is None else block
+        return await admin.revoke_user(args.user, block=seconds)
+
+    return _operate(args, revoke)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    return _operate(args, lambda admin: admin.lifecycle.recent(args.user, args.limit))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentifyd-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,12 +214,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
     p.add_argument("--config", help="TOML config file (default: $BRIDGE_CONFIG)")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("sessions", help="list, show or revoke sessions in a shared (Redis) store")
+    p.add_argument("action", choices=["list", "show", "revoke"])
+    p.add_argument("user", nargs="?", help="the user id (show, revoke; filters list)")
+    p.add_argument("--config", help="TOML config file (default: $BRIDGE_CONFIG)")
+    p.add_argument("--avatar", help="list: only sessions using this avatar")
+    p.add_argument("--cursor", help="list: the next_cursor of the previous page")
+    p.add_argument("--limit", type=int, default=50, help="list: sessions per page")
+    p.add_argument(
+        "--block", type=int, help="revoke: refuse new sessions for this many seconds"
+    )
+    p.set_defaults(func=cmd_sessions)
+
+    p = sub.add_parser("events", help="a user's recent lifecycle events, newest first")
+    p.add_argument("user")
+    p.add_argument("--config", help="TOML config file (default: $BRIDGE_CONFIG)")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_events)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, store: Store | None = None) -> int:
+    """Run a command; ``store`` replaces the configured store (tests)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.store = store
     try:
         code: int = args.func(args)
     except ConfigError as exc:

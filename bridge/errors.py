@@ -7,16 +7,23 @@ JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON.
     ├── ConfigError                     (start-up only; never an HTTP answer)
     └── HTTPError
         ├── BadRequest                  400 bad_request
+        │   ├── LoginFailed             400 login_failed
+        │   └── InvalidLogoutToken      400 invalid_logout_token
         ├── RequestTooLarge             413/414 request_too_large
         ├── LoginRequired               401 login_required (+ login_url)
         ├── InvalidRefreshToken         401 invalid_refresh_token
+        ├── SessionRevoked              401 session_revoked
+        ├── Unauthorized                401 unauthorized (admin API, metrics; + WWW-Authenticate)
         ├── Forbidden                   403 forbidden
         ├── CrossSiteRequest            403 cross_site_request
+        ├── InvalidCSRFToken            403 invalid_csrf_token
         ├── NotFound                    404 not_found
-        │   └── UnknownAvatar           404 unknown_avatar
+        │   ├── UnknownAvatar           404 unknown_avatar
+        │   └── UnknownProvider         404 unknown_provider
         ├── MethodNotAllowed            405 method_not_allowed
         ├── RateLimited                 429 rate_limited (+ Retry-After)
         ├── StoreUnavailable            503 store_unavailable
+        ├── IdentityProviderUnavailable 503 identity_provider_unavailable
         └── UpstreamError
             ├── UpstreamUnavailable     502 upstream_unavailable
             ├── UpstreamRejected        502 upstream_rejected (+ upstream_status)
@@ -63,6 +70,16 @@ class BadRequest(HTTPError):
     message = "The request is malformed."
 
 
+class LoginFailed(BadRequest):
+    code = "login_failed"
+    message = "The sign-in could not be completed; please start again."
+
+
+class InvalidLogoutToken(BadRequest):
+    code = "invalid_logout_token"
+    message = "The logout token is not valid."
+
+
 class RequestTooLarge(HTTPError):
     status = 413
     code = "request_too_large"
@@ -86,6 +103,22 @@ class InvalidRefreshToken(HTTPError):
     message = "The refresh token is not valid for this session."
 
 
+class SessionRevoked(HTTPError):
+    status = 401
+    code = "session_revoked"
+    message = "An administrator ended this account's avatar sessions; try again later."
+
+
+class Unauthorized(HTTPError):
+    status = 401
+    code = "unauthorized"
+    # The same words for a missing and a wrong token: no hint of which it was.
+    message = "A valid bearer token is required."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="sentifyd-bridge"'}
+
+
 class Forbidden(HTTPError):
     status = 403
     code = "forbidden"
@@ -98,6 +131,12 @@ class CrossSiteRequest(HTTPError):
     message = "Token requests are accepted from this site's own pages only."
 
 
+class InvalidCSRFToken(HTTPError):
+    status = 403
+    code = "invalid_csrf_token"
+    message = "This form has expired or did not come from this site; reload the page."
+
+
 class NotFound(HTTPError):
     status = 404
     code = "not_found"
@@ -107,6 +146,11 @@ class NotFound(HTTPError):
 class UnknownAvatar(NotFound):
     code = "unknown_avatar"
     message = "No avatar of that name is configured."
+
+
+class UnknownProvider(NotFound):
+    code = "unknown_provider"
+    message = "No sign-in provider of that name is configured."
 
 
 class MethodNotAllowed(HTTPError):
@@ -142,6 +186,15 @@ class StoreUnavailable(HTTPError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class IdentityProviderUnavailable(HTTPError):
+    status = 503
+    code = "identity_provider_unavailable"
+    message = "The sign-in service could not be reached; try again shortly."
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class UpstreamError(HTTPError):

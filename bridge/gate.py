@@ -10,7 +10,7 @@ from quart import Request
 
 from bridge.access import is_allowed
 from bridge.errors import Forbidden, LoginRequired
-from bridge.identity import Identity, IdentitySource
+from bridge.identity import Identity, IdentitySource, SessionRevoked
 from bridge.lifecycle import Lifecycle
 from bridge.sessions import SessionContext, SessionManager, SessionRecord
 from bridge.settings import AvatarSettings
@@ -51,8 +51,13 @@ class Gate:
         # Ask the way in that made the session first, so a second login method the visitor
         # also has (say, a site cookie beside an SSO session) does not end it.
         sources = sorted(self.sources, key=lambda s: record is None or s.method != record.method)
+        end_reason = "site_logout"
         for source in sources:
-            identity = await source.identify(request, record)
+            try:
+                identity = await source.identify(request, record)
+            except SessionRevoked as exc:
+                identity, end_reason = None, exc.reason
+                continue
             if identity is not None:
                 break
         ended = False
@@ -62,7 +67,7 @@ class Gate:
             or identity.method != record.method
         ):
             # The site says the visitor logged out, or is now someone else: the avatar stops.
-            await self.sessions.end(record, "site_logout")
+            await self.sessions.end(record, end_reason)
             record, ended = None, True
         return Visitor(
             identity=identity, record=record, cookie_token=token if record else None, ended=ended

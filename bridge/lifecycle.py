@@ -2,7 +2,9 @@
 
 Each event is written to the user's capped event list in the store and logged as one JSON
 line. Events carry a session id that is itself a hash of the cookie, the user, the avatar and
-facts about tokens (expiry, a hash of the token), never a token, handle or cookie.
+facts about tokens (expiry, a hash of the token), never a token, handle or cookie. With
+``record_client`` they also carry the client's IP and (truncated) user agent, when the event
+happens during a request.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+
+from quart import g, has_request_context, request
 
 from bridge.store.base import Store
 
@@ -33,6 +37,8 @@ END_REASONS = (
     "handle_reuse",
 )
 
+MAX_USER_AGENT = 200
+
 log = logging.getLogger("bridge.lifecycle")
 
 
@@ -43,11 +49,13 @@ class Lifecycle:
         *,
         retention: float = 7 * 86400,
         max_events: int = 200,
+        record_client: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.retention = retention
         self.max_events = max_events
+        self.record_client = record_client
         self.clock = clock
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
@@ -62,6 +70,8 @@ class Lifecycle:
         if session_id:
             record["session"] = session_id
         record.update({k: v for k, v in fields.items() if v is not None})
+        if has_request_context():
+            self._add_request_facts(record)
         log.info(event, extra={"fields": record})
         for listener in self.listeners:
             listener(record)
@@ -71,4 +81,17 @@ class Lifecycle:
         return record
 
     async def recent(self, user: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Return up to ``limit`` of the user's events, newest first."""
         return await self.store.list_range(self.store.key("events", user), limit)
+
+    def _add_request_facts(self, record: dict[str, Any]) -> None:
+        # The token route names its avatar once (g.avatar) for every event it causes.
+        avatar = g.get("avatar")
+        if avatar and "avatar" not in record:
+            record["avatar"] = avatar
+        # An operator's request (admin API) is not the user's client: leave its address out.
+        if self.record_client and not g.get("operator"):
+            record["client_ip"] = request.remote_addr
+            agent = request.headers.get("User-Agent")
+            if agent:
+                record["user_agent"] = agent[:MAX_USER_AGENT]

@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from typing import Any
+
+# The id of the request being handled, added to every line logged while handling it.
+request_id: ContextVar[str | None] = ContextVar("bridge_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,6 +27,9 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)
+        current = request_id.get()
+        if current is not None:
+            entry.setdefault("request_id", current)
         if record.exc_info and record.exc_info[0] is not None:
             # The exception's type only: its text may quote input we were given.
             entry["exc_type"] = record.exc_info[0].__name__

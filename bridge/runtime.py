@@ -12,6 +12,8 @@ from quart import Quart
 from bridge.broker import TokenBroker
 from bridge.gate import Gate
 from bridge.lifecycle import Lifecycle
+from bridge.limits import RateLimiter
+from bridge.metrics import Metrics
 from bridge.sentifyd import SentifydClient
 from bridge.sessions import SessionManager
 from bridge.settings import Settings
@@ -29,6 +31,8 @@ class Bridge:
     broker: TokenBroker
     http: httpx.AsyncClient
     clock: Callable[[], float]
+    metrics: Metrics
+    limiter: RateLimiter
     extras: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
@@ -39,8 +43,20 @@ class Bridge:
     def page_path(self, avatar_name: str) -> str:
         """The avatar page's path, the ``next`` a login comes back to."""
         first = self.settings.avatars[0].name
-        return "/" if avatar_name == first else f"/avatars/{avatar_name}"
+        return self.url("/" if avatar_name == first else f"/avatars/{avatar_name}")
 
     def token_path(self, avatar_name: str) -> str:
         first = self.settings.avatars[0].name
-        return "/request_tokens" if avatar_name == first else f"/request_tokens/{avatar_name}"
+        path = "/request_tokens" if avatar_name == first else f"/request_tokens/{avatar_name}"
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        """Return the browser-visible path of the bridge's route ``path``, under base_path."""
+        return self.settings.server.path_for(path)
+
+    def public_url_for(self, path: str) -> str:
+        """Return the absolute URL of the bridge's route ``path`` (e.g. an OIDC redirect URI).
+
+        Scheme and host come from ``server.public_url``, never from a request header.
+        """
+        return self.settings.server.url_for(path)

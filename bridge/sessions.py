@@ -16,6 +16,7 @@ from typing import Any
 
 from quart import Request, Response, g, has_request_context
 
+from bridge.errors import SessionRevoked
 from bridge.identity import Identity
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
@@ -100,7 +101,7 @@ class SessionManager:
             self.cookie_name,
             token,
             max_age=self.settings.session.absolute_timeout,
-            path="/",
+            path=self.settings.session.cookie_path,
             secure=self.settings.session.cookie_secure,
             httponly=True,
             samesite="Lax",
@@ -109,7 +110,7 @@ class SessionManager:
     def clear_cookie(self, response: Response) -> None:
         response.delete_cookie(
             self.cookie_name,
-            path="/",
+            path=self.settings.session.cookie_path,
             secure=self.settings.session.cookie_secure,
             httponly=True,
             samesite="Lax",
@@ -153,6 +154,8 @@ class SessionManager:
         self, identity: Identity, extra: dict[str, Any] | None = None
     ) -> SessionContext:
         """Start a session with a fresh id (never reuse one across identities: no fixation)."""
+        if await self.blocked_until(identity.subject) is not None:
+            raise SessionRevoked()
         token = secrets.token_urlsafe(32)
         now = self.clock()
         record = SessionRecord(
@@ -169,6 +172,8 @@ class SessionManager:
         await self.store.set_add(
             self.user_key(record.subject), record.id, self.settings.session.absolute_timeout
         )
+        if has_request_context():
+            g.session_id = record.id  # the request log names the session it started
         await self.lifecycle.emit(
             "session_started", user=record.subject, session_id=record.id, method=record.method
         )
@@ -200,6 +205,31 @@ class SessionManager:
             else:
                 records.append(record)
         return records
+
+    # --- revocation ---------------------------------------------------------------------------
+
+    def block_key(self, subject: str) -> str:
+        return self.store.key("blocked", subject)
+
+    async def block(self, subject: str, seconds: int) -> float:
+        """Refuse new sessions to ``subject`` for ``seconds``; return when the block ends.
+
+        Ending a user's sessions alone would not stop them: their site login is still valid,
+        so the next token request would start a fresh session.
+        """
+        until = self.clock() + seconds
+        await self.store.set(self.block_key(subject), {"until": until}, seconds)
+        return until
+
+    async def blocked_until(self, subject: str) -> float | None:
+        data = await self.store.get(self.block_key(subject))
+        # The store's TTL uses the real clock; the until check keeps a test clock honest.
+        if data is None or float(data.get("until", 0)) <= self.clock():
+            return None
+        return float(data["until"])
+
+    async def unblock(self, subject: str) -> None:
+        await self.store.delete(self.block_key(subject))
 
     # --- sealed tokens ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import builtins
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class ServerSettings:
     public_url: str = "http://127.0.0.1:8000"
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
+    base_path: str = "/"
 
     @property
     def public_origin(self) -> str:
@@ -42,6 +44,21 @@ class ServerSettings:
     def is_https(self) -> bool:
         return self.public_url.lower().startswith("https://")
 
+    @property
+    def prefix(self) -> str:
+        """Return ``base_path`` without its trailing '/': "" at the root, else e.g. "/avatar"."""
+        return "" if self.base_path == "/" else self.base_path
+
+    def path_for(self, path: str) -> str:
+        """Return the browser-visible path of the bridge's ``path`` (which starts with '/')."""
+        if not path.startswith("/"):
+            raise ValueError("path_for: the path must start with '/'")
+        return self.prefix + path
+
+    def url_for(self, path: str) -> str:
+        """Return the absolute URL of the bridge's ``path``, from ``public_url``, never a header."""
+        return self.public_origin + self.path_for(path)
+
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -51,12 +68,18 @@ class SessionSettings:
     absolute_timeout: int = 43200
     refresh_grace: int = 10
     max_chains: int = 8
+    cookie_path: str = "/"  # not a TOML key: always server.base_path
 
     @property
     def effective_cookie_name(self) -> str:
         # The __Host- prefix makes the browser refuse the cookie unless it is Secure, host-only
-        # and Path=/, which is exactly the scope we want.
-        return f"__Host-{self.cookie_name}" if self.cookie_secure else self.cookie_name
+        # and Path=/, which is exactly the scope we want at the root. Under a base path, Path=/
+        # would send the cookie to every page of the site, so it gets Path=base_path and the
+        # __Secure- prefix (Secure enforced by the browser; host-only because no Domain is set).
+        if not self.cookie_secure:
+            return self.cookie_name
+        prefix = "__Host-" if self.cookie_path == "/" else "__Secure-"
+        return prefix + self.cookie_name
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,7 @@ class StoreSettings:
     prefix: str = "sbridge"
     timeout: float = 2.0
     lock_wait: float = 30.0
+    lock_lease: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +138,75 @@ class SiteCookieSettings:
 
 
 @dataclass(frozen=True)
+class LifecycleSettings:
+    retention: int = 7 * 86400
+    max_events: int = 200
+    record_client: bool = False
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` requests per fixed window of ``window`` seconds (0 counts: no limit)."""
+
+    count: int
+    window: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.count > 0
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    per_session: RateLimit = RateLimit(30, 60)
+    per_ip: RateLimit = RateLimit(120, 60)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = True
+    require_token: bool = True
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    revoke_block: int = 3600
+
+
+@dataclass(frozen=True)
+class OIDCProviderSettings:
+    """One OpenID provider the bridge signs visitors in with (``[login.oidc]``)."""
+
+    name: str
+    issuer: str
+    client_id: str
+    client_secret_env: str
+    client_secret: Secret
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    redirect_path: str = "/callback"
+    post_logout_redirect_path: str = "/"
+    # True: every userinfo claim; a list: only these; empty: the ID token's claims alone.
+    claims_from_userinfo: bool | tuple[str, ...] = False
+    token_endpoint_auth_method: str = "client_secret_basic"  # noqa: S105 - a method name
+    title: str = ""
+    leeway: int = 60
+    max_session_age: int = 0
+
+
+@dataclass(frozen=True)
+class SessionCheckSettings:
+    """The site's own "who am I" URL, for cookies the bridge cannot verify itself."""
+
+    url: str
+    cookies: tuple[str, ...]
+    login_url: str
+    user_field: str = "user_id"
+    claim_fields: tuple[str, ...] = ()
+    timeout: float = 2.0
+    cache_ttl: int = 10
+
+
+@dataclass(frozen=True)
 class Settings:
     secret_keys: tuple[Secret, ...]
     avatars: tuple[AvatarSettings, ...]
@@ -126,6 +219,14 @@ class Settings:
     log_level: str = "INFO"
     demo: bool = False
     source: str = ""
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    limits: LimitsSettings = LimitsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    admin: AdminSettings = AdminSettings()
+    admin_token: Secret | None = None
+    metrics_token: Secret | None = None
+    oidc: tuple[OIDCProviderSettings, ...] = ()
+    session_check: SessionCheckSettings | None = None
 
     def avatar(self, name: str | None) -> AvatarSettings | None:
         if name is None:
@@ -138,6 +239,7 @@ class Settings:
     def masked(self) -> dict[str, Any]:
         """Return the effective settings as plain data, every secret masked."""
         masked: dict[str, Any] = _masked(dataclasses.asdict(self))
+        masked["store"]["url"] = _masked_url(self.store.url)
         return masked
 
 
@@ -149,6 +251,16 @@ def _masked(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_masked(v) for v in value]
     return value
+
+
+def _masked_url(url: str) -> str:
+    """Mask the password of a URL such as ``redis://:password@host:6379/0``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{user}:********@{host}").geturl()
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -273,6 +385,26 @@ def _origin(value: str, name: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+_BASE_SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
+
+
+def _base_path(value: str) -> str:
+    """Return ``value`` if it is a plain path prefix like "/avatar", else stop start-up."""
+    name = "server.base_path"
+    if value == "/":
+        return value
+    if not value.startswith("/") or value.endswith("/"):
+        raise ConfigError(f"{name}: must start with '/' and not end with one, e.g. \"/avatar\"")
+    for segment in value[1:].split("/"):
+        if segment in ("", ".", ".."):
+            raise ConfigError(f"{name}: no empty, '.' or '..' segments")
+        if not _BASE_SEGMENT.match(segment):
+            raise ConfigError(
+                f"{name}: letters, digits and . _ ~ - only (nothing encoded, no spaces)"
+            )
+    return value
+
+
 def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Settings:
     root = _Section("config", data)
     demo = root.bool("demo", False)
@@ -287,6 +419,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
             _origin(o, "server.allowed_origins") for o in srv.str_list("allowed_origins")
         ),
         trusted_proxies=srv.str_list("trusted_proxies"),
+        base_path=_base_path(srv.str("base_path", "/")),
     )
     for proxy in server.trusted_proxies:
         try:
@@ -308,6 +441,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         absolute_timeout=ses.int("absolute_timeout", 43200, minimum=60),
         refresh_grace=ses.int("refresh_grace", 10, minimum=0),
         max_chains=ses.int("max_chains", 8, minimum=1),
+        cookie_path=server.base_path,
     )
     if session.idle_timeout > session.absolute_timeout:
         raise ConfigError("session.idle_timeout: must not exceed session.absolute_timeout")
@@ -323,9 +457,17 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         prefix=sto.str("prefix", "sbridge"),
         timeout=sto.float("timeout", 2.0),
         lock_wait=sto.float("lock_wait", 30.0),
+        lock_lease=sto.float("lock_lease", 10.0),
     )
     if urlsplit(store.url).scheme not in ("memory", "redis", "rediss"):
         raise ConfigError("store.url: must start with memory://, redis:// or rediss://")
+    if store.url.startswith(("redis://", "rediss://")):
+        from bridge.store.redis import parse_url  # here to keep settings free of import cycles
+
+        parse_url(store.url)
+        if store.lock_lease < 3 * store.timeout:
+            # A renewal is tried every third of the lease and may take a whole timeout.
+            raise ConfigError("store.lock_lease: must be at least three times store.timeout")
     sto.check_unknown()
 
     sen = _Section("sentifyd", root.table("sentifyd"))
@@ -375,6 +517,10 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
     login = _Section("login", root.table("login"))
     site_cookie = _site_cookie(login.table("cookie"), env) if "cookie" in login.data else None
     login.check_unknown("oidc", "session_check")
+    oidc = _oidc(login.data.get("oidc"), env) if "oidc" in login.data else ()
+    session_check = (
+        _session_check(login.data["session_check"]) if "session_check" in login.data else None
+    )
 
     secret_keys = _secret_list(env.get("BRIDGE_SECRET_KEY", ""))
     if not secret_keys:
@@ -393,7 +539,13 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         raise ConfigError("logging.level: must be DEBUG, INFO, WARNING or ERROR")
     log.check_unknown()
 
+    lifecycle, limits, metrics, admin = _operations(root)
+    admin_token = _operator_token(env, "BRIDGE_ADMIN_TOKEN")
+    metrics_token = _operator_token(env, "BRIDGE_METRICS_TOKEN")
+
     root.check_unknown(
+        "lifecycle",
+        "metrics",
         "server",
         "session",
         "store",
@@ -406,7 +558,10 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         "admin",
     )
     if site_cookie is None and not login.data.get("oidc") and not login.data.get("session_check"):
-        raise ConfigError("login: configure at least one way in ([login.cookie])")
+        raise ConfigError(
+            "login: configure at least one way in ([login.cookie], [login.oidc] or "
+            "[login.session_check])"
+        )
 
     return Settings(
         secret_keys=secret_keys,
@@ -420,7 +575,74 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         log_level=log_level,
         demo=demo,
         source=source,
+        lifecycle=lifecycle,
+        limits=limits,
+        metrics=metrics,
+        admin=admin,
+        admin_token=admin_token,
+        metrics_token=metrics_token,
+        oidc=oidc,
+        session_check=session_check,
     )
+
+
+_RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*$")
+
+
+def parse_rate(value: str, name: str) -> RateLimit:
+    """Read ``"30/minute"``, ``"100/5 minutes"`` or ``"off"``."""
+    if value.strip().lower() == "off":
+        return RateLimit(0, 60)
+    match = _RATE_RE.match(value.lower())
+    if not match:
+        raise ConfigError(f"{name}: must look like \"30/minute\" or \"100/5 minutes\", or \"off\"")
+    count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
+    if count < 1 or multiple < 1:
+        raise ConfigError(f"{name}: count and window must be positive (or \"off\")")
+    return RateLimit(count, multiple * _RATE_UNITS[unit])
+
+
+def _operations(
+    root: _Section,
+) -> tuple[LifecycleSettings, LimitsSettings, MetricsSettings, AdminSettings]:
+    lif = _Section("lifecycle", root.table("lifecycle"))
+    lifecycle = LifecycleSettings(
+        retention=lif.int("retention", 7 * 86400, minimum=60),
+        max_events=lif.int("max_events", 200, minimum=1),
+        record_client=lif.bool("record_client", False),
+    )
+    lif.check_unknown()
+
+    lim = _Section("limits", root.table("limits"))
+    limits = LimitsSettings(
+        per_session=parse_rate(lim.str("per_session", "30/minute"), "limits.per_session"),
+        per_ip=parse_rate(lim.str("per_ip", "120/minute"), "limits.per_ip"),
+    )
+    lim.check_unknown()
+
+    met = _Section("metrics", root.table("metrics"))
+    metrics = MetricsSettings(
+        enabled=met.bool("enabled", True), require_token=met.bool("require_token", True)
+    )
+    met.check_unknown()
+
+    adm = _Section("admin", root.table("admin"))
+    admin = AdminSettings(revoke_block=adm.int("revoke_block", 3600, minimum=0))
+    adm.check_unknown()
+    return lifecycle, limits, metrics, admin
+
+
+def _operator_token(env: Mapping[str, str], name: str) -> Secret | None:
+    raw = env.get(name, "")
+    if not raw:
+        return None
+    if len(raw) < MIN_SECRET_KEY_LENGTH or raw != raw.strip():
+        raise ConfigError(
+            f"{name}: must be at least {MIN_SECRET_KEY_LENGTH} characters, without spaces"
+            " around it (e.g. `openssl rand -base64 32`)"
+        )
+    return Secret(raw)
 
 
 def _attributes(raw: Mapping[str, Any], name: str) -> dict[str, str]:
@@ -509,6 +731,147 @@ def _site_cookie(raw: Mapping[str, Any], env: Mapping[str, str]) -> SiteCookieSe
     )
     if not settings.user_field:
         raise ConfigError("login.cookie.user_field: must not be empty")
+    sec.check_unknown()
+    return settings
+
+
+OIDC_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+_RESERVED_PATHS = {
+    "/", "/login", "/logout", "/session", "/backchannel-logout", "/request_tokens",
+    "/healthz", "/readyz", "/metrics",
+}  # fmt: skip
+_OIDC_KEYS = {
+    "issuer",
+    "client_id",
+    "client_secret_env",
+    "scopes",
+    "redirect_path",
+    "post_logout_redirect_path",
+    "claims_from_userinfo",
+    "token_endpoint_auth_method",
+    "title",
+    "leeway",
+    "max_session_age",
+}
+
+
+def _local_path(value: str, name: str) -> str:
+    from bridge.redirects import safe_next  # here to keep settings free of import cycles
+
+    if safe_next(value, "") != value or "?" in value or "#" in value:
+        raise ConfigError(f"{name}: must be a plain path on this site starting with '/'")
+    return value
+
+
+def _oidc(raw: Any, env: Mapping[str, str]) -> tuple[OIDCProviderSettings, ...]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError("login.oidc: must be a table ([login.oidc] or [login.oidc.<name>])")
+    if set(raw) & _OIDC_KEYS:
+        # One provider, written as [login.oidc]; it is named "default".
+        return (_oidc_provider("default", "login.oidc", raw, env),)
+    providers = []
+    for name, table in raw.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"login.oidc.{name}: unknown setting")
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"login.oidc.{name}: letters, digits, '_' and '-' only")
+        providers.append(_oidc_provider(name, f"login.oidc.{name}", table, env))
+    return tuple(providers)
+
+
+def _oidc_provider(
+    name: str, where: str, raw: Mapping[str, Any], env: Mapping[str, str]
+) -> OIDCProviderSettings:
+    sec = _Section(where, raw)
+    issuer = sec.str("issuer", "")
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}.issuer: must be the provider's https URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ConfigError(f"{where}.issuer: must be https (plain http for localhost only)")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(f"{where}.issuer: must not have a query, fragment or userinfo")
+    client_id = sec.str("client_id", "")
+    if not client_id:
+        raise ConfigError(f"{where}.client_id: not set")
+    secret_env = sec.str("client_secret_env", "OIDC_CLIENT_SECRET")
+    secret = env.get(secret_env, "")
+    if not secret:
+        raise ConfigError(
+            f"{secret_env}: not set (the OIDC client secret, {where}.client_secret_env)"
+        )
+    scopes = sec.str_list("scopes") if "scopes" in raw else ("openid", "email", "profile")
+    if "openid" not in scopes:
+        raise ConfigError(f"{where}.scopes: must include 'openid'")
+    userinfo_raw = sec._get("claims_from_userinfo", False)
+    userinfo: bool | tuple[str, ...]
+    if isinstance(userinfo_raw, bool):
+        userinfo = userinfo_raw
+    elif isinstance(userinfo_raw, list) and all(isinstance(v, str) for v in userinfo_raw):
+        userinfo = tuple(userinfo_raw)
+    else:
+        raise ConfigError(f"{where}.claims_from_userinfo: must be true, false or a list of claims")
+    method = sec.str("token_endpoint_auth_method", "client_secret_basic")
+    if method not in OIDC_AUTH_METHODS:
+        raise ConfigError(
+            f"{where}.token_endpoint_auth_method: must be one of {', '.join(OIDC_AUTH_METHODS)}"
+        )
+    settings = OIDCProviderSettings(
+        name=name,
+        issuer=issuer,
+        client_id=client_id,
+        client_secret_env=secret_env,
+        client_secret=Secret(secret),
+        scopes=tuple(scopes),
+        redirect_path=_local_path(sec.str("redirect_path", "/callback"), f"{where}.redirect_path"),
+        post_logout_redirect_path=_local_path(
+            sec.str("post_logout_redirect_path", "/"), f"{where}.post_logout_redirect_path"
+        ),
+        claims_from_userinfo=userinfo,
+        token_endpoint_auth_method=method,
+        title=sec.str("title", ""),
+        leeway=sec.int("leeway", 60, minimum=0),
+        max_session_age=sec.int("max_session_age", 0, minimum=0),
+    )
+    if settings.leeway > 300:
+        raise ConfigError(f"{where}.leeway: at most 300 seconds")
+    if settings.redirect_path in _RESERVED_PATHS or settings.redirect_path.startswith(
+        ("/avatars/", "/static/", "/request_tokens/", "/admin")
+    ):
+        raise ConfigError(f"{where}.redirect_path: {settings.redirect_path!r} is a bridge route")
+    sec.check_unknown()
+    return settings
+
+
+def _session_check(raw: Any) -> SessionCheckSettings:
+    sec = _Section("login.session_check", raw)
+    url = sec.str("url", "")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("login.session_check.url: must be the site's http(s) 'who am I' URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            "login.session_check.url: cookies may travel over https only (or to localhost)"
+        )
+    cookies = sec.str_list("cookies")
+    if not cookies:
+        raise ConfigError("login.session_check.cookies: name the cookie(s) to forward")
+    login_url = sec.str("login_url", "")
+    if not login_url:
+        raise ConfigError("login.session_check.login_url: not set (where a visitor signs in)")
+    settings = SessionCheckSettings(
+        url=url,
+        cookies=cookies,
+        login_url=login_url,
+        user_field=sec.str("user_field", "user_id"),
+        claim_fields=sec.str_list("claim_fields"),
+        timeout=sec.float("timeout", 2.0),
+        cache_ttl=sec.int("cache_ttl", 10, minimum=0),
+    )
+    if not settings.user_field:
+        raise ConfigError("login.session_check.user_field: must not be empty")
+    if settings.cache_ttl > 300:
+        raise ConfigError("login.session_check.cache_ttl: at most 300 seconds")
     sec.check_unknown()
     return settings
 

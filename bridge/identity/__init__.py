@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from quart import Request
 
+from bridge.errors import BridgeError
+
 if TYPE_CHECKING:
     from bridge.sessions import SessionRecord
 
@@ -17,6 +19,14 @@ class Identity:
     subject: str
     method: str  # "site_cookie", "oidc", "session_check"
     claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+class SessionRevoked(BridgeError):
+    """A source knows the session's login is over, and why (e.g. the provider refused a refresh)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class IdentitySource(Protocol):
@@ -30,4 +40,4 @@ class IdentitySource(Protocol):
     def login_url(self, next_path: str) -> str: ...
 
 
-__all__ = ["Identity", "IdentitySource"]
+__all__ = ["Identity", "IdentitySource", "SessionRevoked"]

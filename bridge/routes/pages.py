@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from quart import Blueprint, Response, current_app, redirect, render_template, request
 
 from bridge.access import is_allowed
+from bridge.csrf import csrf_token
 from bridge.errors import UnknownAvatar
 from bridge.runtime import Bridge
 
@@ -40,6 +41,11 @@ async def _page(avatar_name: str | None) -> Response:
         )
         return Response(body, status=403, content_type="text/html; charset=utf-8")
     settings = bridge.settings
+    logout_url, csrf = bridge.extras.get("logout_url"), None
+    if visitor.record is not None and visitor.record.method == "oidc":
+        # An SSO session signs out here (then at the provider), with a token no other site has.
+        logout_url = bridge.url("/logout")
+        csrf = csrf_token(settings.secret_keys, visitor.record.id)
     attributes = {**settings.component.attributes, **avatar.attributes}
     others = [
         {"name": a.name, "title": a.title or a.name, "url": bridge.page_path(a.name)}
@@ -56,7 +62,8 @@ async def _page(avatar_name: str | None) -> Response:
         script_type=settings.component.script_type,
         attributes=attributes,
         user=str(identity.claims.get("name") or identity.claims.get("email") or identity.subject),
-        logout_url=bridge.extras.get("logout_url"),
+        logout_url=logout_url,
+        csrf_token=csrf,
         avatars=others,
         demo=settings.demo,
     )

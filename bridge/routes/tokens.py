@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response, current_app, jsonify, request
+from quart import Blueprint, Response, current_app, g, jsonify, request
 
 from bridge.broker import SessionGone
 from bridge.errors import (
@@ -71,6 +71,8 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
     avatar = bridge.settings.avatar(avatar_name)
     if avatar is None:
         raise UnknownAvatar()
+    g.avatar = avatar.name  # named in the request log and in the lifecycle events it causes
+    await bridge.limiter.check(request)
     handle = await read_handle()
     page = bridge.page_path(avatar.name)
     _, ctx = await bridge.gate.admit(request, avatar, next_path=page, create=handle is None)

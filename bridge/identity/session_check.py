@@ -1,0 +1,122 @@
+"""The third way in: ask the site itself who the visitor is.
+
+For sites whose login cookie the bridge cannot verify (Django, Rails, PHP sessions, ...), the
+bridge forwards the named cookies, and only those, to the site's "who am I" URL, and only to
+that URL (no redirects followed). 200 with a JSON user id means signed in; 401 or 403 means
+not; anything else, or no answer in time, is a 503 ``identity_provider_unavailable``. Answers
+are cached briefly per cookie value, keyed by a hash of it, so a page full of token requests
+costs the site one check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from quart import Request
+
+from bridge.errors import IdentityProviderUnavailable
+from bridge.identity import Identity
+from bridge.identity.oidc import cookieless_jar
+from bridge.settings import SessionCheckSettings
+
+log = logging.getLogger("bridge.session_check")
+
+MAX_CACHE_ENTRIES = 10_000
+MAX_ANSWER_BYTES = 64 * 1024
+MAX_COOKIE_LENGTH = 4096
+
+
+class SessionCheckSource:
+    method = "session_check"
+
+    def __init__(
+        self,
+        settings: SessionCheckSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.http = httpx.AsyncClient(
+            transport=transport,
+            timeout=settings.timeout,
+            follow_redirects=False,
+            cookies=cookieless_jar(),
+            headers={"Accept": "application/json"},
+        )
+        self._cache: OrderedDict[str, tuple[float, Identity | None]] = OrderedDict()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def _forwarded(self, request: Request) -> dict[str, str]:
+        return {
+            name: request.cookies[name]
+            for name in self.settings.cookies
+            if request.cookies.get(name) and len(request.cookies[name]) <= MAX_COOKIE_LENGTH
+        }
+
+    async def identify(self, request: Request, record: object = None) -> Identity | None:
+        cookies = self._forwarded(request)
+        if not cookies:
+            return None
+        key = hashlib.sha256(
+            "\x00".join(f"{k}={v}" for k, v in sorted(cookies.items())).encode()
+        ).hexdigest()
+        now = self.clock()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        identity = await self._ask(cookies)
+        if self.settings.cache_ttl:
+            self._cache[key] = (now + self.settings.cache_ttl, identity)
+            self._cache.move_to_end(key)
+            while len(self._cache) > MAX_CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return identity
+
+    async def _ask(self, cookies: dict[str, str]) -> Identity | None:
+        # One Cookie header built here, so nothing but the named cookies can travel.
+        header = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        try:
+            response = await self.http.get(self.settings.url, headers={"Cookie": header})
+        except httpx.TimeoutException as exc:
+            log.warning("session check timed out")
+            raise IdentityProviderUnavailable() from exc
+        except httpx.HTTPError as exc:
+            log.warning("session check unreachable")
+            raise IdentityProviderUnavailable() from exc
+        if response.status_code in (401, 403):
+            return None
+        if response.status_code != 200 or len(response.content) > MAX_ANSWER_BYTES:
+            log.warning(
+                "session check answer unusable", extra={"fields": {"status": response.status_code}}
+            )
+            raise IdentityProviderUnavailable()
+        try:
+            body: Any = response.json()
+        except ValueError as exc:
+            raise IdentityProviderUnavailable() from exc
+        if not isinstance(body, dict):
+            raise IdentityProviderUnavailable()
+        user = body.get(self.settings.user_field)
+        if isinstance(user, bool) or not isinstance(user, str | int) or user == "":
+            # Signed in by status, but no user id: the site's endpoint is not what config says.
+            log.warning("session check answer has no user id")
+            raise IdentityProviderUnavailable()
+        subject = str(user)
+        if len(subject) > 256:
+            raise IdentityProviderUnavailable()
+        claims = {f: body[f] for f in self.settings.claim_fields if f in body}
+        return Identity(subject=subject, method=self.method, claims=claims)
+
+    def login_url(self, next_path: str) -> str:
+        return self.settings.login_url.replace("{next}", quote(next_path, safe="/"))

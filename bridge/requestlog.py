@@ -1,0 +1,87 @@
+"""One JSON log line per request, a request id on every answer, and the token-request metric.
+
+The line holds the method, the path without its query string (the component sends its handle
+there), the status, the duration, the request id and the hashed session id: never a header,
+a cookie, a token or a body.
+
+A request id arriving in ``X-Request-ID`` is believed only when the direct peer is a trusted
+proxy, which the proxy middleware marks with ``scope["bridge.trusted_proxy"] = True``; otherwise
+any visitor could plant ids in our logs. Anything else gets a fresh random id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+
+from quart import Quart, Response, g, request
+
+from bridge import logs
+from bridge.metrics import Metrics
+from bridge.runtime import Bridge
+
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
+TRUSTED_PROXY_FLAG = "bridge.trusted_proxy"
+TOKEN_ENDPOINT = "tokens.request_tokens"  # noqa: S105 - an endpoint name
+MAX_LOGGED_PATH = 256
+
+log = logging.getLogger("bridge.request")
+
+
+def incoming_request_id() -> str | None:
+    """Return the proxy's request id when the peer is a trusted proxy and the id is sane."""
+    if request.scope.get(TRUSTED_PROXY_FLAG) is not True:
+        return None
+    value = request.headers.get(REQUEST_ID_HEADER, "")
+    return value if REQUEST_ID_RE.fullmatch(value) else None
+
+
+def install(app: Quart, bridge: Bridge, metrics: Metrics | None) -> None:
+    """Register the hooks that give each request an id, a log line and its metrics."""
+
+    @app.before_request
+    async def start_request() -> None:
+        g.request_started = time.perf_counter()
+        g.request_id = incoming_request_id() or secrets.token_hex(16)
+        logs.request_id.set(g.request_id)
+
+    @app.after_request
+    async def finish_request(response: Response) -> Response:
+        request_id = g.get("request_id") or secrets.token_hex(16)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        started = g.get("request_started")
+        outcome = g.get("error_code") or ("ok" if response.status_code < 400 else "http_error")
+        fields: dict[str, object] = {
+            "method": request.method,
+            "path": request.path[:MAX_LOGGED_PATH],
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+            "request_id": request_id,
+        }
+        session_id = g.get("session_id") or _session_id_from_cookie(bridge)
+        if session_id:
+            fields["session"] = session_id
+        if request.endpoint == TOKEN_ENDPOINT:
+            avatar = g.get("avatar") or _avatar_of_request(bridge)
+            fields["avatar"] = avatar
+            fields["outcome"] = outcome
+            if metrics is not None:
+                metrics.observe_token_request(avatar, response.status_code, outcome)
+        log.info("request", extra={"fields": fields})
+        logs.request_id.set(None)
+        return response
+
+
+def _session_id_from_cookie(bridge: Bridge) -> str | None:
+    # The id is a hash of the cookie value: safe to log, and no store read to find it.
+    token = bridge.sessions.cookie_token(request)
+    return bridge.sessions.session_id(token) if token else None
+
+
+def _avatar_of_request(bridge: Bridge) -> str | None:
+    name = (request.view_args or {}).get("avatar_name")
+    avatar = bridge.settings.avatar(name)
+    return avatar.name if avatar else None

@@ -1,0 +1,112 @@
+"""The admin API: a user's sessions and events, paged session lists, and revocation.
+
+Registered only when ``BRIDGE_ADMIN_TOKEN`` is set; every call needs it as a bearer token.
+Answers are JSON and never carry a token, a handle or a cookie (see :mod:`bridge.admin`).
+
+Not callable cross-site: authentication is the ``Authorization`` header alone, never a cookie
+(see :mod:`bridge.bearer`), and requests a browser marks as cross-site are refused outright.
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, current_app, g, jsonify, request
+
+from bridge.admin import MAX_PAGE, MAX_USER_LENGTH, SESSION_ID_RE, Admin
+from bridge.bearer import require_bearer
+from bridge.errors import BadRequest, CrossSiteRequest, NotFound
+from bridge.runtime import Bridge
+
+blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+
+MAX_BLOCK = 30 * 86400
+
+
+def _admin() -> Admin:
+    bridge = Bridge.of(current_app)
+    return Admin(
+        bridge.settings, bridge.store, bridge.sessions, bridge.lifecycle, actor="admin_api"
+    )
+
+
+@blueprint.before_request
+async def authenticate() -> None:
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        raise CrossSiteRequest()
+    token = Bridge.of(current_app).settings.admin_token
+    assert token is not None  # the blueprint is registered only with a token
+    require_bearer(request, token)
+    g.operator = True  # lifecycle events caused here do not record this client as the user's
+
+
+@blueprint.after_request
+async def no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    # Ending sessions here marks the request as one whose session ended, but the caller is an
+    # operator, not the visitor whose cookie should be cleared.
+    g.session_ended = False
+    return response
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}.")
+    return int(raw)
+
+
+def _user(user: str) -> str:
+    if not user or len(user) > MAX_USER_LENGTH:
+        raise BadRequest(f"The user id must be 1 to {MAX_USER_LENGTH} characters.")
+    return user
+
+
+def _session_id(value: str) -> str:
+    if not SESSION_ID_RE.match(value):
+        raise BadRequest("A session id is 32 lowercase hex characters.")
+    return value
+
+
+@blueprint.get("/users/<user>")
+async def show_user(user: str) -> Response:
+    bridge = Bridge.of(current_app)
+    events = _int_arg("events", 50, 0, bridge.settings.lifecycle.max_events)
+    return jsonify(await _admin().user(_user(user), events=events))
+
+
+@blueprint.get("/sessions")
+async def list_sessions() -> Response:
+    bridge = Bridge.of(current_app)
+    avatar = request.args.get("avatar") or None
+    if avatar is not None and bridge.settings.avatar(avatar) is None:
+        raise BadRequest("avatar must be the name of a configured avatar.")
+    user = request.args.get("user") or None
+    cursor = request.args.get("cursor") or None
+    page = await _admin().list_sessions(
+        user=_user(user) if user is not None else None,
+        avatar=avatar,
+        cursor=_session_id(cursor) if cursor is not None else None,
+        limit=_int_arg("limit", 50, 1, MAX_PAGE),
+    )
+    return jsonify(page)
+
+
+@blueprint.delete("/users/<user>/sessions")
+async def revoke_user(user: str) -> Response:
+    bridge = Bridge.of(current_app)
+    block = _int_arg("block", bridge.settings.admin.revoke_block, 0, MAX_BLOCK)
+    return jsonify(await _admin().revoke_user(_user(user), block=block))
+
+
+@blueprint.delete("/users/<user>/block")
+async def unblock_user(user: str) -> Response:
+    await Bridge.of(current_app).sessions.unblock(_user(user))
+    return jsonify({"user": user, "blocked_until": None})
+
+
+@blueprint.delete("/sessions/<session_id>")
+async def revoke_session(session_id: str) -> Response:
+    if not await _admin().revoke_session(_session_id(session_id)):
+        raise NotFound("No live session has that id.")
+    return jsonify({"id": session_id, "ended": True})
