@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -23,7 +23,7 @@ from quart import Quart
 from werkzeug.datastructures import Headers
 
 from bridge.demo import CSRF_COOKIE, create_demo_app
-from conftest import API_KEY, PREMIUM_API_KEY, bridge_of, login, site_cookie
+from conftest import API_KEY, PREMIUM_API_KEY, bridge_of, login, make_settings, site_cookie
 
 BRIDGE_COOKIE = "sentifyd_bridge"
 SITE_COOKIE = "session"
@@ -200,6 +200,16 @@ def cookie_header(pairs: list[tuple[str, str]]) -> str:
 
 
 # --- fixtures and checks -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def app(make_app: Callable[..., Quart]) -> AsyncIterator[Quart]:
+    """The tests' app without rate limits: hundreds of requests from one client and one session
+    are the point here, and a 429 would stop them short of the code under test
+    (``tests/test_limits.py`` covers the limits)."""
+    application = make_app(make_settings({"limits": {"per_session": "off", "per_ip": "off"}}))
+    async with application.test_app():
+        yield application
 
 
 @pytest.fixture
