@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, current_app, redirect, render_template, request
@@ -69,7 +70,10 @@ async def _page(avatar_name: str | None) -> Response:
     )
     response = Response(body, content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = _csp(settings.component.script)
+    # Signing out of SSO answers the form with a redirect to the provider's end-session endpoint,
+    # and browsers hold a form's redirects to form-action too.
+    providers = [_origin(provider.issuer) for provider in settings.oidc]
+    response.headers["Content-Security-Policy"] = _csp(settings.component.script, providers)
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
@@ -82,7 +86,12 @@ def _sign_out(bridge: Bridge) -> dict[str, str] | None:
     return {"url": url, "label": "Sign out", "method": "post" if url.startswith("/") else "get"}
 
 
-def _csp(script: str) -> str:
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _csp(script: str, form_targets: Sequence[str] = ()) -> str:
     parts = urlsplit(script)
     script_origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
     # The component talks to Sentifyd over https and WebSockets, and plays media from it.
@@ -98,7 +107,7 @@ def _csp(script: str) -> str:
             "font-src 'self' data: https://*.sentifyd.io",
             "frame-ancestors 'self'",
             "base-uri 'none'",
-            "form-action 'self'",
+            " ".join(["form-action 'self'", *form_targets]),
         ]
     )
 
