@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import subprocess
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,13 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Response, async_playwright
 from playwright.async_api import Error as PlaywrightError
+from support_oidc import OP_CLIENT_SECRET, RealProvider, oidc_settings, start_real_provider
 
+from bridge.app import create_app
 from bridge.demo import create_demo_app
+from bridge.fake_sentifyd import create_fake_sentifyd
 from bridge.runtime import Bridge
-from conftest import LiveServer, free_port
+from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, LiveServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -331,3 +336,102 @@ async def test_witness_sees_a_planted_secret(
     await page.evaluate("(t) => window.localStorage.setItem('oops', t)", leaked)
     with pytest.raises(AssertionError):
         await witness.check(page)
+
+
+# --- single sign-on --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_op() -> Iterator[RealProvider]:
+    """A real OpenID provider (node-oidc-provider) on 127.0.0.1, with its own login pages."""
+    provider = start_real_provider()
+    yield provider
+    provider.process.terminate()
+    try:
+        provider.process.wait(5)
+    except subprocess.TimeoutExpired:
+        provider.process.kill()
+
+
+@pytest.fixture
+def sso(real_op: RealProvider) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """The bridge with SSO as its only way in, on the port the provider knows, with the demo's
+    stand-in component and a live stand-in Sentifyd whose tokens last TOKEN_TTL seconds."""
+    fake = LiveServer(
+        create_fake_sentifyd({API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}, token_ttl=TOKEN_TTL)
+    ).start()
+    settings = oidc_settings(
+        real_op.bridge_url,
+        {
+            "issuer": real_op.issuer,
+            "client_id": "bridge",
+            "client_secret_env": "OIDC_CLIENT_SECRET",
+            "scopes": ["openid", "email", "profile", "groups", "offline_access"],
+        },
+        sentifyd={"backend": fake.url},
+        component={"script": "/static/demo/sentifyd-bot.js"},
+    )
+    bridge = LiveServer(create_app(settings), port=real_op.bridge_port).start()
+    yield bridge, fake
+    bridge.stop()
+    fake.stop()
+
+
+async def test_sso_sign_in_tokens_refresh_and_logout(
+    sso: tuple[LiveServer, LiveServer], real_op: RealProvider, context: BrowserContext
+) -> None:
+    bridge, fake_server = sso
+    fake = fake_of(fake_server)
+    witness = Witness(bridge, context, fake=fake, extra_secrets=[OP_CLIENT_SECRET])
+    page = witness.watch(await context.new_page())
+
+    # The avatar page sends a signed-out visitor through the provider's own login pages.
+    await page.goto(bridge.url + "/avatars/premium")
+    assert page.url.startswith(real_op.issuer)
+    await page.fill("input[name=login]", "alice")
+    await page.fill("input[name=password]", "any")
+    await page.locator("button[type=submit]").click()
+    await page.locator("button[type=submit]").click()  # the provider's consent page
+    await page.wait_for_url(bridge.url + "/avatars/premium")
+    await wait_ready(page)
+    await witness.check(page)
+    first = await stored(page)
+    assert first["tokens"]["accessToken"] in fake.issued_access_tokens
+    assert first["tokens"]["refreshToken"] not in fake.issued_refresh_tokens
+
+    await page.wait_for_function(
+        component_is(
+            "Number(el.dataset.refreshCount) >= 1 && el.dataset.status === 'ready' && "
+            "JSON.parse(sessionStorage.getItem(el.storageKey)).tokens.accessToken !== "
+            f"{json.dumps(first['tokens']['accessToken'])}"
+        ),
+        timeout=(3 * TOKEN_TTL) * 1000,
+    )
+    assert (await stored(page))["tokens"]["refreshToken"] != first["tokens"]["refreshToken"]
+    await witness.check(page)
+    await page.screenshot(path=str(ARTIFACTS / "avatar-page-sso.png"), full_page=True)
+
+    # Logout in a second tab ends the bridge session, then the provider's.
+    other = witness.watch(await context.new_page())
+    await other.goto(bridge.url + "/avatars/premium")
+    await wait_ready(other)
+    await other.get_by_role("button", name="Sign out").click()
+    await other.wait_for_url(re.compile(re.escape(real_op.issuer) + "/session/end.*"))
+    # The redirect above is what the avatar page's CSP form-action must allow.
+    confirm = other.locator("button[autofocus], button[type=submit]").first
+    await confirm.click()  # the provider asks "sign out?": yes
+    # Back at the bridge, which finds no session and sends the visitor to sign in again.
+    await other.locator("input[name=login]").wait_for()
+    assert other.url.startswith(real_op.issuer)
+    await witness.check(page, other)
+
+    await page.evaluate(f"() => document.querySelector({COMPONENT!r}).refreshNow()")
+    await page.wait_for_function(
+        component_is("el.dataset.status === 'error' && el.dataset.error === 'login_required'"),
+        timeout=WAIT_MS + TOKEN_TTL * 1000,
+    )
+    await witness.check(page, other)
+    # Signed out at the provider too: the avatar page asks for credentials again.
+    await page.reload()
+    assert page.url.startswith(real_op.issuer)
+    assert await page.locator("input[name=login]").count() == 1
