@@ -16,14 +16,26 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from quart import Quart
+from support_oidc import ControlledProvider, b64, oidc_settings, query_of, session_of, sign_in
 from werkzeug.datastructures import Headers
 
+from bridge.app import create_app
 from bridge.demo import CSRF_COOKIE, create_demo_app
-from conftest import API_KEY, PREMIUM_API_KEY, bridge_of, login, make_settings, site_cookie
+from conftest import (
+    API_KEY,
+    PREMIUM_API_KEY,
+    PUBLIC_URL,
+    Clock,
+    bridge_of,
+    login,
+    make_settings,
+    site_cookie,
+)
 
 BRIDGE_COOKIE = "sentifyd_bridge"
 SITE_COOKIE = "session"
@@ -539,3 +551,191 @@ async def test_demo_login_with_a_non_ascii_form_token_is_400(demo: Quart) -> Non
             form={"username": "alice", "next": "/", "csrf": sent},
         )
         assert response.status_code == 400
+
+
+# --- single sign-on: the callback, logout and back-channel logout ---------------------------
+
+
+@dataclass
+class SSO:
+    """An SSO bridge against a provider the test controls, with alice signed in and one
+    login left half-way (its state and binding cookie live in the store)."""
+
+    app: Quart
+    op: ControlledProvider
+    bridge_cookie: str
+    csrf: str
+    state: str
+    binding_name: str
+    binding: str
+
+
+@pytest.fixture
+async def sso(fake: Quart, clock: Clock) -> AsyncIterator[SSO]:
+    op = ControlledProvider(clock=clock)
+    settings = oidc_settings(
+        PUBLIC_URL,
+        {"issuer": op.issuer, "client_id": op.client_id},
+        limits={"per_session": "off", "per_ip": "off"},
+    )
+    application = create_app(
+        settings,
+        oidc_transport=op.transport(),
+        sentifyd_transport=httpx.ASGITransport(app=fake),
+        clock=clock,
+    )
+    async with application.test_app():
+        alice = application.test_client()
+        assert (await sign_in(alice, op)).status_code == 303
+        assert (await alice.get("/request_tokens")).status_code == 200
+        session = await session_of(alice)
+        half_way = application.test_client(use_cookies=False)
+        started = await half_way.get("/login", query_string={"next": "/"})
+        binding_name, binding = started.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)
+        jar = {c.name: c.value for c in alice.cookie_jar}  # type: ignore[attr-defined, union-attr]
+        yield SSO(
+            app=application,
+            op=op,
+            bridge_cookie=jar[BRIDGE_COOKIE],
+            csrf=session["logout"]["csrf_token"],
+            state=query_of(started.headers["Location"])["state"],
+            binding_name=binding_name,
+            binding=binding,
+        )
+
+
+def oidc_records_of(app: Quart) -> list[dict[str, Any]]:
+    return [
+        v
+        for v in (json.loads(raw) for raw in snapshot(app).values() if isinstance(raw, str))
+        if isinstance(v, dict) and v.get("method") == "oidc"
+    ]
+
+
+@HOSTILE
+@given(data=st.data())
+async def test_callback_with_forged_parameters_refuses_and_changes_nothing(
+    sso: SSO, data: st.DataObject
+) -> None:
+    value_st = HEADER_VALUE | near_miss(sso.state) | st.just("")
+    query = data.draw(
+        st.dictionaries(
+            st.sampled_from(["code", "state", "iss", "error", "error_description", "session_state"])
+            | st.text(max_size=10),
+            value_st | st.just(sso.op.issuer) | st.just("the-code"),
+            max_size=5,
+        )
+    )
+    cookies = data.draw(
+        st.lists(
+            st.tuples(st.just(sso.binding_name), near_miss(sso.binding) | HEADER_VALUE)
+            | st.tuples(st.just(BRIDGE_COOKIE), near_miss(sso.bridge_cookie) | HEADER_VALUE),
+            max_size=2,
+        )
+    )
+    before, token_calls = snapshot(sso.app), len(sso.op.sent("/token"))
+    status, headers, raw = await send(
+        sso.app, "/callback?" + urlencode(query), cookies=cookies, headers=data.draw(headers_st)
+    )
+    assert 400 <= status < 500, (status, raw[:300])
+    assert headers["Cache-Control"] == "no-store"
+    assert len(sso.op.sent("/token")) == token_calls  # no code was ever redeemed
+    assert snapshot(sso.app) == before
+
+
+@HOSTILE
+@given(data=st.data())
+async def test_logout_without_the_sessions_token_changes_nothing(
+    sso: SSO, data: st.DataObject
+) -> None:
+    """Forged cookies, or alice's own cookie with any CSRF token but hers: nobody is signed out,
+    and the answer never sends the browser off the site."""
+    with_cookie = data.draw(st.booleans())
+    if with_cookie:
+        cookies = [(BRIDGE_COOKIE, sso.bridge_cookie)]
+        csrf = data.draw((HEADER_VALUE | near_miss(sso.csrf)).filter(lambda c: c != sso.csrf))
+    else:
+        cookies = data.draw(
+            st.lists(st.tuples(st.just(BRIDGE_COOKIE), near_miss(sso.bridge_cookie)), max_size=2)
+        )
+        csrf = data.draw(HEADER_VALUE | st.just(sso.csrf))
+    form = {"csrf_token": csrf, "next": data.draw(HEADER_VALUE | st.just("//evil.example"))}
+    body = data.draw(
+        st.just(Body("application/x-www-form-urlencoded", urlencode(form).encode())) | body_st
+    )
+    before = snapshot(sso.app)
+    status, headers, raw = await send(
+        sso.app,
+        "/logout",
+        method="POST",
+        cookies=cookies,
+        headers={"Origin": PUBLIC_URL, **data.draw(headers_st)},
+        body=body,
+    )
+    assert status < 500, (status, raw[:300])
+    if status == 303:
+        assert stays_on_site(headers["Location"]), headers["Location"]
+    else:
+        assert_json_refusal(status, headers, raw)
+    assert snapshot(sso.app) == before
+
+
+def jwt_like(header: Any, claims: Any) -> str:
+    def part(value: Any) -> str:
+        return b64(json.dumps(value).encode())
+
+    return f"{part(header)}.{part(claims)}.{b64(b'not-a-signature')}"
+
+
+@HOSTILE
+@given(data=st.data())
+async def test_backchannel_logout_with_a_forged_token_ends_nobody(
+    sso: SSO, data: st.DataObject
+) -> None:
+    """Anything not signed by the provider: garbage, ``alg: none``, a made-up signature, a key
+    the provider never published. Alice's session lives on and nothing stored changes."""
+    claims = sso.op.logout_claims(sid="sid-alice", sub="alice-sub")
+    claims.update(data.draw(st.dictionaries(st.sampled_from(sorted(claims)), json_st, max_size=2)))
+    token = data.draw(
+        st.one_of(
+            HEADER_VALUE,
+            st.just(sso.op.unsigned(claims)),
+            st.just(sso.op.unsigned(claims, typ="logout+jwt")),
+            st.builds(jwt_like, json_st | st.just({"alg": "RS256", "kid": "k1"}), json_st),
+            st.just(sso.op.sign(claims, key=ControlledProvider.new_key("k1"))),
+        )
+    )
+    body = data.draw(
+        st.just(
+            Body("application/x-www-form-urlencoded", urlencode({"logout_token": token}).encode())
+        )
+        | body_st
+    )
+    before = snapshot(sso.app)
+    status, headers, raw = await send(sso.app, "/backchannel-logout", method="POST", body=body)
+    assert_json_refusal(status, headers, raw)
+    assert snapshot(sso.app) == before
+    assert oidc_records_of(sso.app)  # alice is still signed in
+
+
+@HOSTILE
+@given(data=st.data())
+async def test_backchannel_logout_with_odd_signed_claims_never_fails(
+    sso: SSO, data: st.DataObject
+) -> None:
+    """Signed by the provider, but with claims of any type: a clean 200 or 400, never a 5xx,
+    and never alice's session (the token names someone else)."""
+    claims = sso.op.logout_claims(sid="sid-of-someone-else", sub="someone-else")
+    claims.update(data.draw(st.dictionaries(st.sampled_from(sorted(claims)), json_st, max_size=3)))
+    if claims.get("sid") == "sid-alice" or claims.get("sub") == "alice-sub":
+        return
+    token = sso.op.sign(claims)
+    status, headers, raw = await send(
+        sso.app,
+        "/backchannel-logout",
+        method="POST",
+        body=Body("application/x-www-form-urlencoded", urlencode({"logout_token": token}).encode()),
+    )
+    assert status in (200, 400), (status, raw[:300])
+    assert headers["Content-Type"].startswith("application/json")
+    assert oidc_records_of(sso.app)
