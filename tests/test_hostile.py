@@ -1,5 +1,6 @@
 """Hostile input, generated: arbitrary cookies, handles, query strings, headers and bodies thrown
-at the token endpoint, the avatar pages and the demo's login.
+at the token endpoint, the avatar pages, the demo's login, and the SSO callback, logout and
+back-channel logout.
 
 The properties: never a 5xx; every token-endpoint refusal is JSON with a stable ``error`` code;
 no answer carries a secret; and a request without valid credentials changes nothing stored.
