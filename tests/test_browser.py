@@ -390,8 +390,8 @@ async def test_sso_sign_in_tokens_refresh_and_logout(
     assert page.url.startswith(real_op.issuer)
     await page.fill("input[name=login]", "alice")
     await page.fill("input[name=password]", "any")
-    await page.locator("button[type=submit]").click()
-    await page.locator("button[type=submit]").click()  # the provider's consent page
+    await page.get_by_role("button", name="Sign-in").click()
+    await page.get_by_role("button", name="Continue").click()  # the provider's consent page
     await page.wait_for_url(bridge.url + "/avatars/premium")
     await wait_ready(page)
     await witness.check(page)
@@ -418,8 +418,7 @@ async def test_sso_sign_in_tokens_refresh_and_logout(
     await other.get_by_role("button", name="Sign out").click()
     await other.wait_for_url(re.compile(re.escape(real_op.issuer) + "/session/end.*"))
     # The redirect above is what the avatar page's CSP form-action must allow.
-    confirm = other.locator("button[autofocus], button[type=submit]").first
-    await confirm.click()  # the provider asks "sign out?": yes
+    await other.get_by_role("button", name="Yes, sign me out").click()
     # Back at the bridge, which finds no session and sends the visitor to sign in again.
     await other.locator("input[name=login]").wait_for()
     assert other.url.startswith(real_op.issuer)
