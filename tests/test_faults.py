@@ -290,3 +290,49 @@ async def test_requests_queued_behind_a_failing_call_share_its_failure(rig: Rig)
         # A request that starts after the failure tries again, and succeeds once it heals.
         rig.state.fail = None
         assert (await visitor.get("/request_tokens")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("fail", "status", "code", "logins"),
+    [
+        ("status:401", 200, None, 1),  # refused: log in again with the API key instead
+        ("status:503", 502, "upstream_unavailable", 0),  # down: the login would be too
+        ("hang", 504, "upstream_timeout", 0),
+    ],
+)
+async def test_upstream_refresh_call_failing(
+    fail: str, status: int, code: str | None, logins: int
+) -> None:
+    """With Sentifyd's refresh call configured, a refused refresh falls back to a login; an
+    unreachable or silent one is the visitor's error, and the handle survives it."""
+    fake = new_fake()
+    settings = make_settings(
+        {
+            "sentifyd": {
+                "backend": fake.url,
+                "timeout": TIMEOUT,
+                "retries": 0,
+                "refresh_path": "/api/v1/chatbot/refresh",
+            },
+            "limits": {"per_session": "off", "per_ip": "off"},
+        }
+    )
+    clock = Clock(start=time.time())
+    app = create_app(settings, clock=clock)
+    rig = Rig(fake, LiveServer(app).start(), app, settings, clock)
+    try:
+        async with rig.visitor() as visitor:
+            handle = (await visitor.get("/request_tokens")).json()["tokens"]["refreshToken"]
+            rig.clock.advance(120)
+            rig.state.fail, rig.state.fail_count = fail, 1  # the refresh call only
+            response = await visitor.get("/request_tokens", params={"refreshToken": handle})
+            assert rig.state.refresh_calls == 1
+            assert rig.state.login_calls == 1 + logins
+            if code is None:
+                assert response.status_code == status, response.text[:300]
+            else:
+                assert_clean_error(rig, response, status, code)
+                healed = await visitor.get("/request_tokens", params={"refreshToken": handle})
+                assert healed.status_code == 200, healed.text[:300]
+    finally:
+        stop_rig(rig)
