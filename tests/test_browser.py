@@ -1,6 +1,7 @@
-"""The demo in a real browser (Debian's Chromium, driven by Playwright): sign in, tokens, a
-refresh with the handle, sign out; and at every step, nothing the page's JavaScript can read
-holds the Sentifyd API key, a Sentifyd refresh token or a login cookie.
+"""The demo, and single sign-on with a real OpenID provider, in a real browser (Debian's
+Chromium, driven by Playwright): sign in, tokens, a refresh with the handle, sign out; and at
+every step, nothing the page's JavaScript can read holds the Sentifyd API key, a Sentifyd
+refresh token, the OIDC client secret or a login cookie.
 
 Chromium comes from apt (``scripts/test.sh`` installs it), never from ``playwright install``.
 Without ``/usr/bin/chromium`` these tests skip, except in CI (``CI`` set), where they must run.
