@@ -22,6 +22,7 @@ from bridge.secret import Secret
 DEFAULT_COMPONENT_SCRIPT = "https://frontend.sentifyd.io/sentifyd-bot/main.js"
 MIN_SECRET_KEY_LENGTH = 32
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+ASGI_SERVERS = ("hypercorn", "uvicorn")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class ServerSettings:
     public_url: str = "http://127.0.0.1:8000"
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
+    asgi_server: str = "hypercorn"
 
     @property
     def public_origin(self) -> str:
@@ -281,7 +283,10 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
             _origin(o, "server.allowed_origins") for o in srv.str_list("allowed_origins")
         ),
         trusted_proxies=srv.str_list("trusted_proxies"),
+        asgi_server=srv.str("asgi_server", "hypercorn"),
     )
+    if server.asgi_server not in ASGI_SERVERS:
+        raise ConfigError(f"server.asgi_server: must be one of {', '.join(ASGI_SERVERS)}")
     for proxy in server.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)
