@@ -183,11 +183,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     budget = args.requests or 0
     interval = args.concurrency / args.rate if args.rate else 0.0
 
+    sent = 0
+
     async def loop(client: Client, index: int) -> None:
+        nonlocal sent
         next_at = time.perf_counter() + (interval * index / args.concurrency)
         while time.perf_counter() < deadline:
-            if budget and totals.requests >= budget:
+            if budget and sent >= budget:
                 return
+            sent += 1
             if interval:
                 delay = next_at - time.perf_counter()
                 if delay > 0:
@@ -221,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("plain", "tokens", "refresh"), default="plain")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds (upper bound)")
-    parser.add_argument("--requests", type=int, default=0, help="stop after this many (0: none)")
+    parser.add_argument("--requests", type=int, default=0,
+                        help="stop after this many, warm-up excluded (0: no limit)")
     parser.add_argument("--rate", type=float, default=0.0, help="total requests/s (0: closed)")
     parser.add_argument("--cookies", help="JSON list of site cookies, one per client")
     parser.add_argument("--bridge-cookie", default="sentifyd_bridge")
@@ -231,10 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        uvloop.install()
+        runner = uvloop.run
     except ImportError:
-        pass
-    result = asyncio.run(run(args))
+        runner = asyncio.run
+    result = runner(run(args))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0
