@@ -25,6 +25,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 MAX_SAMPLES = 5_000_000  # latency samples kept (bounds memory on long runs)
@@ -166,9 +167,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = parts.path or "/"
     cookies: list[str | None] = [None] * args.concurrency
-    if args.cookies:
-        with open(args.cookies) as fh:
-            loaded = json.load(fh)
+    if args.cookie_list:
+        loaded = args.cookie_list
         cookies = [loaded[i % len(loaded)] for i in range(args.concurrency)]
     clients = [Client(host, port, path, args.mode, cookies[i], args.bridge_cookie)
                for i in range(args.concurrency)]
@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 3600 or not 0 < args.concurrency <= 10_000:
         parser.error("duration must be in (0, 3600] s and concurrency in (0, 10000]")
+    args.cookie_list = json.loads(Path(args.cookies).read_text()) if args.cookies else None
     try:
         import uvloop
 

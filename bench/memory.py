@@ -30,10 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import Secrets, rss_kb, write_bridge_config
 from joserfc import jwt
 from joserfc.jwk import OctKey
-
-from common import Secrets, rss_kb, write_bridge_config
 
 WARMUP = 500
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from apps import ceiling_app
 from common import Secrets, site_cookies, write_bridge_config
 

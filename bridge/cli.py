@@ -48,12 +48,16 @@ async def _serve(app: Any, host: str, port: int, server: str = "hypercorn") -> N
 async def _serve_uvicorn(app: Any, host: str, port: int, http: str = "httptools") -> None:
     import uvicorn
 
+    from bridge.serving import BoundedHttpToolsProtocol
+
+    BoundedHttpToolsProtocol.max_head_bytes = MAX_HEADER_BYTES
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=http,
+        http=BoundedHttpToolsProtocol if http == "httptools" else http,
         loop="none",  # the caller's loop (uvloop, see _run)
+        ws="none",  # no websockets here: do not import a websocket library
         lifespan="on",
         access_log=False,
         log_config=None,

@@ -32,7 +32,7 @@ class ServerSettings:
     public_url: str = "http://127.0.0.1:8000"
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
-    asgi_server: str = "hypercorn"
+    asgi_server: str = "uvicorn"
 
     @property
     def public_origin(self) -> str:
@@ -283,7 +283,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
             _origin(o, "server.allowed_origins") for o in srv.str_list("allowed_origins")
         ),
         trusted_proxies=srv.str_list("trusted_proxies"),
-        asgi_server=srv.str("asgi_server", "hypercorn"),
+        asgi_server=srv.str("asgi_server", "uvicorn"),
     )
     if server.asgi_server not in ASGI_SERVERS:
         raise ConfigError(f"server.asgi_server: must be one of {', '.join(ASGI_SERVERS)}")

@@ -1,13 +1,13 @@
-"""The site cookie's verified-value cache: a hit is only ever an exact, verified, unexpired value."""
+"""The site cookie's verified-value cache: a hit is only an exact, verified, unexpired value."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+from test_site_cookie import flask_cookie, source
 
 import bridge.identity.site_cookie as site_cookie_module
-from test_site_cookie import flask_cookie, source
 
 
 def test_a_verified_cookie_is_served_from_the_cache() -> None:
