@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.errors import ConfigError
 from bridge.serving import TOO_LARGE
-from conftest import TEST_ENV, free_port
+from conftest import TEST_ENV, free_port, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +132,12 @@ def test_the_431_answer_is_well_formed() -> None:
     length = int(headers[b"content-length"])
     assert length == len(body)
     assert json.loads(body) == {"error": "request_too_large"}
+
+
+def test_asgi_server_defaults_to_uvicorn_and_refuses_unknown_names() -> None:
+    assert make_settings().server.asgi_server == "uvicorn"
+    assert make_settings({"server": {"asgi_server": "hypercorn"}}).server.asgi_server == (
+        "hypercorn"
+    )
+    with pytest.raises(ConfigError, match="server.asgi_server"):
+        make_settings({"server": {"asgi_server": "gunicorn"}})
