@@ -210,7 +210,9 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     colors = ["#9ca3af" if n.startswith("(a)") else "#f59e0b" if n.startswith("(b)")
               else "#4f46e5" for n in names]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=90)
-    left.barh(names, [r["rps"] for r in shown], color=colors)
+    bars = left.barh(names, [r["rps"] for r in shown], color=colors)
+    left.bar_label(bars, labels=[f"{r['rps']:,.0f}" for r in shown], fontsize=7, padding=2)
+    left.margins(x=0.12)
     left.set_xlabel("requests per second (higher is better)")
     left.invert_yaxis()
     y = range(len(shown))
