@@ -74,8 +74,11 @@ async def _serve_uvicorn(app: Any, host: str, port: int, http: str = "httptools"
 def _run(main: Any, server: str) -> None:
     """Run ``main`` on uvloop under uvicorn, on asyncio's own loop under hypercorn."""
     if server == "uvicorn":
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:  # uvicorn[standard] installs it wherever it builds
+            asyncio.run(main)
+            return
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main)
     else:
