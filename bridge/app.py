@@ -113,7 +113,8 @@ def create_app(
     if metrics_routes.should_serve(bridge):
         app.register_blueprint(metrics_routes.blueprint)
     elif settings.metrics.enabled:
-        log.warning(
+        # Not unsafe, just not served: say so once, without raising an operator's alarm.
+        log.info(
             "/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)"
         )
     requestlog.install(app, bridge, metrics)

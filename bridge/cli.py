@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bridge.cli")
 
+# Request heads beyond this are refused by the server itself (a browser never sends more).
+MAX_HEADER_BYTES = 16 * 1024
+
 
 def _shutdown_event() -> asyncio.Event:
     event = asyncio.Event()
@@ -29,7 +32,10 @@ def _shutdown_event() -> asyncio.Event:
     return event
 
 
-async def _serve(app: Any, host: str, port: int) -> None:
+async def _serve(app: Any, host: str, port: int, server: str = "hypercorn") -> None:
+    if server == "uvicorn":
+        await _serve_uvicorn(app, host, port)
+        return
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -38,9 +44,49 @@ async def _serve(app: Any, host: str, port: int) -> None:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     # Headers beyond this are refused by the server itself (a browser never sends more).
-    config.h11_max_incomplete_size = 16 * 1024
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
     event = _shutdown_event()
     await serve(app, config, shutdown_trigger=event.wait)
+
+
+async def _serve_uvicorn(app: Any, host: str, port: int, http: str = "httptools") -> None:
+    import uvicorn
+
+    from bridge.serving import BoundedHttpToolsProtocol
+
+    BoundedHttpToolsProtocol.max_head_bytes = MAX_HEADER_BYTES
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=BoundedHttpToolsProtocol if http == "httptools" else http,
+        loop="none",  # the caller's loop (uvloop, see _run)
+        ws="none",  # no websockets here: do not import a websocket library
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        # The bridge decides which forwarded headers to believe (server.trusted_proxies).
+        proxy_headers=False,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_graceful_shutdown=3,  # hypercorn's default graceful_timeout
+    )
+    # uvicorn handles SIGINT/SIGTERM itself: stop accepting, finish in-flight requests, exit.
+    await uvicorn.Server(config).serve()
+
+
+def _run(main: Any, server: str) -> None:
+    """Run ``main`` on uvloop under uvicorn, on asyncio's own loop under hypercorn."""
+    if server == "uvicorn":
+        try:
+            import uvloop
+        except ImportError:  # uvicorn[standard] installs it wherever it builds
+            asyncio.run(main)
+            return
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
+    else:
+        asyncio.run(main)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -63,7 +109,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             }
         },
     )
-    asyncio.run(_serve(create_app(settings), host, port))
+    server = settings.server.asgi_server
+    _run(_serve(create_app(settings), host, port, server), server)
     return 0
 
 

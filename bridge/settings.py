@@ -24,6 +24,7 @@ from bridge.secret import Secret
 DEFAULT_COMPONENT_SCRIPT = "https://frontend.sentifyd.io/sentifyd-bot/main.js"
 MIN_SECRET_KEY_LENGTH = 32
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+ASGI_SERVERS = ("hypercorn", "uvicorn")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class ServerSettings:
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
     base_path: str = "/"
+    asgi_server: str = "uvicorn"
 
     @property
     def public_origin(self) -> str:
@@ -420,7 +422,10 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         ),
         trusted_proxies=srv.str_list("trusted_proxies"),
         base_path=_base_path(srv.str("base_path", "/")),
+        asgi_server=srv.str("asgi_server", "uvicorn"),
     )
+    if server.asgi_server not in ASGI_SERVERS:
+        raise ConfigError(f"server.asgi_server: must be one of {', '.join(ASGI_SERVERS)}")
     for proxy in server.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)

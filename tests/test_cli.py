@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -95,7 +96,10 @@ def test_serve_against_the_standalone_fake(
 
     bridge.terminate()
     _, err = bridge.communicate(timeout=10)
-    assert bridge.returncode == 0  # SIGTERM is a clean shutdown
+    # A clean shutdown: uvicorn finishes, then re-raises SIGTERM so the exit status says why
+    # (systemd counts that as success); hypercorn returns normally.
+    assert bridge.returncode in (0, -signal.SIGTERM)
+    assert "Traceback" not in err.decode()
     assert API_KEY not in err.decode() and SITE_KEY not in err.decode()
     assert '"msg":"serving"' in err.decode()
 

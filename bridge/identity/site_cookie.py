@@ -6,6 +6,7 @@ The bridge never writes or forwards this cookie; it only verifies it with the si
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from bridge.settings import SiteCookieSettings
 
 # Browsers cap a cookie at 4096 bytes; anything longer did not come from the site.
 MAX_COOKIE_LENGTH = 4096
+VERIFIED_CACHE_SIZE = 4096  # at most ~4096 x 4 KB of cookie values kept
 
 
 class SiteCookieSource:
@@ -37,19 +39,40 @@ class SiteCookieSource:
             )
         else:
             self.serializer = URLSafeTimedSerializer(keys, salt=settings.salt)
+        # Cookie values whose signature was verified, with their signing time: the key
+        # derivation and HMAC checks were an eighth of the token endpoint's time, and a
+        # visitor sends the same cookie on every request. Only an exact, fully verified value
+        # hits; its age is re-checked on each hit; the keys never change while running.
+        # Payloads are shared: callers read them and never change them.
+        self._verified: dict[str, tuple[dict[str, Any], int]] = {}
 
     def read(self, value: str | None) -> dict[str, Any] | None:
         """Return the cookie's verified payload, or None if it is absent, forged or expired."""
         if not value or len(value) > MAX_COOKIE_LENGTH:
             return None
+        hit = self._verified.get(value)
+        if hit is not None:
+            payload, signed_at = hit
+            # The same age rule itsdangerous applies (whole seconds, never from the future).
+            if 0 <= int(time.time()) - signed_at <= self.settings.max_age:
+                return payload
+            del self._verified[value]
+            return None
         try:
-            payload = self.serializer.loads(value, max_age=self.settings.max_age)
+            payload, signed = self.serializer.loads(
+                value, max_age=self.settings.max_age, return_timestamp=True
+            )
         except BadSignature:  # includes SignatureExpired and BadPayload
             return None
         except (ValueError, TypeError, KeyError):
             # A validly signed but malformed payload (e.g. an unknown tag) is still not a login.
             return None
-        return payload if isinstance(payload, dict) else None
+        if not isinstance(payload, dict):
+            return None
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[value] = (payload, int(signed.timestamp()))
+        return payload
 
     def identity_from_payload(self, payload: dict[str, Any] | None) -> Identity | None:
         if payload is None:

@@ -1,0 +1,87 @@
+"""The servers the benchmark starts, each in its own process, under a chosen ASGI server.
+
+- ``ceiling``: a bare Quart JSON endpoint (``GET /json``), the framework's ceiling;
+- ``bridge``: the bridge, built exactly as ``sentifyd-bridge serve --config FILE`` builds it;
+- ``null``: a canned HTTP response on raw asyncio (uvloop), to measure the load generator's
+  own ceiling: whatever the generator reaches here, no Python web stack can beat.
+
+``--server`` is ``hypercorn``, ``uvicorn`` (uvloop + httptools) or ``uvicorn-h11``
+(uvloop + h11), all configured by :mod:`bridge.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from quart import Quart, Response, jsonify
+
+from bridge.cli import _run, _serve, _serve_uvicorn
+
+SERVERS = ("hypercorn", "uvicorn", "uvicorn-h11")
+CANNED = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n"
+    b'{"ok":true}'
+)
+
+
+def ceiling_app() -> Quart:
+    app = Quart("ceiling")
+
+    @app.get("/json")
+    async def json_endpoint() -> Response:
+        return jsonify({"ok": True})
+
+    return app
+
+
+async def _serve_as(app: Any, port: int, server: str) -> None:
+    if server == "uvicorn-h11":
+        await _serve_uvicorn(app, "127.0.0.1", port, http="h11")
+    else:
+        await _serve(app, "127.0.0.1", port, server)
+
+
+class _Canned(asyncio.Protocol):
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        # One canned answer per request head received (the generator sends one at a time).
+        self.transport.write(CANNED * data.count(b"\r\n\r\n"))
+
+
+async def _null(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Canned, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=("ceiling", "bridge", "null"))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--server", choices=SERVERS, default="hypercorn")
+    parser.add_argument("--config", help="the bridge's TOML config")
+    args = parser.parse_args(argv)
+    loop_kind = "hypercorn" if args.server == "hypercorn" else "uvicorn"
+    if args.what == "null":
+        _run(_null(args.port), "uvicorn")
+    elif args.what == "ceiling":
+        _run(_serve_as(ceiling_app(), args.port, args.server), loop_kind)
+    else:
+        from bridge.app import create_app
+        from bridge.logs import configure_logging
+        from bridge.settings import load_settings
+
+        settings = load_settings(args.config)
+        configure_logging(settings.log_level)
+        _run(_serve_as(create_app(settings), args.port, args.server), loop_kind)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""What the benchmark and the soak share: ports, child processes, the bridge's config, site
+cookies, the load generator and RSS readings. Everything listens on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+RESULTS = BENCH / "results"
+AVATAR_ID = "avtr_bench"
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a real external process, bounded by the deadline
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+class Proc:
+    """A child process on a port, stopped with SIGTERM (then SIGKILL) on exit."""
+
+    def __init__(self, name: str, args: list[str], port: int, env: dict[str, str] | None = None,
+                 cwd: Path = ROOT) -> None:
+        self.name, self.args, self.port = name, args, port
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Proc:
+        self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_port(self.port, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # The whole group: gunicorn's workers too.
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of one process, from /proc (kB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every process in a process group (a server and its workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[2]) == pgid:  # fields after "pid (comm)": state ppid pgrp ...
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def post_json(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+class Secrets:
+    """Throw-away secrets for one run (never printed)."""
+
+    def __init__(self) -> None:
+        self.api_key = "sk-bench-" + secrets.token_urlsafe(24)
+        self.bridge_key = secrets.token_urlsafe(48)
+        self.site_key = secrets.token_urlsafe(32)
+
+    def env(self) -> dict[str, str]:
+        return {"BRIDGE_SECRET_KEY": self.bridge_key, "AVATAR_API_KEY": self.api_key,
+                "SITE_SECRET_KEY": self.site_key}
+
+
+def fake_sentifyd(port: int, keys: Secrets, *, latency: float, token_ttl: int) -> Proc:
+    return Proc("fake-sentifyd", [str(BIN / "sentifyd-bridge"), "fake-sentifyd",
+                                  "--port", str(port), "--token-ttl", str(token_ttl),
+                                  "--latency", str(latency)], port,
+                env={"AVATAR_API_KEY": keys.api_key})
+
+
+def write_bridge_config(directory: Path, port: int, fake_port: int, server: str) -> Path:
+    """The bridge's config for a loopback run: memory store, the stand-in Sentifyd, the site's
+    Flask cookie as the way in, plain http on 127.0.0.1 (so cookie_secure = false)."""
+    path = directory / f"bridge-{server}-{port}.toml"
+    path.write_text(f"""
+[server]
+host = "127.0.0.1"
+port = {port}
+public_url = "http://127.0.0.1:{port}"
+asgi_server = "{server.split('-')[0]}"
+
+[session]
+cookie_secure = false
+
+[store]
+url = "memory://"
+
+[sentifyd]
+backend = "http://127.0.0.1:{fake_port}"
+
+[[avatars]]
+name = "default"
+avatar_id = "{AVATAR_ID}"
+api_key_env = "AVATAR_API_KEY"
+
+[login.cookie]
+name = "session"
+format = "flask"
+secret_key_env = "SITE_SECRET_KEY"
+max_age = 86400
+user_field = "user_id"
+login_url = "http://127.0.0.1:{port}/login?next={{next}}"
+
+[logging]
+level = "INFO"
+""")
+    return path
+
+
+def site_cookies(config: Path, keys: Secrets, count: int, prefix: str = "user") -> list[str]:
+    """Sign ``count`` site login cookies the way the site's own Flask login would."""
+    from bridge.identity.site_cookie import SiteCookieSource
+    from bridge.settings import load_settings
+
+    settings = load_settings(config, keys.env())
+    assert settings.site_cookie is not None
+    source = SiteCookieSource(settings.site_cookie)
+    return [str(source.serializer.dumps({"user_id": f"{prefix}-{i}"})) for i in range(count)]
+
+
+def load(url: str, *, mode: str = "plain", concurrency: int = 50, duration: float = 10.0,
+         requests: int = 0, rate: float = 0.0, cookies: list[str] | None = None) -> dict[str, Any]:
+    """Run the load generator in its own process and return its JSON result."""
+    args = [PYTHON, str(BENCH / "loadgen.py"), url, "--mode", mode,
+            "--concurrency", str(concurrency), "--duration", str(duration)]
+    if requests:
+        args += ["--requests", str(requests)]
+    if rate:
+        args += ["--rate", str(rate)]
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as fh:
+        if cookies is not None:
+            json.dump(cookies, fh)
+            fh.flush()
+            args += ["--cookies", fh.name]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120,
+                              check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    if "error" in result:
+        raise RuntimeError(f"load generator: {result['error']}")
+    return result

@@ -1,0 +1,279 @@
+"""The benchmark: one run, side by side, same machine, same load generator.
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python bench/run.py --duration 10 --concurrency 50
+
+Measures, each server in its own process on 127.0.0.1 and the load generator in another:
+- the load generator's own ceiling (a canned response on raw uvloop);
+- (a) a bare Quart JSON endpoint, the framework's ceiling, under each ASGI server compared;
+- (b) the documented Flask snippet under gunicorn (5 sync workers: (2 x cores) + 1), calling
+  the stand-in Sentifyd with 50 ms latency;
+- (c) the bridge's token endpoint, the hot path (a cookie jar per virtual client, tokens from
+  the session's cache) and the refresh path (each client rotating its own handle chain),
+  under each ASGI server compared, the same stand-in Sentifyd behind it;
+- upstream calls per 1,000 token requests from 50 fresh sessions (bridge and snippet);
+- memory per idle session in the memory store at 10,000 and 100,000 sessions (bench/memory.py).
+
+Prints a markdown table with the targets as ratios from this run, and writes
+``bench/results/latest.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    BENCH,
+    BIN,
+    PYTHON,
+    RESULTS,
+    Proc,
+    Secrets,
+    fake_sentifyd,
+    free_port,
+    get_json,
+    load,
+    site_cookies,
+    write_bridge_config,
+)
+
+GUNICORN_WORKERS = 5  # (2 x cores) + 1 on this 2-core machine: gunicorn's documented default
+UPSTREAM_LATENCY = 0.05
+TOKEN_TTL = 3600  # longer than the run: one token lifetime covers every request
+CALLS_SESSIONS = 50
+CALLS_REQUESTS = 1000
+MEMORY_SIZES = (10_000, 100_000)
+SESSION_BUDGET = 4096
+
+
+def _row(name: str, result: dict[str, Any], note: str = "") -> dict[str, Any]:
+    return {"name": name, "rps": result["rps"], "p50_ms": result["p50_ms"],
+            "p99_ms": result["p99_ms"], "requests": result["requests"],
+            "errors": result["errors"], "note": note}
+
+
+def throughput(args: argparse.Namespace, keys: Secrets, workdir: Path,
+               log: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    run = dict(concurrency=args.concurrency, duration=args.duration)
+
+    port = free_port()
+    with Proc("null", [PYTHON, str(BENCH / "apps.py"), "null", "--port", str(port)], port):
+        rows.append(_row("load generator ceiling (canned response)",
+                         load(f"http://127.0.0.1:{port}/", **run), "raw uvloop"))
+    log(rows[-1])
+
+    fake_port = free_port()
+    with fake_sentifyd(fake_port, keys, latency=UPSTREAM_LATENCY, token_ttl=TOKEN_TTL):
+        fake = f"http://127.0.0.1:{fake_port}"
+        for server in args.servers:
+            port = free_port()
+            with Proc(f"ceiling-{server}", [PYTHON, str(BENCH / "apps.py"), "ceiling",
+                                            "--server", server, "--port", str(port)], port):
+                rows.append(_row(f"(a) bare Quart JSON, {server}",
+                                 load(f"http://127.0.0.1:{port}/json", **run), server))
+            log(rows[-1])
+
+        port = free_port()
+        env = {"SENTIFYD_BACKEND": fake, "AVATAR_API_KEY": keys.api_key}
+        gunicorn = [str(BIN / "gunicorn"), "--workers", str(GUNICORN_WORKERS),
+                    "--worker-class", "sync", "--bind", f"127.0.0.1:{port}",
+                    "--chdir", str(BENCH), "--log-level", "warning", "flask_snippet:app"]
+        with Proc("flask-snippet", gunicorn, port, env=env):
+            result = load(f"http://127.0.0.1:{port}/request_tokens", **run)
+            rows.append(_row("(b) documented Flask snippet, gunicorn",
+                             result, f"{GUNICORN_WORKERS} sync workers"))
+            log(rows[-1])
+            snippet_calls = _upstream_calls(fake, port, None, CALLS_SESSIONS)
+
+        cookies = None
+        for server in args.servers:
+            port = free_port()
+            config = write_bridge_config(workdir, port, fake_port, server)
+            cookies = site_cookies(config, keys, args.concurrency)
+            url = f"http://127.0.0.1:{port}/request_tokens"
+            with Proc(f"bridge-{server}", [PYTHON, str(BENCH / "apps.py"), "bridge", "--server",
+                                           server, "--port", str(port), "--config", str(config)],
+                      port, env=keys.env()):
+                rows.append(_row(f"(c) bridge hot path, {server}",
+                                 load(url, mode="tokens", cookies=cookies, **run), server))
+                log(rows[-1])
+                rows.append(_row(f"(c) bridge refresh path, {server}",
+                                 load(url, mode="refresh", cookies=cookies, **run), server))
+                log(rows[-1])
+                if server == args.servers[0]:
+                    calls_cookies = site_cookies(config, keys, CALLS_SESSIONS, prefix="calls")
+                    bridge_calls = _upstream_calls(fake, port, calls_cookies, CALLS_SESSIONS)
+    return rows + [{"upstream": {"bridge": bridge_calls, "snippet": snippet_calls}}]
+
+
+def _upstream_calls(fake: str, port: int, cookies: list[str] | None,
+                    sessions: int) -> dict[str, Any]:
+    """Count logins at the stand-in for exactly 1,000 token requests from ``sessions`` clients."""
+    before = get_json(f"{fake}/_fake/stats")
+    mode = "plain" if cookies is None else "tokens"
+    # The generator's warm-up is one request per client; the rest make up the 1,000.
+    result = load(f"http://127.0.0.1:{port}/request_tokens", mode=mode, concurrency=sessions,
+                  duration=300, requests=CALLS_REQUESTS - sessions, cookies=cookies)
+    after = get_json(f"{fake}/_fake/stats")
+    calls = (after["login_calls"] - before["login_calls"]
+             + after["refresh_calls"] - before["refresh_calls"])
+    total = result["requests"] + result["warmup_requests"]
+    return {"requests": total, "sessions": sessions, "upstream_calls": calls,
+            "errors": result["errors"]}
+
+
+def memory(sizes: tuple[int, ...], log: Any) -> list[dict[str, Any]]:
+    out = []
+    for size in sizes:
+        for method in ("rss", "tracemalloc"):
+            done = subprocess.run([PYTHON, str(BENCH / "memory.py"), "--sessions", str(size),
+                                   "--method", method], capture_output=True, text=True,
+                                  timeout=1800, check=True)
+            out.append(json.loads(done.stdout))
+            log(out[-1])
+    return out
+
+
+def ratios(rows: list[dict[str, Any]], upstream: dict[str, Any], mem: list[dict[str, Any]],
+           servers: list[str]) -> list[tuple[str, str, str, bool]]:
+    by_name = {r["name"]: r for r in rows}
+    snippet = by_name["(b) documented Flask snippet, gunicorn"]
+    checks: list[tuple[str, str, str, bool]] = []
+    for server in servers:
+        ceiling = by_name[f"(a) bare Quart JSON, {server}"]
+        hot = by_name[f"(c) bridge hot path, {server}"]
+        share = hot["rps"] / ceiling["rps"]
+        p99 = hot["p99_ms"] / ceiling["p99_ms"]
+        checks.append((f"hot path throughput / ceiling ({server})", ">= 0.80",
+                       f"{share:.2f} ({hot['rps']:.0f} / {ceiling['rps']:.0f} req/s)",
+                       share >= 0.8))
+        checks.append((f"hot path p99 / ceiling p99 ({server})", "<= 2.0",
+                       f"{p99:.2f} ({hot['p99_ms']:.1f} / {ceiling['p99_ms']:.1f} ms)",
+                       p99 <= 2.0))
+        factor = hot["rps"] / snippet["rps"]
+        checks.append((f"hot path throughput / Flask snippet ({server})", ">= 20",
+                       f"{factor:.1f} ({hot['rps']:.0f} / {snippet['rps']:.0f} req/s)",
+                       factor >= 20))
+    bridge = upstream["bridge"]
+    per_session = bridge["upstream_calls"] / bridge["sessions"]
+    checks.append(("upstream calls per session per token lifetime", "<= 1",
+                   f"{per_session:.2f} ({bridge['upstream_calls']} calls for "
+                   f"{bridge['requests']} requests from {bridge['sessions']} sessions; "
+                   f"snippet: {upstream['snippet']['upstream_calls']})", per_session <= 1))
+    for entry in mem:
+        checks.append((f"memory per idle session, {entry['sessions']:,} sessions "
+                       f"({entry['method']})", f"<= {SESSION_BUDGET} B",
+                       f"{entry['bytes_per_session']} B", entry["bytes_per_session"]
+                       <= SESSION_BUDGET))
+    return checks
+
+
+def markdown(rows: list[dict[str, Any]], upstream: dict[str, Any],
+             checks: list[tuple[str, str, str, bool]], meta: dict[str, Any]) -> str:
+    lines = [f"Run {meta['date']} on {meta['machine']}; {meta['concurrency']} concurrent "
+             f"clients, {meta['duration']:g} s per row; stand-in Sentifyd with "
+             f"{UPSTREAM_LATENCY * 1000:.0f} ms latency.", "",
+             "| Scenario | req/s | p50 ms | p99 ms | requests | errors |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+                     f"| {r['requests']:,} | {r['errors']} |")
+    lines += ["", "| Upstream calls per 1,000 token requests | requests | sessions | calls |",
+              "|---|---:|---:|---:|"]
+    for name, u in (("bridge", upstream["bridge"]), ("Flask snippet", upstream["snippet"])):
+        lines.append(f"| {name} | {u['requests']:,} | {u['sessions']} | "
+                     f"{u['upstream_calls']:,} |")
+    lines += ["", "| Target | wanted | this run | met |", "|---|---|---|---|"]
+    for name, wanted, got, ok in checks:
+        lines.append(f"| {name} | {wanted} | {got} | {'yes' if ok else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if not r["name"].startswith("load generator")]
+    names = [r["name"].replace(", ", "\n", 1) for r in shown]
+    colors = ["#9ca3af" if n.startswith("(a)") else "#f59e0b" if n.startswith("(b)")
+              else "#4f46e5" for n in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=90)
+    bars = left.barh(names, [r["rps"] for r in shown], color=colors)
+    left.bar_label(bars, labels=[f"{r['rps']:,.0f}" for r in shown], fontsize=7, padding=2)
+    left.margins(x=0.12)
+    left.set_xlabel("requests per second (higher is better)")
+    left.invert_yaxis()
+    y = range(len(shown))
+    right.barh([i - 0.2 for i in y], [r["p50_ms"] for r in shown], height=0.4, color=colors,
+               alpha=0.55, label="p50")
+    right.barh([i + 0.2 for i in y], [r["p99_ms"] for r in shown], height=0.4, color=colors,
+               label="p99")
+    right.set_xscale("log")
+    right.set_yticks(list(y), [""] * len(shown))
+    right.invert_yaxis()
+    right.set_xlabel("latency, ms, log scale (p50 light, p99 dark; lower is better)")
+    for ax in (left, right):
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("sentifyd-bridge vs. the documented Flask snippet and the Quart ceiling "
+                 "(50 concurrent clients, loopback)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, pil_kwargs={"optimize": True})
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per row")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--servers", default="hypercorn,uvicorn",
+                        help="ASGI servers to compare (hypercorn, uvicorn, uvicorn-h11)")
+    parser.add_argument("--memory", default=",".join(str(n) for n in MEMORY_SIZES),
+                        help="session counts for the memory rows ('' to skip)")
+    parser.add_argument("--out", default=str(RESULTS / "latest"), help="results path prefix")
+    args = parser.parse_args(argv)
+    args.servers = [s for s in args.servers.split(",") if s]
+    if not 0 < args.duration <= 600 or not 0 < args.concurrency <= 1000:
+        parser.error("duration must be in (0, 600] s and concurrency in (0, 1000]")
+
+    def log(item: Any) -> None:
+        print(json.dumps(item), file=sys.stderr, flush=True)
+
+    keys = Secrets()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out = throughput(args, keys, workdir, log)
+    upstream = out.pop()["upstream"]
+    sizes = tuple(int(n) for n in args.memory.split(",") if n)
+    mem = memory(sizes, log)
+    meta = {"date": started, "concurrency": args.concurrency, "duration": args.duration,
+            "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "servers": args.servers, "gunicorn_workers": GUNICORN_WORKERS}
+    checks = ratios(out, upstream, mem, args.servers)
+    text = markdown(out, upstream, checks, meta)
+    prefix = Path(args.out)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_suffix(".md").write_text(text)
+    prefix.with_suffix(".json").write_text(json.dumps(
+        {"meta": meta, "rows": out, "upstream": upstream, "memory": mem,
+         "targets": [dict(zip(("target", "wanted", "got", "met"), c, strict=True))
+                     for c in checks]}, indent=2) + "\n")
+    chart(out, prefix.with_suffix(".png"))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""`sentifyd-bridge serve` as users run it: a real process on 127.0.0.1 under each ASGI server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.serving import TOO_LARGE
+from conftest import TEST_ENV, free_port, make_settings
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+[server]
+public_url = "http://127.0.0.1:{port}"
+asgi_server = "{server}"
+
+[session]
+cookie_secure = false
+
+[sentifyd]
+backend = "http://127.0.0.1:9"
+
+[[avatars]]
+name = "default"
+avatar_id = "avtr_1234abcd"
+api_key_env = "AVATAR_API_KEY"
+
+[login.cookie]
+name = "session"
+format = "flask"
+secret_key_env = "SITE_SECRET_KEY"
+max_age = 3600
+user_field = "user_id"
+login_url = "https://shop.example.com/login?next={{next}}"
+"""
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)  # bounded polling of a real external process
+    raise AssertionError("serve did not start listening")
+
+
+@pytest.fixture(params=["uvicorn", "hypercorn"])
+def served(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    port = free_port()
+    config = tmp_path / "bridge.toml"
+    config.write_text(CONFIG.format(port=port, server=request.param))
+    env = {**os.environ, **TEST_ENV, "PYTHONWARNINGS": "error"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "serve", "--config", str(config), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_listening(port, proc)
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
+def _raw(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(head)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may close before reading it all; its answer is still there
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+    return b"".join(chunks)
+
+
+def test_serve_answers_and_stops_gracefully_on_sigterm(
+    served: tuple[int, subprocess.Popen[bytes]],
+) -> None:
+    port, proc = served
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        assert response.status == 200
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
+    assert proc.returncode in (0, -signal.SIGTERM)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert not [line for line in stderr.splitlines() if not line.startswith("{")], stderr
+    assert not [e for e in lines if e["level"] in ("warning", "error")], stderr
+
+
+def test_serve_refuses_an_oversized_request_head(
+    served: tuple[int, subprocess.Popen[bytes]],
+) -> None:
+    port, _ = served
+    huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n"
+    answer = _raw(port, huge)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
+    normal = _raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert normal.startswith(b"HTTP/1.1 200")
+
+
+def test_the_431_answer_is_well_formed() -> None:
+    head, _, body = TOO_LARGE.partition(b"\r\n\r\n")
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    length = int(headers[b"content-length"])
+    assert length == len(body)
+    assert json.loads(body) == {"error": "request_too_large"}
+
+
+def test_asgi_server_defaults_to_uvicorn_and_refuses_unknown_names() -> None:
+    assert make_settings().server.asgi_server == "uvicorn"
+    assert make_settings({"server": {"asgi_server": "hypercorn"}}).server.asgi_server == (
+        "hypercorn"
+    )
+    with pytest.raises(ConfigError, match="server.asgi_server"):
+        make_settings({"server": {"asgi_server": "gunicorn"}})
