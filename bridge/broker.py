@@ -168,11 +168,16 @@ class TokenBroker:
         ctx.record = record
         return record
 
-    def _fresh(self, entry: dict[str, Any] | None) -> bool:
+    def _fresh(self, entry: dict[str, Any] | None, *, refreshing: bool = False) -> bool:
         if not entry:
             return False
         lifetime = entry["exp"] - entry["iat"]
         margin = min(float(self.settings.sentifyd.refresh_margin), lifetime / 4)
+        if refreshing:
+            # A component refreshes because its token is about to expire; handing it back the
+            # same ageing token would only bring it back moments later. Tokens in the first
+            # half of their life are newer than anything it holds, and still shared.
+            margin = max(margin, lifetime / 2)
         return bool(entry["exp"] - self.clock() > margin)
 
     async def _tokens(
@@ -191,7 +196,7 @@ class TokenBroker:
         """
         tokens = self.sessions.open_tokens(ctx, record)
         entry = tokens.get(avatar.name)
-        if self._fresh(entry):
+        if self._fresh(entry, refreshing=refreshing):
             if self.on_cache:
                 self.on_cache(True)
             return dict(entry)  # type: ignore[arg-type]

@@ -108,6 +108,31 @@ async def test_tokens_are_fetched_again_near_expiry(
     assert fake_state.login_calls + fake_state.refresh_calls == 2
 
 
+async def test_refresh_late_in_the_tokens_life_gets_new_tokens(
+    client: Client, app: Quart, fake_state: Any, clock: Clock
+) -> None:
+    body = await first(client, app)
+    clock.advance(40)  # 20 s left of 60: still served to a new tab, too old for a refresh
+    again = await (await tokens(client)).get_json()
+    assert again["tokens"]["accessToken"] == body["tokens"]["accessToken"]
+    handle = again["tokens"]["refreshToken"]
+    refreshed = await (await tokens(client, query_string={"refreshToken": handle})).get_json()
+    assert refreshed["tokens"]["accessToken"] != body["tokens"]["accessToken"]
+    assert refreshed["tokens"]["expiresIn"] > 50
+    assert fake_state.login_calls + fake_state.refresh_calls == 2
+
+
+async def test_early_refresh_shares_the_cached_tokens(
+    client: Client, app: Quart, fake_state: Any, clock: Clock
+) -> None:
+    body = await first(client, app)
+    clock.advance(5)
+    handle = body["tokens"]["refreshToken"]
+    refreshed = await (await tokens(client, query_string={"refreshToken": handle})).get_json()
+    assert refreshed["tokens"]["accessToken"] == body["tokens"]["accessToken"]
+    assert fake_state.login_calls == 1
+
+
 async def test_named_avatar_uses_its_own_key(client: Client, app: Quart, fake_state: Any) -> None:
     body = await first(client, app, "/request_tokens/premium")
     assert body["tokens"]["accessToken"] in fake_state.issued_access_tokens
