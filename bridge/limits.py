@@ -51,6 +51,10 @@ class RateLimiter:
             await self._hit("session", self.sessions.session_id(token), self.settings.per_session)
         await self._hit("ip", client_bucket(request.remote_addr), self.settings.per_ip)
 
+    async def check_login(self, request: Request) -> None:
+        """Count a login start; raise RateLimited when its IP starts too many."""
+        await self._hit("login", client_bucket(request.remote_addr), self.settings.login_per_ip)
+
     async def _hit(self, scope: str, ident: str, limit: RateLimit) -> None:
         if not limit.enabled:
             return

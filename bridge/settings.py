@@ -162,6 +162,8 @@ class RateLimit:
 class LimitsSettings:
     per_session: RateLimit = RateLimit(30, 60)
     per_ip: RateLimit = RateLimit(120, 60)
+    # Each SSO login start stores a short-lived state record: anonymous, so held per IP.
+    login_per_ip: RateLimit = RateLimit(20, 60)
 
 
 @dataclass(frozen=True)
@@ -623,6 +625,7 @@ def _operations(
     limits = LimitsSettings(
         per_session=parse_rate(lim.str("per_session", "30/minute"), "limits.per_session"),
         per_ip=parse_rate(lim.str("per_ip", "120/minute"), "limits.per_ip"),
+        login_per_ip=parse_rate(lim.str("login_per_ip", "20/minute"), "limits.login_per_ip"),
     )
     lim.check_unknown()
 

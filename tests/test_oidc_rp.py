@@ -803,3 +803,27 @@ async def test_sso_lives_under_the_base_path(
         page = (await (await client.get("/avatar/")).get_data()).decode()
         assert 'action="/avatar/logout"' in page
         assert (await client.get("/avatar/request_tokens")).status_code == 200
+
+
+async def test_login_starts_are_rate_limited_per_ip(
+    op: ControlledProvider, clock: Clock, fake: Quart
+) -> None:
+    settings = oidc_settings(
+        PUBLIC_URL,
+        {"issuer": op.issuer, "client_id": op.client_id},
+        limits={"login_per_ip": "3/minute"},
+    )
+    application = create_app(settings, oidc_transport=op.transport(), clock=clock)
+    async with application.test_app():
+        client = application.test_client()
+        for _ in range(3):
+            assert (await client.get("/login")).status_code == 302
+        before = Bridge.of(application).store.snapshot()  # type: ignore[attr-defined]
+        refused = await client.get("/login")
+        assert refused.status_code == 429
+        assert (await refused.get_json())["error"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+        # No login state was stored for the refused start.
+        assert Bridge.of(application).store.snapshot() == before  # type: ignore[attr-defined]
+        clock.advance(61)
+        assert (await client.get("/login")).status_code == 302

@@ -50,6 +50,7 @@ async def login() -> Response:
     """Start an OIDC login (``?next=`` same-origin path, ``?provider=`` name)."""
     bridge = Bridge.of(current_app)
     oidc = _oidc(bridge)
+    await bridge.limiter.check_login(request)
     next_path = safe_next(request.args.get("next"))
     name = request.args.get("provider")
     if name is None and len(oidc.providers) > 1:
