@@ -284,6 +284,24 @@ async def test_unknown_state_is_refused(app: Quart, op: ControlledProvider, stat
     assert (await response.get_json())["error"] == "login_failed"
 
 
+async def test_failed_callback_shows_a_browser_a_page_with_a_way_forward(
+    app: Quart, op: ControlledProvider
+) -> None:
+    client = app.test_client()
+    await start(client)
+    response = await client.get(
+        "/callback",
+        query_string={"code": "c", "state": "made-up-state", "iss": op.issuer},
+        headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+    )
+    assert response.status_code == 400
+    assert response.content_type.startswith("text/html")
+    html = (await response.get_data()).decode()
+    assert "Sign-in did not complete" in html and 'href="/login"' in html
+    assert "made-up-state" not in html
+    assert response.headers["Cache-Control"] == "no-store"
+
+
 async def test_expired_state_is_refused(app: Quart, op: ControlledProvider, clock: Clock) -> None:
     client = app.test_client()
     params = await start(client)

@@ -21,7 +21,7 @@ from quart import (
 
 from bridge.access import is_allowed
 from bridge.csrf import check_csrf_token, csrf_token
-from bridge.errors import InvalidCSRFToken, NotFound
+from bridge.errors import HTTPError, InvalidCSRFToken, NotFound
 from bridge.identity.oidc import METHOD as OIDC
 from bridge.identity.oidc import OIDCProvider, OIDCSource
 from bridge.identity.oidc_login import STATE_TTL, OIDCLogin
@@ -85,7 +85,20 @@ async def callback() -> Response:
     bridge = Bridge.of(current_app)
     oidc = _oidc(bridge)
     old_token = bridge.sessions.cookie_token(request)
-    finished = await oidc.finish(request.args, request.cookies.get(oidc.binding_cookie))
+    try:
+        finished = await oidc.finish(request.args, request.cookies.get(oidc.binding_cookie))
+    except HTTPError as exc:
+        if not request.accept_mimetypes.accept_html:
+            raise
+        # A person's browser landed here: a page with a way forward, not a JSON body.
+        body = await render_template(
+            "message.html",
+            title="Sign-in did not complete",
+            message=exc.message,
+            status=exc.status,
+            action={"url": bridge.url("/login"), "label": "Try again"},
+        )
+        return _no_store(Response(body, status=exc.status, content_type="text/html; charset=utf-8"))
     if old_token:
         # Whoever was signed in in this browser before is not any more.
         old = await bridge.sessions.load(old_token)
