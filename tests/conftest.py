@@ -218,6 +218,16 @@ def live_fake() -> Iterator[LiveServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def real_op() -> Iterator[Any]:
+    """A real OpenID provider (node-oidc-provider) on 127.0.0.1, shared by the SSO tests."""
+    from support_oidc import start_real_provider
+
+    provider = start_real_provider()
+    yield provider
+    provider.stop()
+
+
 @pytest.fixture
 def live_bridge_factory() -> Iterator[Callable[..., tuple[LiveServer, Quart]]]:
     servers: list[LiveServer] = []

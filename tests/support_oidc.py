@@ -56,6 +56,13 @@ class RealProvider:
     def bridge_url(self) -> str:
         return f"http://127.0.0.1:{self.bridge_port}"
 
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
 
 def start_real_provider() -> RealProvider:
     node = shutil.which("node")
@@ -319,8 +326,17 @@ def query_of(url: str) -> dict[str, str]:
 # --- driving the bridge in-process against the controlled provider ---------------------------
 
 
-def make_sso_app(op: ControlledProvider, clock: Clock, fake: Quart, **oidc: Any) -> Quart:
-    settings = oidc_settings(PUBLIC_URL, {"issuer": op.issuer, "client_id": op.client_id, **oidc})
+def make_sso_app(
+    op: ControlledProvider,
+    clock: Clock,
+    fake: Quart,
+    *,
+    sections: dict[str, Any] | None = None,
+    **oidc: Any,
+) -> Quart:
+    settings = oidc_settings(
+        PUBLIC_URL, {"issuer": op.issuer, "client_id": op.client_id, **oidc}, **(sections or {})
+    )
     return create_app(
         settings,
         oidc_transport=op.transport(),

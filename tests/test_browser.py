@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Response, async_playwright
 from playwright.async_api import Error as PlaywrightError
-from support_oidc import OP_CLIENT_SECRET, RealProvider, oidc_settings, start_real_provider
+from support_oidc import OP_CLIENT_SECRET, RealProvider, oidc_settings
 
 from bridge.app import create_app
 from bridge.demo import create_demo_app
@@ -340,18 +339,6 @@ async def test_witness_sees_a_planted_secret(
 
 
 # --- single sign-on --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def real_op() -> Iterator[RealProvider]:
-    """A real OpenID provider (node-oidc-provider) on 127.0.0.1, with its own login pages."""
-    provider = start_real_provider()
-    yield provider
-    provider.process.terminate()
-    try:
-        provider.process.wait(5)
-    except subprocess.TimeoutExpired:
-        provider.process.kill()
 
 
 @pytest.fixture

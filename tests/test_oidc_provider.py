@@ -5,7 +5,6 @@ logout, driven over HTTP with cookie jars like browsers."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 from quart import Quart
-from support_oidc import Browser, RealProvider, oidc_settings, query_of, start_real_provider
+from support_oidc import Browser, RealProvider, oidc_settings, query_of
 
 from bridge.runtime import Bridge
 from conftest import Clock, LiveServer, free_port
@@ -26,17 +25,6 @@ def oidc_records(app: Quart) -> list[dict[str, Any]]:
     snapshot = Bridge.of(app).store.snapshot()  # type: ignore[attr-defined]
     values = [json.loads(v) for v in snapshot.values() if isinstance(v, str) and v[:1] == "{"]
     return [v for v in values if v.get("method") == "oidc"]
-
-
-@pytest.fixture(scope="session")
-def real_op() -> Iterator[RealProvider]:
-    provider = start_real_provider()
-    yield provider
-    provider.process.terminate()
-    try:
-        provider.process.wait(5)
-    except subprocess.TimeoutExpired:
-        provider.process.kill()
 
 
 @pytest.fixture

@@ -792,17 +792,7 @@ async def test_a_group_removed_at_the_provider_is_gone_after_refresh(
 async def test_sso_lives_under_the_base_path(
     op: ControlledProvider, clock: Clock, fake: Quart
 ) -> None:
-    settings = oidc_settings(
-        PUBLIC_URL,
-        {"issuer": op.issuer, "client_id": op.client_id},
-        server={"base_path": "/avatar"},
-    )
-    application = create_app(
-        settings,
-        oidc_transport=op.transport(),
-        sentifyd_transport=httpx.ASGITransport(app=fake),
-        clock=clock,
-    )
+    application = make_sso_app(op, clock, fake, sections={"server": {"base_path": "/avatar"}})
     async with application.test_app():
         client = application.test_client()
         refused = await client.get("/avatar/request_tokens")
@@ -826,12 +816,7 @@ async def test_sso_lives_under_the_base_path(
 async def test_login_starts_are_rate_limited_per_ip(
     op: ControlledProvider, clock: Clock, fake: Quart
 ) -> None:
-    settings = oidc_settings(
-        PUBLIC_URL,
-        {"issuer": op.issuer, "client_id": op.client_id},
-        limits={"login_per_ip": "3/minute"},
-    )
-    application = create_app(settings, oidc_transport=op.transport(), clock=clock)
+    application = make_sso_app(op, clock, fake, sections={"limits": {"login_per_ip": "3/minute"}})
     async with application.test_app():
         client = application.test_client()
         for _ in range(3):
