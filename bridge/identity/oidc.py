@@ -177,9 +177,12 @@ class OIDCProvider:
 
     # --- provider documents -----------------------------------------------------------------
 
-    async def _get_json(self, url: str, what: str) -> dict[str, Any]:
+    async def _get_json(
+        self, url: str, what: str, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """GET a JSON object from the provider; anything else is IdentityProviderUnavailable."""
         try:
-            response = await self.client.request("GET", url, withhold_token=True)
+            response = await self.client.request("GET", url, withhold_token=True, headers=headers)
         except httpx.HTTPError as exc:
             log.warning(
                 "provider unreachable", extra={"fields": {"provider": self.name, "what": what}}
@@ -525,24 +528,10 @@ class OIDCProvider:
         url = metadata.get("userinfo_endpoint")
         if not isinstance(url, str) or not _is_safe_endpoint(url):
             return {}
-        try:
-            response = await self.client.request(
-                "GET",
-                url,
-                withhold_token=True,
-                headers={"Authorization": f"Bearer {access_token}"},
-            )
-        except httpx.HTTPError as exc:
-            raise IdentityProviderUnavailable() from exc
-        if response.status_code != 200 or len(response.content) > MAX_DOCUMENT_BYTES:
-            raise IdentityProviderUnavailable()
-        try:
-            data = response.json()
-        except ValueError as exc:
-            # A signed (JWT) userinfo answer is not supported; the ID token's claims still stand.
-            raise IdentityProviderUnavailable() from exc
-        if not isinstance(data, dict):
-            raise IdentityProviderUnavailable()
+        # A signed (JWT) userinfo answer is not JSON, and not supported: unavailable.
+        data = await self._get_json(
+            url, "userinfo", headers={"Authorization": f"Bearer {access_token}"}
+        )
         if data.get("sub") != subject:
             raise TokenRejected("userinfo_subject_mismatch")
         wanted = self.settings.claims_from_userinfo
