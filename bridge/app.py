@@ -16,6 +16,7 @@ from bridge.broker import TokenBroker
 from bridge.errors import HTTPError, MethodNotAllowed, StoreUnavailable
 from bridge.gate import Gate
 from bridge.identity import IdentitySource
+from bridge.identity.jwt_login import JWTSource
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.lifecycle import Lifecycle
 from bridge.limits import RateLimiter
@@ -71,8 +72,13 @@ def create_app(
     )
     sessions = SessionManager(settings, store, lifecycle, clock=clock)
     sources_given = sources is not None
+    owned: list[SiteCookieSource | JWTSource] = []  # closed after serving
     if sources is None:
-        sources = [SiteCookieSource(settings.site_cookie)] if settings.site_cookie else []
+        if settings.site_cookie:
+            owned.append(SiteCookieSource(settings.site_cookie, clock=clock))
+        if settings.jwt:
+            owned.append(JWTSource(settings.jwt, clock=clock))
+        sources = list(owned)
     gate = Gate(sessions, sources, lifecycle)
     http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
     upstream = SentifydClient(settings.sentifyd, http, clock=clock)
@@ -134,6 +140,8 @@ def create_app(
 
     @app.after_serving
     async def close() -> None:
+        for source in owned:
+            await source.aclose()
         await http.aclose()
         await store.close()
 

@@ -137,6 +137,30 @@ class SiteCookieSettings:
     login_url: str
     claim_fields: tuple[str, ...] = ()
     logout_url: str = ""
+    key_digest: str = "sha256"  # rails: PBKDF2's digest (sha256 since Rails 7.0, sha1 before)
+    store_url: str = ""  # express: the site's own Redis, where connect-redis keeps sessions
+    store_prefix: str = "sess:"
+    store_timeout: float = 2.0
+
+    def masked_store_url(self) -> str:
+        return _masked_url(self.store_url) if self.store_url else ""
+
+
+@dataclass(frozen=True)
+class JWTLoginSettings:
+    """A site whose login is a JWT signed by its identity provider (``[login.jwt]``)."""
+
+    jwks_url: str
+    issuer: str
+    audience: tuple[str, ...]
+    algorithms: tuple[str, ...]
+    login_url: str
+    cookie: str = ""
+    header: str = ""
+    user_field: str = "sub"
+    claim_fields: tuple[str, ...] = ()
+    leeway: int = 30
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -231,6 +255,7 @@ class Settings:
     metrics_token: Secret | None = None
     oidc: tuple[OIDCProviderSettings, ...] = ()
     session_check: SessionCheckSettings | None = None
+    jwt: JWTLoginSettings | None = None
 
     def avatar(self, name: str | None) -> AvatarSettings | None:
         if name is None:
@@ -244,6 +269,8 @@ class Settings:
         """Return the effective settings as plain data, every secret masked."""
         masked: dict[str, Any] = _masked(dataclasses.asdict(self))
         masked["store"]["url"] = _masked_url(self.store.url)
+        if masked.get("site_cookie") and self.site_cookie is not None:
+            masked["site_cookie"]["store_url"] = self.site_cookie.masked_store_url()
         return masked
 
 
@@ -522,7 +549,12 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
     avatars = _avatars(root._get("avatars", []), env)
 
     login = _Section("login", root.table("login"))
-    site_cookie = _site_cookie(login.table("cookie"), env) if "cookie" in login.data else None
+    site_cookie = (
+        _site_cookie(login.table("cookie"), env, https=server.is_https)
+        if "cookie" in login.data
+        else None
+    )
+    jwt_login = _jwt_login(login.table("jwt")) if "jwt" in login.data else None
     login.check_unknown("oidc", "session_check")
     oidc = _oidc(login.data.get("oidc"), env) if "oidc" in login.data else ()
     session_check = (
@@ -564,9 +596,14 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         "limits",
         "admin",
     )
-    if site_cookie is None and not login.data.get("oidc") and not login.data.get("session_check"):
+    if (
+        site_cookie is None
+        and jwt_login is None
+        and not login.data.get("oidc")
+        and not login.data.get("session_check")
+    ):
         raise ConfigError(
-            "login: configure at least one way in ([login.cookie], [login.oidc] or "
+            "login: configure at least one way in ([login.cookie], [login.jwt], [login.oidc] or "
             "[login.session_check])"
         )
 
@@ -590,6 +627,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         metrics_token=metrics_token,
         oidc=oidc,
         session_check=session_check,
+        jwt=jwt_login,
     )
 
 
@@ -603,10 +641,10 @@ def parse_rate(value: str, name: str) -> RateLimit:
         return RateLimit(0, 60)
     match = _RATE_RE.match(value.lower())
     if not match:
-        raise ConfigError(f"{name}: must look like \"30/minute\" or \"100/5 minutes\", or \"off\"")
+        raise ConfigError(f'{name}: must look like "30/minute" or "100/5 minutes", or "off"')
     count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
     if count < 1 or multiple < 1:
-        raise ConfigError(f"{name}: count and window must be positive (or \"off\")")
+        raise ConfigError(f'{name}: count and window must be positive (or "off")')
     return RateLimit(count, multiple * _RATE_UNITS[unit])
 
 
@@ -711,11 +749,36 @@ def _avatars(raw: Any, env: Mapping[str, str]) -> tuple[AvatarSettings, ...]:
     return tuple(avatars)
 
 
-def _site_cookie(raw: Mapping[str, Any], env: Mapping[str, str]) -> SiteCookieSettings:
+# Per format: the default cookie name and user field, and the settings it takes beyond the
+# common ones (name, secret_key_env, user_field, claim_fields, login_url, logout_url).
+COOKIE_FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "flask": ("session", "user_id", ("salt", "max_age")),
+    "itsdangerous": ("session", "user_id", ("salt", "max_age")),
+    "django": ("sessionid", "_auth_user_id", ("max_age",)),
+    "rails": ("", "user_id", ("key_digest",)),
+    "express": ("connect.sid", "/passport/user", ("store_url", "store_prefix", "store_timeout")),
+    "authjs": ("authjs.session-token", "sub", ()),
+    "next-auth-v4": ("next-auth.session-token", "sub", ()),
+    "react-router": ("__session", "userId", ()),
+}
+_COOKIE_COMMON = {
+    "format", "name", "secret_key_env", "user_field", "claim_fields", "login_url", "logout_url",
+}  # fmt: skip
+
+
+def _site_cookie(
+    raw: Mapping[str, Any], env: Mapping[str, str], *, https: bool = False
+) -> SiteCookieSettings:
     sec = _Section("login.cookie", raw)
     fmt = sec.str("format", "flask")
-    if fmt not in ("flask", "itsdangerous"):
-        raise ConfigError("login.cookie.format: must be 'flask' or 'itsdangerous'")
+    if fmt not in COOKIE_FORMATS:
+        raise ConfigError(f"login.cookie.format: must be one of {', '.join(COOKIE_FORMATS)}")
+    default_name, default_user_field, extra = COOKIE_FORMATS[fmt]
+    misplaced = sorted(set(raw) - _COOKIE_COMMON - set(extra))
+    if misplaced:
+        raise ConfigError(f"login.cookie.{misplaced[0]}: not a setting of format {fmt!r}")
+    if https and fmt in ("authjs", "next-auth-v4"):
+        default_name = "__Secure-" + default_name  # what both libraries call it over https
     key_env = sec.str("secret_key_env", "SITE_SECRET_KEY")
     keys = _secret_list(env.get(key_env, ""))
     if not keys:
@@ -725,20 +788,116 @@ def _site_cookie(raw: Mapping[str, Any], env: Mapping[str, str]) -> SiteCookieSe
     login_url = sec.str("login_url", "")
     if not login_url:
         raise ConfigError("login.cookie.login_url: not set (where a logged-out visitor signs in)")
+    name = sec.str("name", default_name)
+    if not name:
+        raise ConfigError(f"login.cookie.name: not set (format {fmt!r} has no default name)")
+    store_url = sec.str("store_url", "")
+    if fmt == "express":
+        if not store_url:
+            raise ConfigError("login.cookie.store_url: not set (the site's Redis, redis://...)")
+        from bridge.store.redis import parse_url  # here to keep settings free of import cycles
+
+        try:
+            parse_url(store_url)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("store.url", "login.cookie.store_url")) from exc
     settings = SiteCookieSettings(
-        name=sec.str("name", "session"),
+        name=name,
         format=fmt,
         secret_key_env=key_env,
         secret_keys=keys,
         salt=sec.str("salt", "cookie-session" if fmt == "flask" else "itsdangerous"),
         max_age=sec.int("max_age", 1209600, minimum=1),
-        user_field=sec.str("user_field", "user_id"),
+        user_field=sec.str("user_field", default_user_field),
         login_url=login_url,
         claim_fields=sec.str_list("claim_fields"),
         logout_url=sec.str("logout_url", ""),
+        key_digest=sec.str("key_digest", "sha256"),
+        store_url=store_url,
+        store_prefix=sec.str("store_prefix", "sess:"),
+        store_timeout=sec.float("store_timeout", 2.0),
     )
     if not settings.user_field:
         raise ConfigError("login.cookie.user_field: must not be empty")
+    _check_user_field(settings.user_field, "login.cookie.user_field")
+    if settings.key_digest not in ("sha256", "sha1"):
+        raise ConfigError("login.cookie.key_digest: must be 'sha256' (Rails 7+) or 'sha1'")
+    sec.check_unknown()
+    return settings
+
+
+def _check_user_field(value: str, name: str) -> None:
+    if value.startswith("/") and any(
+        "~" in t.replace("~0", "").replace("~1", "") for t in value[1:].split("/")
+    ):
+        raise ConfigError(f"{name}: '~' in a JSON pointer must be written ~0 (and '/' as ~1)")
+
+
+# Signature algorithms a JWKS (public keys) can verify; never "none", never HMAC.
+JWT_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+
+
+def _jwt_login(raw: Mapping[str, Any]) -> JWTLoginSettings:
+    where = "login.jwt"
+    sec = _Section(where, raw)
+    jwks_url = sec.str("jwks_url", "")
+    parts = urlsplit(jwks_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}.jwks_url: must be the provider's https JWKS URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ConfigError(f"{where}.jwks_url: must be https (plain http for localhost only)")
+    issuer = sec.str("issuer", "")
+    if not issuer:
+        raise ConfigError(f"{where}.issuer: not set (the iss every token must carry)")
+    audience_raw = sec._get("audience", "")
+    if isinstance(audience_raw, str):
+        audience: tuple[str, ...] = (audience_raw,) if audience_raw else ()
+    elif isinstance(audience_raw, list) and all(isinstance(a, str) and a for a in audience_raw):
+        audience = tuple(audience_raw)
+    else:
+        raise ConfigError(f"{where}.audience: must be a string or a list of strings")
+    if not audience:
+        raise ConfigError(f"{where}.audience: not set (the aud meant for this site)")
+    algorithms = sec.str_list("algorithms")
+    if not algorithms:
+        raise ConfigError(f'{where}.algorithms: not set (e.g. ["RS256"])')
+    for alg in algorithms:
+        if alg not in JWT_ALGORITHMS:
+            raise ConfigError(
+                f"{where}.algorithms: {alg!r} is not allowed; public-key algorithms only "
+                f"({', '.join(JWT_ALGORITHMS)})"
+            )
+    cookie = sec.str("cookie", "")
+    header = sec.str("header", "")
+    if bool(cookie) == bool(header):
+        raise ConfigError(
+            f'{where}: set exactly one of cookie = "NAME" or header = "Authorization"'
+        )
+    if header and header.lower() != "authorization":
+        raise ConfigError(f'{where}.header: only "Authorization" (a Bearer token) is supported')
+    login_url = sec.str("login_url", "")
+    if not login_url:
+        raise ConfigError(f"{where}.login_url: not set (where a visitor signs in)")
+    settings = JWTLoginSettings(
+        jwks_url=jwks_url,
+        issuer=issuer,
+        audience=audience,
+        algorithms=tuple(algorithms),
+        login_url=login_url,
+        cookie=cookie,
+        header="Authorization" if header else "",
+        user_field=sec.str("user_field", "sub"),
+        claim_fields=sec.str_list("claim_fields"),
+        leeway=sec.int("leeway", 30, minimum=0),
+        timeout=sec.float("timeout", 5.0),
+    )
+    if not settings.user_field:
+        raise ConfigError(f"{where}.user_field: must not be empty")
+    _check_user_field(settings.user_field, f"{where}.user_field")
+    if settings.leeway > 300:
+        raise ConfigError(f"{where}.leeway: at most 300 seconds")
     sec.check_unknown()
     return settings
 

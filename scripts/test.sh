@@ -9,6 +9,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # the OpenID provider the SSO tests run
+# ActiveSupport mints the Rails cookies the rails cookie format's tests verify.
+ruby -e 'require "active_support"; require "active_support/message_encryptor"' >/dev/null 2>&1 || need+=(ruby ruby-activesupport)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -20,8 +22,12 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-if [ -f tests/oidc/package.json ]; then
-  (cd tests/oidc && npm ci --silent --no-audit --no-fund)
-fi
+# The OpenID provider, the Node libraries that mint Next.js and React Router sessions, and the
+# example Express site (express-session + connect-redis) the tests run.
+for dir in tests/oidc tests/cookie_formats examples/express_site; do
+  if [ -f "$dir/package.json" ]; then
+    (cd "$dir" && npm ci --silent --no-audit --no-fund)
+  fi
+done
 
 exec .venv/bin/python -m pytest "$@"

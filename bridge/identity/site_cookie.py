@@ -1,4 +1,5 @@
-"""The site's own signed login cookie (Flask session, or a plain itsdangerous token).
+"""The site's own login cookie: a Flask session or a plain itsdangerous token here, every other
+framework's format in :mod:`bridge.identity.cookie_formats`.
 
 The bridge never writes or forwards this cookie; it only verifies it with the site's key.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -15,6 +17,8 @@ from quart import Request
 from quart.json.tag import TaggedJSONSerializer
 
 from bridge.identity import Identity
+from bridge.identity.cookie_formats import CookieFormat, open_format
+from bridge.identity.fields import claims_of, subject_of
 from bridge.settings import SiteCookieSettings
 
 # Browsers cap a cookie at 4096 bytes; anything longer did not come from the site.
@@ -25,8 +29,14 @@ VERIFIED_CACHE_SIZE = 4096  # at most ~4096 x 4 KB of cookie values kept
 class SiteCookieSource:
     method = "site_cookie"
 
-    def __init__(self, settings: SiteCookieSettings) -> None:
+    def __init__(
+        self, settings: SiteCookieSettings, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = settings
+        # The other frameworks' formats; Flask and itsdangerous are read here.
+        self.format: CookieFormat | None = None
+        if settings.format not in ("flask", "itsdangerous"):
+            self.format = open_format(settings, clock)
         # itsdangerous wants the newest key last; our config lists it first.
         keys = [key.reveal() for key in reversed(settings.secret_keys)]
         if settings.format == "flask":
@@ -74,20 +84,23 @@ class SiteCookieSource:
         self._verified[value] = (payload, int(signed.timestamp()))
         return payload
 
-    def identity_from_payload(self, payload: dict[str, Any] | None) -> Identity | None:
+    def identity_from_payload(self, payload: Mapping[str, Any] | None) -> Identity | None:
         if payload is None:
             return None
-        user = payload.get(self.settings.user_field)
-        if isinstance(user, bool) or not isinstance(user, str | int) or user == "":
+        subject = subject_of(payload, self.settings.user_field)
+        if subject is None:
             return None
-        subject = str(user)
-        if len(subject) > 256:
-            return None
-        claims = {f: payload[f] for f in self.settings.claim_fields if f in payload}
+        claims = claims_of(payload, self.settings.claim_fields)
         return Identity(subject=subject, method=self.method, claims=claims)
 
     async def identify(self, request: Request, record: object = None) -> Identity | None:
+        if self.format is not None:
+            return self.identity_from_payload(await self.format.read(request.cookies))
         return self.identity_from_payload(self.read(request.cookies.get(self.settings.name)))
+
+    async def aclose(self) -> None:
+        if self.format is not None:
+            await self.format.aclose()
 
     def login_url(self, next_path: str) -> str:
         return self.settings.login_url.replace("{next}", quote(next_path, safe="/"))

@@ -1,0 +1,141 @@
+"""Next.js session cookies: Auth.js v5 (``@auth/core``) and NextAuth v4, both JWE.
+
+Auth.js: ``dir`` + ``A256CBC-HS512`` (``A256GCM`` also accepted on decode, as Auth.js does), a
+64-byte key by HKDF-SHA256 from ``AUTH_SECRET`` with the cookie name as salt and the info
+``Auth.js Generated Encryption Key (<salt>)``; the header's ``kid`` is the key's JWK thumbprint.
+NextAuth v4: ``dir`` + ``A256GCM``, a 32-byte key by HKDF-SHA256 from ``NEXTAUTH_SECRET`` with
+an empty salt and the info ``NextAuth.js Generated Encryption Key``. Both honour ``exp`` and
+``nbf`` with 15 seconds of tolerance, and split a long cookie into ``<name>.0``, ``<name>.1``...
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import unquote
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from joserfc import jwe, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+
+from bridge.settings import SiteCookieSettings
+
+CLOCK_TOLERANCE = 15  # jwtDecrypt's clockTolerance in both libraries
+MAX_CHUNKS = 8
+MAX_TOKEN_LENGTH = 8 * 4096
+_ENC_KEY_LENGTH = {"A256CBC-HS512": 64, "A256GCM": 32}
+
+
+def hkdf(secret: str, salt: str, info: str, length: int) -> bytes:
+    """``@panva/hkdf``'s ``hkdf("sha256", secret, salt, info, length)``."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=length, salt=salt.encode(), info=info.encode()
+    ).derive(secret.encode("utf-8"))
+
+
+def authjs_key(secret: str, salt: str, enc: str = "A256CBC-HS512") -> bytes:
+    length = _ENC_KEY_LENGTH[enc]
+    return hkdf(secret, salt, f"Auth.js Generated Encryption Key ({salt})", length)
+
+
+def next_auth_v4_key(secret: str) -> bytes:
+    return hkdf(secret, "", "NextAuth.js Generated Encryption Key", 32)
+
+
+def _thumbprint(key: OctKey) -> str:
+    # RFC 7638 with the digest Auth.js picks by key size (sha512 for its 64-byte key).
+    raw = key.get_op_key("decrypt")
+    k = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    digest = hashlib.new(
+        f"sha{len(raw) * 8}", json.dumps({"k": k, "kty": "oct"}, separators=(",", ":")).encode()
+    )
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+def _protected_header(token: str) -> dict[str, Any] | None:
+    segments = token.split(".")
+    if len(segments) != 5:
+        return None
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segments[0] + "=" * (-len(segments[0]) % 4)))
+    except (ValueError, UnicodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def joined_chunks(cookies: Mapping[str, str], name: str) -> str | None:
+    """Return the cookie ``name``, or its chunks ``name.0``, ``name.1``... joined in order."""
+    if f"{name}.0" not in cookies:
+        return cookies.get(name) or None
+    parts = []
+    for index in range(MAX_CHUNKS + 1):
+        part = cookies.get(f"{name}.{index}")
+        if part is None:
+            break
+        parts.append(part)
+    if len(parts) > MAX_CHUNKS:
+        return None
+    return "".join(parts)
+
+
+class NextJSSession:
+    def __init__(self, settings: SiteCookieSettings, clock: Callable[[], float]) -> None:
+        self.name = settings.name
+        self.clock = clock
+        self.keys: dict[str, list[OctKey]] = {}
+        if settings.format == "authjs":
+            # Each secret's key for each enc Auth.js accepts; the kid is the key's thumbprint.
+            for enc in _ENC_KEY_LENGTH:
+                self.keys[enc] = [
+                    OctKey.import_key(authjs_key(s.reveal(), self.name, enc))
+                    for s in settings.secret_keys
+                ]
+            self.registry = jwe.JWERegistry(algorithms=["dir", "A256CBC-HS512", "A256GCM"])
+        else:
+            self.keys["A256GCM"] = [
+                OctKey.import_key(next_auth_v4_key(s.reveal())) for s in settings.secret_keys
+            ]
+            self.registry = jwe.JWERegistry(algorithms=["dir", "A256GCM"])
+        self.thumbprints = {
+            id(key): _thumbprint(key) for keys in self.keys.values() for key in keys
+        }
+
+    async def read(self, cookies: Mapping[str, str]) -> Mapping[str, Any] | None:
+        token = joined_chunks(cookies, self.name)
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        token = unquote(token)
+        header = _protected_header(token)
+        if header is None:
+            return None
+        enc, kid = header.get("enc"), header.get("kid")
+        if header.get("alg") != "dir" or enc not in self.keys:
+            return None
+        for key in self.keys[enc]:
+            if kid is not None and kid != self.thumbprints[id(key)]:
+                continue
+            try:
+                decrypted = jwe.decrypt_compact(token, key, registry=self.registry)
+            except (JoseError, ValueError):
+                continue
+            return self._claims(decrypted.plaintext)
+        return None
+
+    def _claims(self, plaintext: bytes | None) -> Mapping[str, Any] | None:
+        try:
+            claims = jwt.JWTClaimsRegistry(now=lambda: int(self.clock()), leeway=CLOCK_TOLERANCE)
+            payload = json.loads(plaintext or b"")
+            if not isinstance(payload, dict):
+                return None
+            claims.validate(payload)
+        except (JoseError, ValueError, TypeError):
+            return None
+        return payload
+
+    async def aclose(self) -> None:
+        return None
