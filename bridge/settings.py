@@ -270,7 +270,13 @@ class Settings:
         masked: dict[str, Any] = _masked(dataclasses.asdict(self))
         masked["store"]["url"] = _masked_url(self.store.url)
         if masked.get("site_cookie") and self.site_cookie is not None:
-            masked["site_cookie"]["store_url"] = self.site_cookie.masked_store_url()
+            cookie, fmt = masked["site_cookie"], self.site_cookie.format
+            cookie["store_url"] = self.site_cookie.masked_store_url()
+            for key in _COOKIE_FORMAT_ONLY - set(COOKIE_FORMATS[fmt][2]):
+                cookie.pop(key, None)  # a setting this format does not read
+            cookie["verified_as"] = COOKIE_FORMAT_NOTES[fmt]
+        if masked.get("jwt"):
+            masked["jwt"]["verified_as"] = JWT_NOTE
         return masked
 
 
@@ -760,6 +766,36 @@ COOKIE_FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "authjs": ("authjs.session-token", "sub", ()),
     "next-auth-v4": ("next-auth.session-token", "sub", ()),
     "react-router": ("__session", "userId", ()),
+}
+# What check-config says each format checks (and which settings it reads).
+COOKIE_FORMAT_NOTES = {
+    "flask": "Flask's session cookie: itsdangerous, salt, HMAC-SHA1, tagged JSON; max_age",
+    "itsdangerous": "an itsdangerous URLSafeTimedSerializer token: salt, max_age",
+    "django": "Django's signed_cookies session: TimestampSigner HMAC-SHA256 under SECRET_KEY and "
+    "its fallbacks, salt django.contrib.sessions.backends.signed_cookies, max_age "
+    "(SESSION_COOKIE_AGE)",
+    "rails": "Rails' encrypted cookie: AES-256-GCM, key by PBKDF2 of secret_key_base (salt "
+    "'authenticated encrypted cookie', 1000 iterations, key_digest), purpose cookie.<name>, exp",
+    "express": "express-session's signed id (HMAC-SHA256, cookie-signature) and the session "
+    "connect-redis keeps at store_prefix + id in store_url; missing there means signed out",
+    "authjs": "Auth.js v5's JWE (dir + A256CBC-HS512, HKDF key from AUTH_SECRET salted with the "
+    "cookie name), chunked cookies joined, exp with 15 s tolerance",
+    "next-auth-v4": "NextAuth v4's JWE (dir + A256GCM, HKDF key from NEXTAUTH_SECRET), chunked "
+    "cookies joined, exp with 15 s tolerance",
+    "react-router": "React Router / Remix createCookieSessionStorage: base64 JSON signed with "
+    "HMAC-SHA256 under any of the secrets",
+}
+JWT_NOTE = (
+    "a JWT from the cookie or the Bearer header, signed with a key from jwks_url (cached; an "
+    "unknown kid refetched at most every 10 s) in one of algorithms; iss, aud and exp required"
+)
+_COOKIE_FORMAT_ONLY = {
+    "salt",
+    "max_age",
+    "key_digest",
+    "store_url",
+    "store_prefix",
+    "store_timeout",
 }
 _COOKIE_COMMON = {
     "format", "name", "secret_key_env", "user_field", "claim_fields", "login_url", "logout_url",

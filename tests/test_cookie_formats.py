@@ -415,7 +415,18 @@ async def test_token_endpoint_admits_a_good_value_and_401s_a_bad_one(
         assert (await client.get("/request_tokens")).status_code == 401
 
 
-def test_check_config_masks_the_site_secret() -> None:
+def test_check_config_masks_the_site_secret_and_explains_the_format() -> None:
     masked = settings_for({"format": "django"}).masked()
     assert KEY not in json.dumps(masked)
     assert masked["site_cookie"]["secret_keys"] == ["********"]
+    assert "TimestampSigner" in masked["site_cookie"]["verified_as"]
+    assert "salt" not in masked["site_cookie"] and masked["site_cookie"]["max_age"] == 1209600
+
+
+def test_check_config_masks_the_express_store_password() -> None:
+    url = "redis://:hunter2-store-password@127.0.0.1:6379/0"
+    masked = settings_for({"format": "express", "store_url": url}).masked()
+    assert "hunter2-store-password" not in json.dumps(masked)
+    assert masked["site_cookie"]["store_url"] == "redis://:********@127.0.0.1:6379/0"
+    with pytest.raises(ConfigError, match="login.cookie.store_url"):
+        settings_for({"format": "express"})
