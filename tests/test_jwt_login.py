@@ -277,3 +277,16 @@ def test_jwt_settings_refuse_unsafe_choices(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_for(jwks, **change)
+
+
+async def test_a_token_for_several_audiences_one_of_them_ours(
+    jwks: JWKSServer, key1: RSAKey
+) -> None:
+    clock = Clock()
+    jwks.keys = [key1.as_dict(private=False)]
+    src = source(jwks, clock)
+    assert (
+        await identify(src, sign(key1, clock, aud=["https://other.example", AUDIENCE])) is not None
+    )
+    assert await identify(src, sign(key1, clock, aud=["https://other.example"])) is None
+    await src.aclose()
