@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ class Setup:
     bridge: str
     redis: RedisServer
     config: Path
+    bridge_log: Callable[[], str]
 
 
 def test_readme_gives_the_two_commands() -> None:
@@ -84,7 +85,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     bridge.spawn()
     try:
         bridge.wait_ready()
-        yield Setup(f"http://127.0.0.1:{site_port}", bridge.url, redis, bridge.config_path)
+        yield Setup(
+            f"http://127.0.0.1:{site_port}", bridge.url, redis, bridge.config_path, bridge.log
+        )
     finally:
         bridge.stop()
         site.terminate()
@@ -216,3 +219,8 @@ def test_redis_outage_is_a_503_not_a_logout(setup: Setup) -> None:
     finally:
         setup.redis.resume()
     assert tokens(setup, client).status_code == 200  # recovered, still signed in
+    cookie = client.cookies["connect.sid"]
+    sid = cookie.removeprefix("s%3A").split(".")[0]
+    log = setup.bridge_log()
+    assert "site session store unavailable" in log
+    assert sid not in log and SECRET not in log  # the session id is the login: never logged
