@@ -240,7 +240,7 @@ def nextauth_job(token: dict[str, Any] | None = None, *, secret: str = KEY,
 def minted() -> dict[str, dict[str, Any]]:
     """Every Node-minted value these tests use, from one run of the libraries."""
     names = ["authjs", "authjs_old", "authjs_other", "authjs_secure_salt", "authjs_big",
-             "authjs_short", "v4", "v4_old", "v4_other", "v4_short"]  # fmt: skip
+             "authjs_short", "v4", "v4_old", "v4_other", "v4_short", "v4_big"]  # fmt: skip
     jobs = [
         authjs_job(),
         authjs_job(secret=OLD),
@@ -252,6 +252,7 @@ def minted() -> dict[str, dict[str, Any]]:
         nextauth_job(secret=OLD),
         nextauth_job(secret=OTHER),
         nextauth_job(max_age=60),
+        nextauth_job({"sub": "user-2", "picture": "p" * 6000}),
         {"kind": "react-router", "data": {"userId": 5, "name": "Zoë"}, "secrets": [KEY],
          "name": "__session"},
         {"kind": "react-router", "data": {"userId": "u-9"}, "secrets": [OLD], "name": "__session"},
@@ -311,6 +312,13 @@ async def test_next_auth_v4_session_cookie_is_accepted(minted: dict[str, Any]) -
     short = {NEXTAUTH: minted["v4_short"]["value"]}
     assert await identify(source(cookie, clock=later(70)), short) is not None
     assert await identify(source(cookie, clock=later(80)), short) is None
+
+
+async def test_next_auth_v4_chunked_cookies_are_reassembled(minted: dict[str, Any]) -> None:
+    chunks = minted["v4_big"]["cookies"]
+    assert sorted(chunks) == [f"{NEXTAUTH}.{i}" for i in range(len(chunks))] and len(chunks) > 1
+    identity = await identify(source({"format": "next-auth-v4"}), chunks)
+    assert identity is not None and identity.subject == "user-2"
 
 
 async def test_one_nextjs_format_refuses_the_others_cookie(minted: dict[str, Any]) -> None:

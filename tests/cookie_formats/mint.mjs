@@ -7,20 +7,25 @@ import { encode as authjsEncode } from "@auth/core/jwt";
 // SessionStore is internal to @auth/core (not in its exports): imported by file.
 import { SessionStore } from "./node_modules/@auth/core/lib/utils/cookie.js";
 import nextAuthJwt from "next-auth/jwt";
+import nextAuthCookie from "./node_modules/next-auth/core/lib/cookie.js";
 import { createCookieSessionStorage } from "react-router";
+
+const quiet = { debug() {}, warn() {}, error() {} };
 
 async function mint(job) {
   if (job.kind === "authjs") {
     const value = await authjsEncode({ token: job.token, secret: job.secret, salt: job.salt, maxAge: job.maxAge });
     // Auth.js's own chunking of a long session cookie into name.0, name.1, ...
-    const quiet = { debug() {}, warn() {}, error() {} };
     const store = new SessionStore({ name: job.salt, options: {} }, {}, quiet);
     const cookies = Object.fromEntries(store.chunk(value, {}).map((c) => [c.name, c.value]));
     return { value, cookies };
   }
   if (job.kind === "next-auth-v4") {
     const value = await nextAuthJwt.encode({ token: job.token, secret: job.secret, maxAge: job.maxAge });
-    return { value };
+    // NextAuth v4's own chunking, as its session route sets the cookie.
+    const store = new nextAuthCookie.SessionStore({ name: "next-auth.session-token", options: {} }, { cookies: {} }, quiet);
+    const cookies = Object.fromEntries(store.chunk(value, {}).map((c) => [c.name, c.value]));
+    return { value, cookies };
   }
   if (job.kind === "react-router") {
     const storage = createCookieSessionStorage({
