@@ -120,9 +120,7 @@ def create_app(
         app.register_blueprint(metrics_routes.blueprint)
     elif settings.metrics.enabled:
         # Not unsafe, just not served: say so once, without raising an operator's alarm.
-        log.info(
-            "/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)"
-        )
+        log.info("/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)")
     requestlog.install(app, bridge, metrics)
     auth.install(app, bridge, oidc_transport=oidc_transport, add_sources=not sources_given)
     _register_error_handlers(app)

@@ -269,9 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--avatar", help="list: only sessions using this avatar")
     p.add_argument("--cursor", help="list: the next_cursor of the previous page")
     p.add_argument("--limit", type=int, default=50, help="list: sessions per page")
-    p.add_argument(
-        "--block", type=int, help="revoke: refuse new sessions for this many seconds"
-    )
+    p.add_argument("--block", type=int, help="revoke: refuse new sessions for this many seconds")
     p.set_defaults(func=cmd_sessions)
 
     p = sub.add_parser("events", help="a user's recent lifecycle events, newest first")

@@ -127,9 +127,7 @@ class MemoryStore(Store):
         """
         counters = self.key("rate", "")
         return {
-            k: copy.deepcopy(v)
-            for k, v in self.cache._cache.items()
-            if not k.startswith(counters)
+            k: copy.deepcopy(v) for k, v in self.cache._cache.items() if not k.startswith(counters)
         }
 
 

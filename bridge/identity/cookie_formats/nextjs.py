@@ -47,9 +47,8 @@ def next_auth_v4_key(secret: str) -> bytes:
     return hkdf(secret, "", "NextAuth.js Generated Encryption Key", 32)
 
 
-def _thumbprint(key: OctKey) -> str:
+def _thumbprint(raw: bytes) -> str:
     # RFC 7638 with the digest Auth.js picks by key size (sha512 for its 64-byte key).
-    raw = key.get_op_key("decrypt")
     k = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     digest = hashlib.new(
         f"sha{len(raw) * 8}", json.dumps({"k": k, "kty": "oct"}, separators=(",", ":")).encode()
@@ -87,23 +86,18 @@ class NextJSSession:
     def __init__(self, settings: SiteCookieSettings, clock: Callable[[], float]) -> None:
         self.name = settings.name
         self.clock = clock
-        self.keys: dict[str, list[OctKey]] = {}
+        # Per content encryption: each secret's key (newest first) and its thumbprint, which
+        # Auth.js puts in the header as the kid.
+        self.keys: dict[str, list[tuple[OctKey, str]]] = {}
         if settings.format == "authjs":
-            # Each secret's key for each enc Auth.js accepts; the kid is the key's thumbprint.
             for enc in _ENC_KEY_LENGTH:
-                self.keys[enc] = [
-                    OctKey.import_key(authjs_key(s.reveal(), self.name, enc))
-                    for s in settings.secret_keys
-                ]
+                keys = [authjs_key(s.reveal(), self.name, enc) for s in settings.secret_keys]
+                self.keys[enc] = [(OctKey.import_key(k), _thumbprint(k)) for k in keys]
             self.registry = jwe.JWERegistry(algorithms=["dir", "A256CBC-HS512", "A256GCM"])
         else:
-            self.keys["A256GCM"] = [
-                OctKey.import_key(next_auth_v4_key(s.reveal())) for s in settings.secret_keys
-            ]
+            keys = [next_auth_v4_key(s.reveal()) for s in settings.secret_keys]
+            self.keys["A256GCM"] = [(OctKey.import_key(k), _thumbprint(k)) for k in keys]
             self.registry = jwe.JWERegistry(algorithms=["dir", "A256GCM"])
-        self.thumbprints = {
-            id(key): _thumbprint(key) for keys in self.keys.values() for key in keys
-        }
 
     async def read(self, cookies: Mapping[str, str]) -> Mapping[str, Any] | None:
         token = joined_chunks(cookies, self.name)
@@ -116,8 +110,8 @@ class NextJSSession:
         enc, kid = header.get("enc"), header.get("kid")
         if header.get("alg") != "dir" or enc not in self.keys:
             return None
-        for key in self.keys[enc]:
-            if kid is not None and kid != self.thumbprints[id(key)]:
+        for key, thumbprint in self.keys[enc]:
+            if kid is not None and kid != thumbprint:
                 continue
             try:
                 decrypted = jwe.decrypt_compact(token, key, registry=self.registry)
