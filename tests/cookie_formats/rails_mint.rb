@@ -4,9 +4,10 @@
 #   {"secret_key_base": "...", "digest": "sha256"|"sha1", "name": "_app_session",
 #    "session": {...}, "envelope": "legacy"|"data", "purpose": "cookie._app_session",
 #    "expires_in": 60 (optional)}
-# "legacy" is the Rails 6/7.0 envelope MessageEncryptor writes itself ({"_rails": {"message",
-# "exp", "pur"}}); "data" is the Rails 7.1+ envelope ({"_rails": {"data", "exp", "pur"}}),
-# built here as 7.1's codec does and encrypted by the same MessageEncryptor.
+# "legacy" is the envelope MessageEncryptor writes for the cookie jar ({"_rails": {"message",
+# "exp", "pur"}}: the jar hands it a string serialized by cookies_serializer); "data" is the
+# envelope of MessageEncryptor 7.1+ serializing JSON itself ({"_rails": {"data", "exp", "pur"}}),
+# built here as 7.1's Messages::Metadata does and encrypted by the same MessageEncryptor.
 # ActiveSupport before 7.0 (Debian bookworm has 6.1) derives keys with SHA-1 only; for
 # "sha256" this runs Rails 7.0's KeyGenerator#generate_key line on the same OpenSSL call.
 require "json"

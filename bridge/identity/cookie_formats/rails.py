@@ -3,10 +3,13 @@
 The cookie is ``base64(ciphertext)--base64(iv)--base64(auth_tag)`` (AES-256-GCM, no additional
 data), URL-escaped by Rack. The key is PBKDF2 of ``secret_key_base`` with the salt
 ``authenticated encrypted cookie``, 1000 iterations, 32 bytes, SHA-256 since Rails 7.0 and SHA-1
-before (``key_digest``). The plaintext is the ``_rails`` metadata envelope: Rails 6/7.0 put
-the session as base64 JSON under ``message``, Rails 7.1+ put it as JSON under ``data``; both
-carry ``pur`` (``cookie.<name>``, which must match) and maybe ``exp`` (ISO 8601, must be ahead).
-A message without the envelope is refused: it names no purpose.
+before (``key_digest``). The plaintext is the ``_rails`` metadata envelope, in one of two shapes:
+``message`` holds the session's JSON in base64 (what the cookie jar writes in every Rails version,
+since it hands MessageEncryptor a string already serialized by ``cookies_serializer``), or
+``data`` holds the session itself (what MessageEncryptor writes from 7.1 when it serializes with
+JSON, ``use_message_serializer_for_metadata``). Both carry ``pur``, which must be
+``cookie.<name>``, and maybe ``exp`` (ISO 8601), which must be ahead. A message without the
+envelope is refused: it names no purpose.
 """
 
 from __future__ import annotations
@@ -81,9 +84,11 @@ class RailsSession:
             expires = meta.get("exp")
             if expires is not None and not self._fresh(expires):
                 return None
-            if "data" in meta:  # Rails 7.1+
+            if "data" in meta:  # MessageEncryptor 7.1+ serializing the value itself
                 session = meta["data"]
-            else:  # Rails 6 and 7.0: the session's own JSON, base64 inside the envelope
+                if isinstance(session, str):  # a jar's JSON string, serialized once more
+                    session = json.loads(session)
+            else:  # the session's own JSON, base64 inside the envelope
                 session = json.loads(base64.b64decode(meta["message"], validate=True))
         except (ValueError, TypeError, KeyError, binascii.Error):
             return None
