@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Identity:
     subject: str
-    method: str  # "site_cookie", "oidc", "session_check"
+    method: str  # "site_cookie", "jwt", "oidc", "session_check"
     claims: Mapping[str, Any] = field(default_factory=dict)
 
 
