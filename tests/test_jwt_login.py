@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -289,4 +290,20 @@ async def test_a_token_for_several_audiences_one_of_them_ours(
         await identify(src, sign(key1, clock, aud=["https://other.example", AUDIENCE])) is not None
     )
     assert await identify(src, sign(key1, clock, aud=["https://other.example"])) is None
+    await src.aclose()
+
+
+async def test_concurrent_requests_share_one_jwks_fetch(
+    jwks: JWKSServer, key1: RSAKey, key2: RSAKey
+) -> None:
+    clock = Clock()
+    jwks.keys = [key1.as_dict(private=False), key2.as_dict(private=False)]
+    src = source(jwks, clock)
+    first = await asyncio.gather(*(identify(src, sign(key1, clock)) for _ in range(10)))
+    assert all(identity is not None for identity in first)
+    assert jwks.fetches == 1  # ten cold requests, one fetch
+    clock.advance(JWKS_MIN_REFETCH)
+    unknown = [sign(rsa(f"new-{i}"), clock) for i in range(2)]
+    await asyncio.gather(*(identify(src, unknown[i % 2]) for i in range(10)))
+    assert jwks.fetches == 2  # ten requests with unknown kids, one refetch
     await src.aclose()
