@@ -171,7 +171,7 @@ async def test_concurrent_requests_across_instances_make_one_upstream_call(
     assert cluster.fake.login_calls == 1
     # As if the session's Sentifyd tokens had expired: drop them from the record.
     assert alice.session
-    key = f"{PREFIX}:session:{SessionManager.session_id(alice.session)}"
+    key = f"{PREFIX}:session:{{{SessionManager.session_id(alice.session)}}}"
     with cluster.redis.client() as client:
         record = json.loads(client.get(key))
         record["tokens"] = None
