@@ -179,6 +179,8 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 # --- Sentinel and Cluster ----------------------------------------------------------------------
 
 SERVICE = "bridge"
+# A master waits 5 s by default before it sends a new replica its first copy.
+QUICK_SYNC = ["--repl-diskless-sync-delay", "0"]
 
 
 class SentinelSetup:
@@ -190,9 +192,10 @@ class SentinelSetup:
             pytest.fail("redis-sentinel is not installed (./scripts/test.sh installs it)")
         self.binary = binary
         self.directory = directory
-        self.master = RedisServer(_subdir(directory, "master"))
+        self.master = RedisServer(_subdir(directory, "master"), extra=QUICK_SYNC)
         self.replica = RedisServer(
-            _subdir(directory, "replica"), extra=["--replicaof", "127.0.0.1", str(self.master.port)]
+            _subdir(directory, "replica"),
+            extra=[*QUICK_SYNC, "--replicaof", "127.0.0.1", str(self.master.port)],
         )
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
@@ -205,6 +208,7 @@ class SentinelSetup:
     def start(self) -> SentinelSetup:
         self.master.start()
         self.replica.start()
+        self.wait_replica(self.replica)
         for i, port in enumerate(self.sentinel_ports):
             home = _subdir(self.directory, f"sentinel{i}")
             conf = home / "sentinel.conf"  # the sentinel rewrites it with what it learns
@@ -245,6 +249,19 @@ class SentinelSetup:
             _, port = client.sentinel_get_master_addr_by_name(SERVICE)
         return int(port)
 
+    def wait_replica(self, server: RedisServer) -> None:
+        """Wait until ``server`` replicates the current master, its first sync done."""
+
+        def replicating() -> bool:
+            try:
+                with server.client() as client:
+                    info = client.info("replication")
+            except (redis.RedisError, OSError):
+                return False
+            return info["role"] == "slave" and info.get("master_link_status") == "up"
+
+        _wait(replicating, READY_TIMEOUT * 2, "the old master to become a replica")
+
     def stop(self) -> None:
         for process in self.sentinels:
             if process.poll() is None:
@@ -265,7 +282,9 @@ class ClusterSetup:
     def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 1) -> None:
         self.replicas = replicas
         self.nodes = [
-            RedisServer(_subdir(directory, f"node{i}"), extra=["--cluster-enabled", "yes"])
+            RedisServer(
+                _subdir(directory, f"node{i}"), extra=[*QUICK_SYNC, "--cluster-enabled", "yes"]
+            )
             for i in range(masters * (1 + replicas))
         ]
         for node in self.nodes:
@@ -369,7 +388,7 @@ def _slot_ranges(client: redis.Redis, node: RedisServer) -> list[tuple[int, int]
 
 def _subdir(directory: Path, name: str) -> Path:
     path = directory / name
-    path.mkdir(exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
