@@ -153,6 +153,8 @@ class RedisServer:
         """Return every key with its raw value (strings, sets, lists) and its TTL in ms."""
         contents: dict[str, Any] = {}
         with self.client() as client:
+            if "--cluster-enabled" in self.extra:
+                client.execute_command("READONLY")  # a cluster replica answers reads then
             for key in client.scan_iter(count=1000):
                 kind = client.type(key).decode()
                 value: Any
@@ -351,6 +353,34 @@ class ClusterSetup:
                 if any(int(lo) <= slot <= int(hi) for lo, hi in _slot_ranges(client, node)):
                     return node
         raise RuntimeError(f"no master serves {key}")
+
+    def wait_replicas_synced(self) -> None:
+        """Wait until every replica has every write its master has."""
+
+        def synced() -> bool:
+            for node in self.masters():
+                with node.client() as client:
+                    info = client.info("replication")
+                links = [v for k, v in info.items() if k.startswith("slave")]
+                if len(links) < self.replicas or any(
+                    link["offset"] != info["master_repl_offset"] for link in links
+                ):
+                    return False
+            return True
+
+        _wait(synced, READY_TIMEOUT, "the replicas to catch up")
+
+    def wait_failed_over(self, dead: RedisServer) -> None:
+        """Wait until a replica took over the dead master's slots and the cluster is ok again."""
+
+        def replaced() -> bool:
+            if not self.healthy():
+                return False
+            with self.running()[0].client() as client:
+                masters = self._masters(client)
+            return not any(addr.endswith(f":{dead.port}") for addr in masters)
+
+        _wait(replaced, READY_TIMEOUT * 2, "a replica to take over")
 
     def migrate_slot(self, slot: int, source: RedisServer, target: RedisServer, step: Any) -> None:
         """Move ``slot`` from ``source`` to ``target`` key by key, the way resharding does.

@@ -220,7 +220,10 @@ def connect(address: RedisAddress, timeout: float) -> tuple[Redis | RedisCluster
         return sentinel.master_for(address.service, db=address.db, **options), sentinel
     if address.topology == "cluster":
         nodes = [ClusterNode(host, port) for host, port in address.nodes]
-        return RedisCluster(startup_nodes=nodes, **options), None
+        # A MOVED only moves its slot in the client's map: reinitialize_steps would otherwise
+        # close every connection after a few of them (during a resharding), under the feet of
+        # the commands in flight on them.
+        return RedisCluster(startup_nodes=nodes, reinitialize_steps=0, **options), None
     host, port = address.nodes[0]
     return Redis(host=host, port=port, db=address.db, **options), None
 
