@@ -73,6 +73,24 @@ def test_url_defaults() -> None:
     assert (address.port, address.db, address.password, address.tls) == (6379, 0, None, False)
 
 
+def test_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:
+    address = parse_url("redis+sentinel://bridge:p%40ss@s1:26380,s2,[::1]:26381/mymaster/2")
+    assert address.topology == "sentinel" and address.service == "mymaster"
+    assert address.nodes == (("s1", 26380), ("s2", 26379), ("::1", 26381))
+    assert address.db == 2 and address.username == "bridge" and address.password == Secret("p@ss")
+    assert not address.tls
+    tls = parse_url("rediss+sentinel://s1/mymaster?ssl_ca_certs=/etc/ca.pem")
+    assert tls.tls and tls.ca_certs == "/etc/ca.pem" and tls.db == 0
+
+
+def test_cluster_url_names_the_nodes_to_start_from() -> None:
+    address = parse_url("rediss+cluster://:pw@n1:7000,n2:7001,n3")
+    assert address.topology == "cluster" and address.tls
+    assert address.nodes == (("n1", 7000), ("n2", 7001), ("n3", 6379))
+    assert address.password == Secret("pw") and address.username is None
+    assert parse_url("redis+cluster://n1/0").db == 0
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -82,6 +100,15 @@ def test_url_defaults() -> None:
         "redis://host/0?ssl_cert_reqs=none",
         "redis://host/0?ssl_ca_certs=/ca.pem",
         "http://host/0",
+        "redis://a:6379,b:6379/0",
+        "redis+sentinel://s1:26379",
+        "redis+sentinel://s1:26379/mymaster/zero",
+        "redis+sentinel://s1:26379/mymaster/0/extra",
+        "redis+sentinel://s1:notaport/mymaster",
+        "redis+cluster://n1:7000/1",
+        "redis+cluster://n1:7000,/0",
+        "redis+cluster://n1:7000?ssl_ca_certs=/ca.pem",
+        "redis+cluster://n1:70000",
     ],
 )
 def test_bad_url_is_a_config_error(url: str) -> None:
@@ -112,6 +139,30 @@ def test_store_password_is_masked_when_shown() -> None:
 def test_open_store_routes_redis_urls() -> None:
     store = open_store(StoreSettings(url="redis://127.0.0.1:1/0", prefix="p", timeout=0.5))
     assert isinstance(store, RedisStore) and store.key("a") == "p:a" and store.timeout == 0.5
+    for url in ("redis+sentinel://127.0.0.1:1/svc/0", "rediss+cluster://127.0.0.1:1"):
+        store = open_store(StoreSettings(url=url, prefix="p"))
+        assert isinstance(store, RedisStore) and store.address.topology in url
+
+
+def test_a_password_in_a_url_of_several_hosts_is_masked_when_shown() -> None:
+    url = "redis+sentinel://:hunter2-store@s1:26379,s2:26379/mymaster/0"
+    masked = make_settings(env={"BRIDGE_STORE_URL": url}).masked()["store"]["url"]
+    assert masked == "redis+sentinel://:********@s1:26379,s2:26379/mymaster/0"
+
+
+def test_a_prefix_with_a_hash_tag_is_refused() -> None:
+    # It would put every key of every session in one cluster slot.
+    with pytest.raises(ConfigError, match=r"^store\.prefix"):
+        make_settings({"store": {"prefix": "sbridge{x}"}})
+
+
+def test_a_sessions_keys_share_its_hash_tag_and_give_back_its_id() -> None:
+    store = open_store(StoreSettings(url="redis://127.0.0.1:1/0", prefix="p"))
+    assert store.session_key("session", "ab12") == "p:session:{ab12}"
+    assert store.session_key("lock", "ab12") == "p:lock:{ab12}"
+    assert store.session_of("session", "p:session:{ab12}") == "ab12"
+    assert store.session_of("session", "p:lock:{ab12}") is None
+    assert store.session_of("session", "p:session:ab12") is None
 
 
 # --- records -----------------------------------------------------------------------------------
