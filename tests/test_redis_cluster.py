@@ -29,8 +29,10 @@ from support_redis import (
     stop_all,
 )
 
+from bridge.errors import StoreUnavailable
 from bridge.fake_sentifyd import create_fake_sentifyd
 from bridge.sessions import SessionManager
+from bridge.store.redis import RedisStore, parse_url
 from conftest import API_KEY, AVATAR_ID, LiveServer
 
 pytestmark = pytest.mark.integration
@@ -205,6 +207,45 @@ def cli(bridge: BridgeProcess, *args: str) -> Any:
         timeout=30,
     )
     return json.loads(done.stdout)
+
+
+# The README's ACL for the bridge's Redis user, with what a cluster client needs besides.
+CLUSTER_ACL = (
+    "on >acl-pass ~acl:* resetchannels -@all +get +set +del +incr +pttl +pexpire +sadd +srem"
+    " +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +cluster|slots +command"
+)
+
+
+async def test_every_operation_works_under_the_documented_acl_on_every_node(
+    cluster: ClusterSetup,
+) -> None:
+    for node in cluster.running():
+        with node.client() as client:
+            client.execute_command("ACL", "SETUSER", "bridge", *CLUSTER_ACL.split())
+    url = cluster.url.replace("redis+cluster://", "redis+cluster://bridge:acl-pass@")
+    store = RedisStore(parse_url(url), prefix="acl", timeout=2, lease=1)
+    try:
+        keys = [store.session_key("session", f"s{i}") for i in range(12)]
+        for key in keys:  # over every master
+            assert await store.add(key, {"k": key}, 30)
+            await store.set(key, {"k": key}, 30)
+            assert await store.get(key) == {"k": key}
+        assert await store.incr(store.key("rate", "x"), 30) == 1
+        await store.set_add(store.key("user", "u"), "s1", 30)
+        await store.set_remove(store.key("user", "u"), "s1")
+        assert await store.set_members(store.key("user", "u")) == set()
+        await store.list_push(store.key("events", "u"), {"e": 1}, 5, 30)
+        assert await store.list_range(store.key("events", "u"), 5) == [{"e": 1}]
+        async with store.lock(store.session_key("lock", "s1"), wait=2):
+            pass
+        assert sorted([k async for k in store.scan("acl:session:*")]) == sorted(keys)
+        for key in keys:
+            await store.delete(key)
+        assert await store.ping() is True
+        with pytest.raises(StoreUnavailable):  # and nothing outside the prefix
+            await store.get("other:k")
+    finally:
+        await store.close()
 
 
 # --- the cluster changing under traffic ---------------------------------------------------------
