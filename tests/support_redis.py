@@ -9,6 +9,8 @@ config file written for the test.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import os
 import shutil
 import signal
@@ -23,6 +25,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from bridge.identity.site_cookie import SiteCookieSource
 from conftest import BRIDGE_KEY, TEST_ENV, free_port, make_settings
@@ -170,6 +176,54 @@ class RedisServer:
         return contents
 
 
+def tls_files(directory: Path) -> dict[str, str]:
+    """Write a throwaway CA and a server certificate for 127.0.0.1."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = {
+        "ca": (directory / "ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
+        "cert": (directory / "server.pem", cert.public_bytes(serialization.Encoding.PEM)),
+        "key": (
+            directory / "server.key",
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        ),
+    }
+    for path, data in files.values():
+        path.write_bytes(data)
+    return {name: str(path) for name, (path, _) in files.items()}
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh Redis with no persistence."""
@@ -188,16 +242,26 @@ QUICK_SYNC = ["--repl-diskless-sync-delay", "0"]
 class SentinelSetup:
     """A master, one replica and three ``redis-sentinel`` processes (quorum 2, down-after 1 s)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, tls: Mapping[str, str] | None = None) -> None:
         binary = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
         if not os.path.exists(binary):
             pytest.fail("redis-sentinel is not installed (./scripts/test.sh installs it)")
         self.binary = binary
         self.directory = directory
-        self.master = RedisServer(_subdir(directory, "master"), extra=QUICK_SYNC)
+        self.tls = dict(tls or {})
+        # With TLS, the data nodes speak only TLS, to clients and to each other.
+        tls_replication = ["--tls-replication", "yes"] if tls else []
+        self.master = RedisServer(_subdir(directory, "master"), tls=tls, extra=QUICK_SYNC)
         self.replica = RedisServer(
             _subdir(directory, "replica"),
-            extra=[*QUICK_SYNC, "--replicaof", "127.0.0.1", str(self.master.port)],
+            tls=tls,
+            extra=[
+                *QUICK_SYNC,
+                *tls_replication,
+                "--replicaof",
+                "127.0.0.1",
+                str(self.master.port),
+            ],  # fmt: skip
         )
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
@@ -205,6 +269,8 @@ class SentinelSetup:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        if self.tls:
+            return f"rediss+sentinel://{hosts}/{SERVICE}/0?ssl_ca_certs={self.tls['ca']}"
         return f"redis+sentinel://{hosts}/{SERVICE}/0"
 
     def start(self) -> SentinelSetup:
@@ -221,6 +287,12 @@ class SentinelSetup:
                 f"sentinel failover-timeout {SERVICE} 10000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
+            if self.tls:  # the sentinels reach the data nodes over TLS; clients reach them plain
+                with conf.open("a") as out:
+                    out.write(
+                        f"tls-replication yes\ntls-cert-file {self.tls['cert']}\n"
+                        f"tls-key-file {self.tls['key']}\ntls-ca-cert-file {self.tls['ca']}\n"
+                    )
             self.sentinels.append(
                 subprocess.Popen(
                     [self.binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -33,7 +33,7 @@ from bridge.errors import StoreUnavailable
 from bridge.fake_sentifyd import create_fake_sentifyd
 from bridge.sessions import SessionManager
 from bridge.store.redis import RedisStore, parse_url
-from conftest import API_KEY, AVATAR_ID, LiveServer
+from conftest import API_KEY, AVATAR_ID, BRIDGE_KEY, LiveServer
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +162,10 @@ async def test_a_replayed_handle_is_detected_across_bridges(
 
 
 async def test_sessions_spread_over_the_masters_and_every_key_on_every_node_expires(
-    cluster: ClusterSetup, bridges: tuple[BridgeProcess, BridgeProcess], http: httpx.AsyncClient
+    cluster: ClusterSetup,
+    bridges: tuple[BridgeProcess, BridgeProcess],
+    upstream: Any,
+    http: httpx.AsyncClient,
 ) -> None:
     visitors = [Visitor(f"spread{i}") for i in range(30)]
     for i, visitor in enumerate(visitors):
@@ -171,10 +174,21 @@ async def test_sessions_spread_over_the_masters_and_every_key_on_every_node_expi
 
     holders = {cluster.owner(record_key(v)).port for v in visitors}
     assert len(holders) >= 2
+    secrets = [
+        *upstream.issued_refresh_tokens,
+        *upstream.issued_access_tokens,
+        API_KEY,
+        BRIDGE_KEY,
+        *(v.session for v in visitors if v.session),
+        *(v.site_cookie for v in visitors),
+        *(h for v in visitors for h in v.handles),
+    ]
     seen: set[str] = set()
     for node in cluster.running():  # masters and replicas alike
         dump = node.dump()
         assert all(entry["pttl"] > 0 for entry in dump.values()), node.port
+        raw = repr(dump).encode()
+        assert not [secret for secret in secrets if secret.encode() in raw]
         seen |= set(dump)
     assert {record_key(v) for v in visitors} <= seen
     assert {f"{PREFIX}:user:{v.user}" for v in visitors} <= seen

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,8 +22,11 @@ from support_redis import (
     new_cookie,
     start_all,
     stop_all,
+    tls_files,
 )
 
+from bridge.errors import StoreUnavailable
+from bridge.store.redis import RedisStore, parse_url
 from conftest import AVATAR_ID, LiveServer
 
 pytestmark = pytest.mark.integration
@@ -108,3 +112,23 @@ async def test_a_master_failover_is_followed_without_losing_sessions(
         assert fake.login_calls == logins
     for bridge in bridges:
         assert "Traceback" not in bridge.log()
+
+
+def test_rediss_sentinel_speaks_tls_to_the_data_nodes(tmp_path: Path) -> None:
+    setup = SentinelSetup(tmp_path / "redis", tls=tls_files(tmp_path)).start()
+
+    async def use(url: str) -> Any:
+        store = RedisStore(parse_url(url), timeout=1.0)
+        try:
+            await store.set("sbridge:k", {"v": 1}, 30)
+            return await store.get("sbridge:k")
+        finally:
+            await store.close()
+
+    try:
+        assert asyncio.run(use(setup.url)) == {"v": 1}
+        plain = setup.url.replace("rediss+", "redis+").split("?")[0]
+        with pytest.raises(StoreUnavailable):  # the master refuses anything but TLS
+            asyncio.run(use(plain))
+    finally:
+        setup.stop()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,11 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
+from support_redis import RedisServer, redis_server, tls_files  # noqa: F401 - fixture
 
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.secret import Secret
@@ -512,57 +506,9 @@ async def test_every_operation_works_under_the_documented_acl(
 # --- TLS and a password -----------------------------------------------------------------------
 
 
-def _tls_files(directory: Path) -> dict[str, str]:
-    """Write a throwaway CA and a server certificate for 127.0.0.1."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = {
-        "ca": (directory / "ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
-        "cert": (directory / "server.pem", cert.public_bytes(serialization.Encoding.PEM)),
-        "key": (
-            directory / "server.key",
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        ),
-    }
-    for path, data in files.values():
-        path.write_bytes(data)
-    return {name: str(path) for name, (path, _) in files.items()}
-
-
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path, password="s3cret-pass", tls=_tls_files(tmp_path)).start()
+    server = RedisServer(tmp_path, password="s3cret-pass", tls=tls_files(tmp_path)).start()
     yield server
     server.stop()
 
@@ -593,7 +539,7 @@ async def test_unknown_certificate_authority_is_refused(
 ) -> None:
     other = tmp_path / "other"
     other.mkdir()
-    url = tls_redis.url.replace(tls_redis.tls["ca"], _tls_files(other)["ca"])
+    url = tls_redis.url.replace(tls_redis.tls["ca"], tls_files(other)["ca"])
     store = RedisStore(parse_url(url), timeout=2)
     try:
         with pytest.raises(StoreUnavailable):
