@@ -245,6 +245,17 @@ class RedisStore(Store):
         self.lease = lease
         self._failing = False
         self.client, self._sentinel = connect(address, timeout)
+        self._errors: tuple[type[BaseException], ...] = (
+            RedisError,
+            RedisClusterException,
+            OSError,
+            TimeoutError,
+        )
+        if address.topology == "cluster":
+            # The cluster client, when it re-reads the slot map after a failover, closes every
+            # connection, including those other commands are using: those fail with these
+            # (a closed transport, a writer gone) instead of a ConnectionError.
+            self._errors += (RuntimeError, AttributeError)
         self._incr = self.client.register_script(_INCR)
         self._set_add = self.client.register_script(_SET_ADD)
         self._list_push = self.client.register_script(_LIST_PUSH)
@@ -267,7 +278,7 @@ class RedisStore(Store):
         try:
             async with asyncio.timeout(self.timeout):
                 yield
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+        except self._errors as exc:
             # One line when an outage starts, not one per request; the type only, because a
             # Redis error's text may quote a value.
             if not self._failing:
