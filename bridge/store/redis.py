@@ -4,11 +4,13 @@ One Redis (``redis://``), a Sentinel-managed master (``redis+sentinel://``) or a
 (``redis+cluster://``), each through redis-py's own client for it: the Sentinel client asks the
 sentinels where the master is whenever it reconnects, and the cluster client follows ``MOVED``
 and ``ASK`` and re-reads the slot map after a node fails over. The store's code is the same for
-all three: every command and every script touches one key, so each lands on one node.
+all three, because no command and no script touches keys of two hash slots. A session's keys
+carry its id in a hash tag (:meth:`Store.session_key`): they share one slot, so a script may
+touch several of them, while different sessions spread over a cluster's nodes. Every other key
+(a user's index, an event list, a counter) is used alone.
 
 Records are JSON values, one key each, written with one ``SET ... PX``: a session record is
-never half-written. A session's keys carry its id in a hash tag (:meth:`Store.session_key`), so
-in a cluster they share one slot while different sessions spread over the nodes.
+never half-written.
 
 Every operation is bounded by ``[store] timeout``; every backend failure (refused, reset, slow,
 a Redis error, no master known during a failover) becomes :class:`~bridge.errors.StoreUnavailable`
