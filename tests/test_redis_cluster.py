@@ -40,6 +40,7 @@ pytestmark = pytest.mark.integration
 PREFIX = "sbc"
 STORE_TIMEOUT = 0.5
 LOCK_WAIT = 5.0
+OPERATOR_TOKEN = "operator-token-for-cluster-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,11 @@ def bridges(
         "backend": fake.url,
         "avatar_id": AVATAR_ID,
     }
-    pair = (BridgeProcess(directory, "a", **values), BridgeProcess(directory, "b", **values))
+    env = {"BRIDGE_ADMIN_TOKEN": OPERATOR_TOKEN, "BRIDGE_METRICS_TOKEN": OPERATOR_TOKEN}
+    pair = (
+        BridgeProcess(directory, "a", env=env, **values),
+        BridgeProcess(directory, "b", env=env, **values),
+    )
     start_all(pair)
     yield pair
     stop_all(pair)
@@ -195,17 +200,25 @@ async def test_sessions_spread_over_the_masters_and_every_key_on_every_node_expi
     assert {f"{PREFIX}:events:{v.user}" for v in visitors} <= seen
 
 
-async def test_the_admin_cli_lists_sessions_from_every_master(
+async def test_the_admin_cli_api_and_metrics_see_sessions_on_every_master(
     cluster: ClusterSetup, bridges: tuple[BridgeProcess, BridgeProcess], http: httpx.AsyncClient
 ) -> None:
     visitors = [Visitor(f"listed{i}") for i in range(12)]
     for i, visitor in enumerate(visitors):
         assert (await visitor.tokens(http, bridges[i % 2])).status_code == 200
     assert len({cluster.owner(record_key(v)).port for v in visitors}) >= 2
+    with cluster_client(cluster) as client:
+        stored = sum(1 for _ in client.scan_iter(match=f"{PREFIX}:session:*"))
 
     listed = await asyncio.to_thread(cli, bridges[0], "sessions", "list", "--limit", "500")
-    users = {s["user"] for s in listed["sessions"]}
-    assert {v.user for v in visitors} <= users
+    assert {v.user for v in visitors} <= {s["user"] for s in listed["sessions"]}
+    assert len(listed["sessions"]) == stored
+    auth = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    api = await http.get(f"{bridges[1].url}/admin/sessions?limit=500", headers=auth)
+    assert api.status_code == 200
+    assert {s["id"] for s in api.json()["sessions"]} == {s["id"] for s in listed["sessions"]}
+    metrics = (await http.get(f"{bridges[0].url}/metrics", headers=auth)).text
+    assert f"sentifyd_bridge_active_sessions {float(stored)}" in metrics
     ended = await asyncio.to_thread(cli, bridges[1], "sessions", "revoke", "listed3")
     assert ended["ended"] == 1
     gone = await visitors[3].tokens(http, bridges[0], visitors[3].handles[-1])
