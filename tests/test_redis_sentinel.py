@@ -7,6 +7,7 @@ A master, one replica and three ``redis-sentinel`` processes (quorum 2, down-aft
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,4 +132,23 @@ def test_rediss_sentinel_speaks_tls_to_the_data_nodes(tmp_path: Path) -> None:
         with pytest.raises(StoreUnavailable):  # the master refuses anything but TLS
             asyncio.run(use(plain))
     finally:
+        setup.stop()
+
+
+def test_a_hung_sentinel_leaves_time_to_ask_the_next(tmp_path: Path) -> None:
+    setup = SentinelSetup(tmp_path / "redis").start()
+
+    async def fresh_store_works() -> Any:
+        store = RedisStore(parse_url(setup.url), timeout=1.0)  # a new pool: it must ask
+        try:
+            await store.set("sbridge:k", {"v": 1}, 30)
+            return await store.get("sbridge:k")
+        finally:
+            await store.close()
+
+    try:
+        setup.sentinels[0].send_signal(signal.SIGSTOP)  # listed first, and answers nothing
+        assert asyncio.run(fresh_store_works()) == {"v": 1}
+    finally:
+        setup.sentinels[0].send_signal(signal.SIGCONT)
         setup.stop()

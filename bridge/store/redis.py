@@ -210,12 +210,14 @@ def connect(address: RedisAddress, timeout: float) -> tuple[Redis | RedisCluster
             options["ssl_ca_certs"] = address.ca_certs
     if address.topology == "sentinel":
         assert address.service is not None
-        # The sentinels are asked without the data nodes' credentials and TLS.
+        # The sentinels are asked in turn, without the data nodes' credentials and TLS; a hung
+        # one must leave time to ask the next within the store's timeout.
+        ask = timeout / (len(address.nodes) + 1)
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(address.nodes),
             sentinel_kwargs={
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
+                "socket_timeout": ask,
+                "socket_connect_timeout": ask,
                 "retry": Retry(NoBackoff(), 0),
             },
         )
