@@ -423,8 +423,9 @@ class RedisStore(Store):
         with suppress(RedisError, RedisClusterException, OSError):
             await self.client.aclose()
         if self._sentinel is not None:
-            with suppress(RedisError, OSError):
-                await self._sentinel.aclose()
+            for sentinel in self._sentinel.sentinels:  # Sentinel.aclose() is recent in redis-py
+                with suppress(RedisError, OSError):
+                    await sentinel.aclose()
 
 
 def _dumps(value: dict[str, Any]) -> str:
