@@ -13,12 +13,14 @@ import json
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 from support_redis import (
+    CONFIG,
     BridgeProcess,
     ClusterSetup,
     Load,
@@ -164,6 +166,33 @@ async def test_a_replayed_handle_is_detected_across_bridges(
     with cluster_client(cluster) as client:
         events = [json.loads(e) for e in client.lrange(f"{PREFIX}:events:carol", 0, -1)]
     assert [e["event"] for e in events][-2:] == ["refresh_handle_reused", "session_ended"]
+
+
+async def test_rate_limits_are_shared_by_both_bridges(
+    tmp_path: Path, cluster: ClusterSetup, fake: LiveServer, http: httpx.AsyncClient
+) -> None:
+    config = CONFIG.format(
+        refresh_grace=10, store_url=cluster.url, prefix="sbl", store_timeout=STORE_TIMEOUT,
+        lock_wait=LOCK_WAIT, lock_lease=2.0, backend=fake.url, avatar_id=AVATAR_ID,
+    )  # fmt: skip
+    # A day's window: its boundary will not fall inside this test.
+    path = tmp_path / "limited.toml"
+    path.write_text(config.replace('per_session = "off"', 'per_session = "5/day"'))
+    pair = (
+        BridgeProcess(tmp_path, "limited-a", config_path=path),
+        BridgeProcess(tmp_path, "limited-b", config_path=path),
+    )
+    start_all(pair)
+    try:
+        dave = Visitor("dave")
+        assert (await dave.tokens(http, pair[0])).status_code == 200  # no session cookie yet
+        answers = [await dave.tokens(http, pair[i % 2]) for i in range(5)]
+        assert [r.status_code for r in answers] == [200] * 5  # normal use passes
+        for bridge in pair:  # the sixth, on either bridge, is one too many
+            refused = await dave.tokens(http, bridge)
+            assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
+    finally:
+        stop_all(pair)
 
 
 async def test_sessions_spread_over_the_masters_and_every_key_on_every_node_expires(
