@@ -142,9 +142,11 @@ def fake_sentifyd(port: int, keys: Secrets, *, latency: float, token_ttl: int) -
                 env={"AVATAR_API_KEY": keys.api_key})
 
 
-def write_bridge_config(directory: Path, port: int, fake_port: int, server: str) -> Path:
-    """The bridge's config for a loopback run: memory store, the stand-in Sentifyd, the site's
-    Flask cookie as the way in, plain http on 127.0.0.1 (so cookie_secure = false)."""
+def write_bridge_config(directory: Path, port: int, fake_port: int, server: str,
+                        store_url: str = "memory://", extra: str = "") -> Path:
+    """The bridge's config for a loopback run: memory store (or ``store_url``), the stand-in
+    Sentifyd, the site's Flask cookie as the way in, plain http on 127.0.0.1 (so
+    cookie_secure = false)."""
     path = directory / f"bridge-{server}-{port}.toml"
     path.write_text(f"""
 [server]
@@ -157,7 +159,7 @@ asgi_server = "{server.split('-')[0]}"
 cookie_secure = false
 
 [store]
-url = "memory://"
+url = "{store_url}"
 
 [sentifyd]
 backend = "http://127.0.0.1:{fake_port}"
@@ -177,7 +179,7 @@ login_url = "http://127.0.0.1:{port}/login?next={{next}}"
 
 [logging]
 level = "INFO"
-""")
+{extra}""")
     return path
 
 

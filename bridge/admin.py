@@ -118,10 +118,9 @@ class Admin:
             return True
 
     async def _all_session_ids(self) -> list[str]:
-        prefix = self.store.key("session", "")
         ids = []
-        async for key in self.store.scan(self.store.key("session", "*")):
-            session_id = key[len(prefix) :]
-            if SESSION_ID_RE.match(session_id):
+        async for key in self.store.scan(self.store.session_key("session", "*")):
+            session_id = self.store.session_of("session", key)
+            if session_id is not None and SESSION_ID_RE.match(session_id):
                 ids.append(session_id)
         return ids

@@ -106,7 +106,7 @@ class Metrics:
     async def render(self, store: Store) -> bytes:
         """Count the store's sessions, then return every metric in Prometheus text format."""
         count = 0
-        async for _ in store.scan(store.key("session", "*")):
+        async for _ in store.scan(store.session_key("session", "*")):
             count += 1
         self.active_sessions.set(count)
         return generate_latest(self.registry)

@@ -147,13 +147,13 @@ class SessionManager:
         return digest("session:" + token)[:32]
 
     def record_key(self, session_id: str) -> str:
-        return self.store.key("session", session_id)
+        return self.store.session_key("session", session_id)
 
     def user_key(self, subject: str) -> str:
         return self.store.key("user", subject)
 
     def lock_name(self, session_id: str) -> str:
-        return self.store.key("lock", session_id)
+        return self.store.session_key("lock", session_id)
 
     async def load(self, token: str) -> SessionRecord | None:
         """Return the live record for a cookie value; end it here if it timed out."""

@@ -25,6 +25,15 @@ DEFAULT_COMPONENT_SCRIPT = "https://frontend.sentifyd.io/sentifyd-bot/main.js"
 MIN_SECRET_KEY_LENGTH = 32
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 ASGI_SERVERS = ("hypercorn", "uvicorn")
+# One Redis, a Sentinel-managed master, a Redis Cluster; each plain or TLS.
+REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
 
 
 @dataclass(frozen=True)
@@ -499,9 +508,16 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         lock_wait=sto.float("lock_wait", 30.0),
         lock_lease=sto.float("lock_lease", 10.0),
     )
-    if urlsplit(store.url).scheme not in ("memory", "redis", "rediss"):
-        raise ConfigError("store.url: must start with memory://, redis:// or rediss://")
-    if store.url.startswith(("redis://", "rediss://")):
+    scheme = urlsplit(store.url).scheme
+    if scheme not in ("memory", *REDIS_SCHEMES):
+        raise ConfigError(
+            "store.url: must start with memory://, redis://, rediss://, redis+sentinel://, "
+            "rediss+sentinel://, redis+cluster:// or rediss+cluster://"
+        )
+    if "{" in store.prefix or "}" in store.prefix:
+        # A hash tag in the prefix would put every key in one Redis Cluster slot.
+        raise ConfigError("store.prefix: must not contain '{' or '}'")
+    if scheme in REDIS_SCHEMES:
         from bridge.store.redis import parse_url  # here to keep settings free of import cycles
 
         parse_url(store.url)

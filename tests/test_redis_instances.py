@@ -10,21 +10,27 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support_redis import BridgeProcess, RedisServer, start_all, stop_all
+from support_redis import (
+    BridgeProcess,
+    Load,
+    RedisServer,
+    Visitor,
+    new_cookie,
+    start_all,
+    stop_all,
+)
 
-from bridge.identity.site_cookie import SiteCookieSource
 from bridge.sessions import SessionManager
-from conftest import API_KEY, AVATAR_ID, BRIDGE_KEY, LiveServer, make_settings
+from conftest import API_KEY, AVATAR_ID, BRIDGE_KEY, LiveServer
 
 pytestmark = pytest.mark.integration
 
-COOKIE = "sentifyd_bridge"
 PREFIX = "sbx"
 STORE_TIMEOUT = 0.5
 CLIENT_TIMEOUT = 8.0  # far above any answer the bridge owes; a hang would exceed it
@@ -81,45 +87,6 @@ async def http() -> Any:
         yield client
 
 
-_site = SiteCookieSource(make_settings().site_cookie)  # type: ignore[arg-type]
-
-
-@dataclass
-class Visitor:
-    """A browser signed in to the site, holding what a browser would: two cookies."""
-
-    user: str
-    session: str | None = None
-    handles: list[str] = field(default_factory=list)
-
-    @property
-    def site_cookie(self) -> str:
-        return str(_site.serializer.dumps({"user_id": self.user}))
-
-    async def tokens(
-        self, http: httpx.AsyncClient, bridge: BridgeProcess, handle: str | None = None
-    ) -> httpx.Response:
-        cookies = [f"session={self.site_cookie}"]
-        if self.session:
-            cookies.append(f"{COOKIE}={self.session}")
-        response = await http.get(
-            f"{bridge.url}/request_tokens",
-            params={"refreshToken": handle} if handle else None,
-            headers={"Cookie": "; ".join(cookies)},
-        )
-        for header in response.headers.get_list("set-cookie"):
-            name, _, rest = header.partition("=")
-            if name == COOKIE:
-                self.session = rest.split(";", 1)[0] or None
-        if response.status_code == 200:
-            self.handles.append(response.json()["tokens"]["refreshToken"])
-        return response
-
-
-def new_cookie(response: httpx.Response) -> bool:
-    return any(h.startswith(f"{COOKIE}=") for h in response.headers.get_list("set-cookie"))
-
-
 # --- shared sessions --------------------------------------------------------------------------
 
 
@@ -171,7 +138,7 @@ async def test_concurrent_requests_across_instances_make_one_upstream_call(
     assert cluster.fake.login_calls == 1
     # As if the session's Sentifyd tokens had expired: drop them from the record.
     assert alice.session
-    key = f"{PREFIX}:session:{SessionManager.session_id(alice.session)}"
+    key = f"{PREFIX}:session:{{{SessionManager.session_id(alice.session)}}}"
     with cluster.redis.client() as client:
         record = json.loads(client.get(key))
         record["tokens"] = None
@@ -251,49 +218,6 @@ async def test_rotating_the_secret_key_keeps_every_session(
 # --- outages ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Load:
-    """Visitors sending token requests to A and B in turn until stopped, recording every answer."""
-
-    http: httpx.AsyncClient
-    cluster: Cluster
-    visitors: list[Visitor]
-    statuses: list[tuple[float, int, str, str]] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    slowest: float = 0.0
-    stopping: bool = False
-    answered: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def run(self, visitor: Visitor, index: int) -> None:
-        turn = index
-        while not self.stopping:
-            bridge = self.cluster.bridges[turn % 2]
-            turn += 1
-            started = time.monotonic()
-            try:
-                response = await visitor.tokens(self.http, bridge)
-            except httpx.HTTPError as exc:  # a hang ends as ReadTimeout here
-                self.failures.append(type(exc).__name__)
-                continue
-            self.slowest = max(self.slowest, time.monotonic() - started)
-            code = response.json().get("error", "") if response.status_code != 200 else ""
-            async with self.answered:
-                self.statuses.append((time.monotonic(), response.status_code, code, visitor.user))
-                self.answered.notify_all()
-
-    async def until(self, predicate: Callable[[], bool], within: float) -> None:
-        """Wait until the answers recorded so far satisfy ``predicate``."""
-        async with asyncio.timeout(within), self.answered:
-            await self.answered.wait_for(predicate)
-
-    def count(self, status: int, since: float = 0.0) -> int:
-        return sum(1 for at, s, _, _ in self.statuses if s == status and at >= since)
-
-    def served(self, since: float) -> set[str]:
-        """Return the visitors who got tokens since ``since``."""
-        return {who for at, s, _, who in self.statuses if s == 200 and at >= since}
-
-
 async def _under_load(
     http: httpx.AsyncClient,
     cluster: Cluster,
@@ -301,7 +225,7 @@ async def _under_load(
     recovery: Callable[[], None],
 ) -> Load:
     visitors = await _sign_in(http, cluster, 6)
-    load = Load(http, cluster, visitors)
+    load = Load(http, cluster.bridges, visitors)
     workers = [asyncio.create_task(load.run(v, i)) for i, v in enumerate(visitors)]
     try:
         await load.until(lambda: load.count(200) >= 20, 10)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,11 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
+from support_redis import RedisServer, redis_server, tls_files  # noqa: F401 - fixture
 
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.secret import Secret
@@ -73,6 +67,24 @@ def test_url_defaults() -> None:
     assert (address.port, address.db, address.password, address.tls) == (6379, 0, None, False)
 
 
+def test_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:
+    address = parse_url("redis+sentinel://bridge:p%40ss@s1:26380,s2,[::1]:26381/mymaster/2")
+    assert address.topology == "sentinel" and address.service == "mymaster"
+    assert address.nodes == (("s1", 26380), ("s2", 26379), ("::1", 26381))
+    assert address.db == 2 and address.username == "bridge" and address.password == Secret("p@ss")
+    assert not address.tls
+    tls = parse_url("rediss+sentinel://s1/mymaster?ssl_ca_certs=/etc/ca.pem")
+    assert tls.tls and tls.ca_certs == "/etc/ca.pem" and tls.db == 0
+
+
+def test_cluster_url_names_the_nodes_to_start_from() -> None:
+    address = parse_url("rediss+cluster://:pw@n1:7000,n2:7001,n3")
+    assert address.topology == "cluster" and address.tls
+    assert address.nodes == (("n1", 7000), ("n2", 7001), ("n3", 6379))
+    assert address.password == Secret("pw") and address.username is None
+    assert parse_url("redis+cluster://n1/0").db == 0
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -82,6 +94,15 @@ def test_url_defaults() -> None:
         "redis://host/0?ssl_cert_reqs=none",
         "redis://host/0?ssl_ca_certs=/ca.pem",
         "http://host/0",
+        "redis://a:6379,b:6379/0",
+        "redis+sentinel://s1:26379",
+        "redis+sentinel://s1:26379/mymaster/zero",
+        "redis+sentinel://s1:26379/mymaster/0/extra",
+        "redis+sentinel://s1:notaport/mymaster",
+        "redis+cluster://n1:7000/1",
+        "redis+cluster://n1:7000,/0",
+        "redis+cluster://n1:7000?ssl_ca_certs=/ca.pem",
+        "redis+cluster://n1:70000",
     ],
 )
 def test_bad_url_is_a_config_error(url: str) -> None:
@@ -112,6 +133,30 @@ def test_store_password_is_masked_when_shown() -> None:
 def test_open_store_routes_redis_urls() -> None:
     store = open_store(StoreSettings(url="redis://127.0.0.1:1/0", prefix="p", timeout=0.5))
     assert isinstance(store, RedisStore) and store.key("a") == "p:a" and store.timeout == 0.5
+    for url in ("redis+sentinel://127.0.0.1:1/svc/0", "rediss+cluster://127.0.0.1:1"):
+        store = open_store(StoreSettings(url=url, prefix="p"))
+        assert isinstance(store, RedisStore) and store.address.topology in url
+
+
+def test_a_password_in_a_url_of_several_hosts_is_masked_when_shown() -> None:
+    url = "redis+sentinel://:hunter2-store@s1:26379,s2:26379/mymaster/0"
+    masked = make_settings(env={"BRIDGE_STORE_URL": url}).masked()["store"]["url"]
+    assert masked == "redis+sentinel://:********@s1:26379,s2:26379/mymaster/0"
+
+
+def test_a_prefix_with_a_hash_tag_is_refused() -> None:
+    # It would put every key of every session in one cluster slot.
+    with pytest.raises(ConfigError, match=r"^store\.prefix"):
+        make_settings({"store": {"prefix": "sbridge{x}"}})
+
+
+def test_a_sessions_keys_share_its_hash_tag_and_give_back_its_id() -> None:
+    store = open_store(StoreSettings(url="redis://127.0.0.1:1/0", prefix="p"))
+    assert store.session_key("session", "ab12") == "p:session:{ab12}"
+    assert store.session_key("lock", "ab12") == "p:lock:{ab12}"
+    assert store.session_of("session", "p:session:{ab12}") == "ab12"
+    assert store.session_of("session", "p:lock:{ab12}") is None
+    assert store.session_of("session", "p:session:ab12") is None
 
 
 # --- records -----------------------------------------------------------------------------------
@@ -436,8 +481,8 @@ async def test_holder_survives_redis_outage_and_releases(
 
 # The README's ACL for the bridge's Redis user: these commands, on the prefix's keys only.
 ACL_RULES = (
-    "on >acl-pass ~t:* resetchannels -@all +get +set +psetex +del +incr +pttl +pexpire +sadd"
-    " +srem +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +multi +exec"
+    "on >acl-pass ~t:* resetchannels -@all +get +set +del +incr +pttl +pexpire +sadd"
+    " +srem +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping"
 )
 
 
@@ -461,57 +506,9 @@ async def test_every_operation_works_under_the_documented_acl(
 # --- TLS and a password -----------------------------------------------------------------------
 
 
-def _tls_files(directory: Path) -> dict[str, str]:
-    """Write a throwaway CA and a server certificate for 127.0.0.1."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = {
-        "ca": (directory / "ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
-        "cert": (directory / "server.pem", cert.public_bytes(serialization.Encoding.PEM)),
-        "key": (
-            directory / "server.key",
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        ),
-    }
-    for path, data in files.values():
-        path.write_bytes(data)
-    return {name: str(path) for name, (path, _) in files.items()}
-
-
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path, password="s3cret-pass", tls=_tls_files(tmp_path)).start()
+    server = RedisServer(tmp_path, password="s3cret-pass", tls=tls_files(tmp_path)).start()
     yield server
     server.stop()
 
@@ -542,7 +539,7 @@ async def test_unknown_certificate_authority_is_refused(
 ) -> None:
     other = tmp_path / "other"
     other.mkdir()
-    url = tls_redis.url.replace(tls_redis.tls["ca"], _tls_files(other)["ca"])
+    url = tls_redis.url.replace(tls_redis.tls["ca"], tls_files(other)["ca"])
     store = RedisStore(parse_url(url), timeout=2)
     try:
         with pytest.raises(StoreUnavailable):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from bridge.errors import ConfigError
-from bridge.settings import StoreSettings
+from bridge.settings import REDIS_SCHEMES, StoreSettings
 from bridge.store.base import Store
 from bridge.store.memory import MemoryStore
 
@@ -15,7 +15,7 @@ def open_store(settings: StoreSettings) -> Store:
     scheme = urlsplit(settings.url).scheme
     if scheme == "memory":
         return MemoryStore(prefix=settings.prefix)
-    if scheme in ("redis", "rediss"):
+    if scheme in REDIS_SCHEMES:
         from bridge.store.redis import RedisStore
 
         return RedisStore.from_settings(settings)

@@ -23,6 +23,22 @@ class Store(abc.ABC):
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
+    def session_key(self, kind: str, session_id: str) -> str:
+        """Name one of a session's keys: ``<prefix>:<kind>:{<session id>}``.
+
+        The braces are a Redis Cluster hash tag: every key of one session hashes to one slot,
+        so a script or a multi-key command may touch them together, while different sessions
+        spread over the cluster's nodes. Every per-session key must be named here.
+        """
+        return self.key(kind, "{" + session_id + "}")
+
+    def session_of(self, kind: str, key: str) -> str | None:
+        """Return the session id in a key that :meth:`session_key` named, else None."""
+        head = self.key(kind, "{")
+        if key.startswith(head) and key.endswith("}"):
+            return key[len(head) : -1]
+        return None
+
     @abc.abstractmethod
     async def get(self, key: str) -> dict[str, Any] | None: ...
 

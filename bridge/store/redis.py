@@ -1,12 +1,20 @@
-"""The shared store: Redis through aiocache, for several bridge instances behind a balancer.
+"""The shared store: Redis, for several bridge instances behind a balancer.
 
-Records go through aiocache's ``RedisCache`` (JSON values, one key each, written with one
-``SET ... PX``: a session record is never half-written). What aiocache lacks (sets, capped
-lists, SCAN, atomic compare-and-set scripts) goes to the redis-py asyncio client it wraps.
+One Redis (``redis://``), a Sentinel-managed master (``redis+sentinel://``) or a Redis Cluster
+(``redis+cluster://``), each through redis-py's own client for it: the Sentinel client asks the
+sentinels where the master is whenever it reconnects, and the cluster client follows ``MOVED``
+and ``ASK`` and re-reads the slot map after a node fails over. The store's code is the same for
+all three, because no command and no script touches keys of two hash slots. A session's keys
+carry its id in a hash tag (:meth:`Store.session_key`): they share one slot, so a script may
+touch several of them, while different sessions spread over a cluster's nodes. Every other key
+(a user's index, an event list, a counter) is used alone.
+
+Records are JSON values, one key each, written with one ``SET ... PX``: a session record is
+never half-written.
 
 Every operation is bounded by ``[store] timeout``; every backend failure (refused, reset, slow,
-a Redis error) becomes :class:`~bridge.errors.StoreUnavailable` (503), and the connection pool
-reconnects by itself once Redis is back.
+a Redis error, no master known during a failover) becomes :class:`~bridge.errors.StoreUnavailable`
+(503), and the clients reconnect by themselves once Redis is back.
 
 The lock is a lease: ``SET NX PX`` with a random token, extended by a background task while its
 holder works (so a slow upstream call never outlives it), released by compare-and-delete. A
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 import logging
 import random
 import secrets
@@ -26,11 +35,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from aiocache import RedisCache
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.secret import Secret
@@ -55,6 +65,13 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
 end
 return 1
 """
+# Append, cap and expire in one step (a cluster client has no MULTI across its pool).
+_LIST_PUSH = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 _LOCK_EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -64,54 +81,159 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+SCHEMES = {
+    "redis": ("single", False),
+    "rediss": ("single", True),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+}
+_DEFAULT_PORT = {"single": 6379, "sentinel": 26379, "cluster": 6379}
+_SHAPES = {
+    "single": "redis://host:6379/0",
+    "sentinel": "redis+sentinel://host:26379,host:26379/SERVICE/0",
+    "cluster": "redis+cluster://host:6379,host:6379",
+}
+
 
 @dataclass(frozen=True)
 class RedisAddress:
-    """Where Redis is and how to reach it, from a ``redis://`` or ``rediss://`` URL."""
+    """Where Redis is and how to reach it, from a ``store.url``.
 
-    host: str
-    port: int = 6379
+    ``nodes`` are the server for one Redis, the sentinels for Sentinel, the nodes to learn the
+    slot map from for a cluster. Credentials and TLS are those of the data nodes.
+    """
+
+    nodes: tuple[tuple[str, int], ...]
+    topology: str = "single"
+    service: str | None = None
     db: int = 0
     username: str | None = None
     password: Secret | None = None
     tls: bool = False
     ca_certs: str | None = None
 
+    @property
+    def host(self) -> str:
+        return self.nodes[0][0]
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0][1]
+
 
 def parse_url(url: str) -> RedisAddress:
-    """Parse ``redis[s]://[[user]:password@]host[:port][/db][?ssl_ca_certs=path]``."""
+    """Parse a ``store.url`` for Redis.
+
+    ``redis[s]://[[user]:password@]host[:port][/db]``,
+    ``redis[s]+sentinel://[[user]:password@]host[:port][,host[:port]...]/SERVICE[/db]``,
+    ``redis[s]+cluster://[[user]:password@]host[:port][,host[:port]...]``, each with an optional
+    ``?ssl_ca_certs=path`` for TLS.
+    """
     try:
         parts = urlsplit(url)
-        port = parts.port or 6379
     except ValueError as exc:
         raise ConfigError("store.url: not a valid redis:// URL") from exc
-    if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError("store.url: must start with redis:// or rediss://")
-    if not parts.hostname:
-        raise ConfigError("store.url: name the Redis host (redis://host:6379/0)")
-    db_text = parts.path.lstrip("/") or "0"
-    if not db_text.isdigit():
-        raise ConfigError("store.url: the path must be a database number (/0)")
+    if parts.scheme not in SCHEMES:
+        raise ConfigError(
+            "store.url: must start with redis://, rediss://, redis+sentinel://, "
+            "rediss+sentinel://, redis+cluster:// or rediss+cluster://"
+        )
+    topology, tls = SCHEMES[parts.scheme]
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    nodes = tuple(_node(text, _DEFAULT_PORT[topology]) for text in hostlist.split(","))
+    if not all(host for host, _ in nodes):
+        raise ConfigError(f"store.url: name the Redis host ({_SHAPES[topology]})")
+    if topology == "single" and len(nodes) > 1:
+        raise ConfigError("store.url: one host for redis://; several need +sentinel or +cluster")
+    path = [p for p in parts.path.split("/") if p]
+    service = None
+    if topology == "sentinel":
+        if not path:
+            raise ConfigError(f"store.url: name the Sentinel service ({_SHAPES[topology]})")
+        service = unquote(path.pop(0))
+    db_text = path[0] if path else "0"
+    if len(path) > 1 or not db_text.isdigit():
+        raise ConfigError(f"store.url: the path must be a database number ({_SHAPES[topology]})")
+    if topology == "cluster" and db_text != "0":
+        raise ConfigError("store.url: a Redis Cluster has database 0 only")
     query = parse_qs(parts.query, keep_blank_values=True)
     unknown = set(query) - {"ssl_ca_certs"}
     if unknown:
         raise ConfigError(f"store.url: unknown option {sorted(unknown)[0]!r}")
     ca_certs = query.get("ssl_ca_certs", [""])[-1] or None
-    if ca_certs and parts.scheme != "rediss":
-        raise ConfigError("store.url: ssl_ca_certs needs rediss://")
+    if ca_certs and not tls:
+        raise ConfigError("store.url: ssl_ca_certs needs TLS (rediss://)")
+    username, colon, password = userinfo.partition(":")
     return RedisAddress(
-        host=parts.hostname,
-        port=port,
+        nodes=nodes,
+        topology=topology,
+        service=service,
         db=int(db_text),
-        username=unquote(parts.username) if parts.username else None,
-        password=Secret(unquote(parts.password)) if parts.password else None,
-        tls=parts.scheme == "rediss",
+        username=unquote(username) if username else None,
+        password=Secret(unquote(password)) if colon and password else None,
+        tls=tls,
         ca_certs=ca_certs,
     )
 
 
+def _node(text: str, default_port: int) -> tuple[str, int]:
+    """Split ``host[:port]`` or ``[v6 address][:port]``."""
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ConfigError("store.url: not a valid host")
+        port_text = rest[1:]
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise ConfigError("store.url: not a valid port")
+    return host, int(port_text) if port_text else default_port
+
+
+def connect(address: RedisAddress, timeout: float) -> tuple[Redis | RedisCluster, Sentinel | None]:
+    """Build redis-py's client for the address's topology (and, for Sentinel, its sentinels)."""
+    # One immediate retry on a fresh connection: after a restart or a failover every pooled
+    # connection is dead, and the first command on each would otherwise fail.
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1),
+        "username": address.username,
+        "password": address.password.reveal() if address.password else None,
+    }
+    if address.tls:
+        options["ssl"] = True
+        if address.ca_certs:
+            options["ssl_ca_certs"] = address.ca_certs
+    if address.topology == "sentinel":
+        assert address.service is not None
+        # The sentinels are asked in turn, without the data nodes' credentials and TLS; a hung
+        # one must leave time to ask the next within the store's timeout.
+        ask = timeout / (len(address.nodes) + 1)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(address.nodes),
+            sentinel_kwargs={
+                "socket_timeout": ask,
+                "socket_connect_timeout": ask,
+                "retry": Retry(NoBackoff(), 0),
+            },
+        )
+        return sentinel.master_for(address.service, db=address.db, **options), sentinel
+    if address.topology == "cluster":
+        nodes = [ClusterNode(host, port) for host, port in address.nodes]
+        # A MOVED only moves its slot in the client's map: reinitialize_steps would otherwise
+        # close every connection after a few of them (during a resharding), under the feet of
+        # the commands in flight on them.
+        return RedisCluster(startup_nodes=nodes, reinitialize_steps=0, **options), None
+    host, port = address.nodes[0]
+    return Redis(host=host, port=port, db=address.db, **options), None
+
+
 class RedisStore(Store):
-    """Records, indexes, events and leased locks in one Redis, shared by every instance."""
+    """Records, indexes, events and leased locks in Redis, shared by every instance."""
 
     def __init__(
         self,
@@ -122,34 +244,25 @@ class RedisStore(Store):
         lease: float = 10.0,
     ) -> None:
         super().__init__(prefix)
+        self.address = address
         self.timeout = timeout
         self.lease = lease
         self._failing = False
-        pool_kwargs: dict[str, Any] = {
-            "socket_timeout": timeout,
-            # One immediate retry on a fresh connection: after Redis restarts, every pooled
-            # connection is dead and the first command on each would otherwise fail.
-            "retry": Retry(NoBackoff(), 1),
-        }
-        if address.username:
-            pool_kwargs["username"] = address.username
-        if address.ca_certs:
-            pool_kwargs["ssl_ca_certs"] = address.ca_certs
-        # Keys arrive already namespaced by Store.key(), so aiocache adds no namespace; its
-        # own timeout is off because _guard() bounds every call, aiocache's and raw ones alike.
-        self.cache = RedisCache(
-            endpoint=address.host,
-            port=address.port,
-            db=address.db,
-            password=address.password.reveal() if address.password else None,
-            ssl=address.tls,
-            timeout=None,
-            create_connection_timeout=timeout,
-            connection_pool_kwargs=pool_kwargs,
+        self.client, self._sentinel = connect(address, timeout)
+        self._errors: tuple[type[BaseException], ...] = (
+            RedisError,
+            RedisClusterException,
+            OSError,
+            TimeoutError,
         )
-        self.client: Redis = self.cache.client
+        if address.topology == "cluster":
+            # The cluster client, when it re-reads the slot map after a failover, closes every
+            # connection, including those other commands are using: those fail with these
+            # (a closed transport, a writer gone) instead of a ConnectionError.
+            self._errors += (RuntimeError, AttributeError)
         self._incr = self.client.register_script(_INCR)
         self._set_add = self.client.register_script(_SET_ADD)
+        self._list_push = self.client.register_script(_LIST_PUSH)
         self._extend = self.client.register_script(_LOCK_EXTEND)
         self._release = self.client.register_script(_LOCK_RELEASE)
 
@@ -169,7 +282,7 @@ class RedisStore(Store):
         try:
             async with asyncio.timeout(self.timeout):
                 yield
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._errors as exc:
             # One line when an outage starts, not one per request; the type only, because a
             # Redis error's text may quote a value.
             if not self._failing:
@@ -184,27 +297,26 @@ class RedisStore(Store):
 
     async def get(self, key: str) -> dict[str, Any] | None:
         async with self._guard():
-            try:
-                value = await self.cache.get(key)
-            except ValueError:  # not JSON: nothing the bridge wrote
-                return None
+            raw = await self.client.get(key)
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:  # not JSON: nothing the bridge wrote
+            return None
         return value if isinstance(value, dict) else None
 
     async def set(self, key: str, value: dict[str, Any], ttl: float) -> None:
         async with self._guard():
-            await self.cache.set(key, value, ttl=_seconds(ttl))
+            await self.client.set(key, _dumps(value), px=_millis(ttl))
 
     async def add(self, key: str, value: dict[str, Any], ttl: float) -> bool:
         async with self._guard():
-            try:
-                await self.cache.add(key, value, ttl=_seconds(ttl))
-            except ValueError:  # aiocache's way of saying the key exists
-                return False
-        return True
+            return bool(await self.client.set(key, _dumps(value), px=_millis(ttl), nx=True))
 
     async def delete(self, key: str) -> None:
         async with self._guard():
-            await self.cache.delete(key)
+            await self.client.delete(key)
 
     async def incr(self, key: str, ttl: float) -> int:
         async with self._guard():
@@ -229,20 +341,15 @@ class RedisStore(Store):
     # --- capped lists (events) ------------------------------------------------------------
 
     async def list_push(self, key: str, value: dict[str, Any], max_len: int, ttl: float) -> None:
-        data = self.cache.serializer.dumps(value)
-        async with self._guard(), self.client.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, data)
-            pipe.ltrim(key, -max_len, -1)
-            pipe.pexpire(key, _millis(ttl))
-            await pipe.execute()
+        async with self._guard():
+            await self._list_push(keys=[key], args=[_dumps(value), max_len, _millis(ttl)])
 
     async def list_range(self, key: str, limit: int) -> list[dict[str, Any]]:
         if limit <= 0:
             return []
         async with self._guard():
             items = await self.client.lrange(key, -limit, -1)
-        loads = self.cache.serializer.loads
-        return [loads(_text(item)) for item in reversed(items)]
+        return [json.loads(item) for item in reversed(items)]
 
     # --- locks ----------------------------------------------------------------------------
 
@@ -295,14 +402,15 @@ class RedisStore(Store):
     # --- admin, health --------------------------------------------------------------------
 
     async def scan(self, pattern: str) -> AsyncIterator[str]:
-        cursor = 0
+        # redis-py's cluster client scans every master in turn; each step is bounded.
+        keys = self.client.scan_iter(match=pattern, count=500)
         while True:
             async with self._guard():
-                cursor, keys = await self.client.scan(cursor, match=pattern, count=500)
-            for key in keys:
-                yield _text(key)
-            if cursor == 0:
-                return
+                try:
+                    key = await anext(keys)
+                except StopAsyncIteration:
+                    return
+            yield _text(key)
 
     async def ping(self) -> bool:
         try:
@@ -312,19 +420,23 @@ class RedisStore(Store):
             return False
 
     async def close(self) -> None:
-        with suppress(RedisError, OSError):
+        with suppress(RedisError, RedisClusterException, OSError):
             await self.client.aclose()
+        if self._sentinel is not None:
+            for sentinel in self._sentinel.sentinels:  # Sentinel.aclose() is recent in redis-py
+                with suppress(RedisError, OSError):
+                    await sentinel.aclose()
 
 
-def _seconds(ttl: float) -> float:
-    # aiocache sends a float TTL as milliseconds (PSETEX); never zero or negative.
-    return max(0.001, float(ttl))
+def _dumps(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _millis(ttl: float) -> int:
+    # Never zero or negative: SET PX refuses those.
     return max(1, int(ttl * 1000))
 
 
 def _text(value: bytes | str) -> str:
-    # The pool does not decode (aiocache's choice), so members and keys come back as bytes.
+    # The clients do not decode (values are JSON text; keys and members come back as bytes).
     return value.decode("utf-8") if isinstance(value, bytes) else value
