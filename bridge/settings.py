@@ -850,9 +850,11 @@ def _site_cookie(
         from bridge.store.redis import parse_url  # here to keep settings free of import cycles
 
         try:
-            parse_url(store_url)
+            site_redis = parse_url(store_url)
         except ConfigError as exc:
             raise ConfigError(str(exc).replace("store.url", "login.cookie.store_url")) from exc
+        if site_redis.topology != "single":
+            raise ConfigError("login.cookie.store_url: must be redis:// or rediss:// (one Redis)")
     settings = SiteCookieSettings(
         name=name,
         format=fmt,

@@ -438,3 +438,11 @@ def test_check_config_masks_the_express_store_password() -> None:
     assert masked["site_cookie"]["store_url"] == "redis://:********@127.0.0.1:6379/0"
     with pytest.raises(ConfigError, match="login.cookie.store_url"):
         settings_for({"format": "express"})
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+sentinel://127.0.0.1:26379/site", "redis+cluster://127.0.0.1:7000"]
+)
+def test_express_store_url_must_name_one_redis(url: str) -> None:
+    with pytest.raises(ConfigError, match="login.cookie.store_url: must be redis://"):
+        settings_for({"format": "express", "store_url": url})
