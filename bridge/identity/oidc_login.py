@@ -270,10 +270,10 @@ class OIDCLogin:
                 continue
             if sub is not None and data.get("sub") != sub:
                 continue
-            await self.sessions.end(record, "backchannel_logout")
+            if await self.sessions.end(record, "backchannel_logout"):
+                ended += 1
             if data.get("sid"):
                 await self.store.set_remove(self._sid_key(provider, data["sid"]), record.id)
-            ended += 1
         log.info(
             "backchannel logout",
             extra={"fields": {"provider": provider.name, "sessions_ended": ended}},
