@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +127,8 @@ class SessionManager:
         self.clock = clock
         self.sealer = SessionSealer(settings.secret_keys)
         self.cookie_name = settings.session.effective_cookie_name
+        # Called with each record that end() ended: a way in drops its own indexes of it.
+        self.on_end: list[Callable[[SessionRecord], Awaitable[None]]] = []
 
     # --- cookie ---------------------------------------------------------------------------
 
@@ -277,6 +279,8 @@ class SessionManager:
         if has_request_context():
             g.session_ended = True  # the response clears this visitor's cookie
         await self.store.set_remove(self.user_key(record.subject), record.id)
+        for forget in self.on_end:
+            await forget(record)
         if ended:
             await self.lifecycle.emit(
                 "session_ended", user=record.subject, session_id=record.id, reason=reason, **fields
