@@ -121,9 +121,7 @@ class TokenBroker:
         if len(record.chains) < cap:
             return
         now = self.clock()
-        idle = sorted(
-            (c for c in record.chains if c.live_until <= now), key=lambda c: c.live_until
-        )
+        idle = sorted((c for c in record.chains if c.live_until <= now), key=lambda c: c.live_until)
         excess = len(record.chains) - cap + 1
         if len(idle) < excess:
             soonest = min(c.live_until for c in record.chains)

@@ -117,7 +117,9 @@ class Stack:
             server.stop()
 
 
-def stack_settings(kind: str, redis_url: str | None, upstream: Upstream, **sections: Any) -> Settings:
+def stack_settings(
+    kind: str, redis_url: str | None, upstream: Upstream, **sections: Any
+) -> Settings:
     """The default settings (limits included), the site cookie and SSO both on."""
     overrides: dict[str, Any] = {
         "server": {"public_url": PUBLIC_URL},
@@ -171,9 +173,7 @@ def query_of(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
-async def sso_sign_in(
-    http: httpx.AsyncClient, stack: Stack, *, sub: str, sid: str
-) -> None:
+async def sso_sign_in(http: httpx.AsyncClient, stack: Stack, *, sub: str, sid: str) -> None:
     """Sign ``http`` in through the controlled provider; it then holds the bridge's cookie."""
     started = await http.get(f"{stack.url(0)}/login", params={"next": "/"})
     assert started.status_code == 302, started.text

@@ -77,7 +77,9 @@ ENDINGS: dict[str, Callable[[httpx.AsyncClient, Stack], Any]] = {
 @pytest.mark.parametrize("kind", STORES)
 @pytest.mark.parametrize("ending", list(ENDINGS))
 async def test_an_ending_wins_over_a_token_request_in_flight(
-    stack_factory: Callable[..., Stack], kind: str, ending: str
+    stack_factory: Callable[..., Stack],  # noqa: F811
+    kind: str,
+    ending: str,
 ) -> None:
     stack = stack_factory(kind)
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:

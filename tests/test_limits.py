@@ -202,9 +202,7 @@ async def test_new_sessions_per_user_are_limited_before_any_upstream_call(
         assert fake_state.login_calls == 3
 
 
-async def test_a_new_session_beyond_the_cap_evicts_the_oldest(
-    make_app: Any, clock: Clock
-) -> None:
+async def test_a_new_session_beyond_the_cap_evicts_the_oldest(make_app: Any, clock: Clock) -> None:
     application = make_app(make_settings({"limits": {"sessions_per_user": 2}}))
     async with application.test_app():
         bridge = bridge_of(application)
@@ -270,7 +268,9 @@ def test_live_server_limits_anonymous_work_by_peer_address(
 ) -> None:
     import httpx
 
-    settings = make_settings({"sentifyd": {"backend": live_fake.url}, "limits": {"per_ip": "2/hour"}})
+    settings = make_settings(
+        {"sentifyd": {"backend": live_fake.url}, "limits": {"per_ip": "2/hour"}}
+    )
     server, application = live_bridge_factory(settings)
     cookie = site_cookie(application)
     with httpx.Client(base_url=server.url, cookies={"session": cookie}) as customer:

@@ -75,4 +75,3 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
         response.headers["Access-Control-Allow-Origin"] = cors_origin
         response.headers["Access-Control-Allow-Credentials"] = "true"
     return response
-
