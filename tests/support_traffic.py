@@ -150,7 +150,9 @@ def stack_factory(tmp_path: Path) -> Iterator[Any]:
             redises.append(RedisServer(tmp_path).start())
             redis_url = redises[-1].url
         settings = stack_settings(kind, redis_url, upstream, **sections)
-        clock = clock or Clock(time.time())  # frozen: every part agrees on "now"
+        # Moved by hand only, from the start of a minute: every part agrees on "now", and a
+        # test's traffic stays in one window of the per-minute limits.
+        clock = clock or Clock(time.time() // 60 * 60)
         op = ControlledProvider(clock=clock)
         stack = Stack(kind, settings, upstream, op, clock)
         for _ in range(2 if kind == "redis" else 1):
