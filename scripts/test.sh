@@ -18,7 +18,7 @@ if ((${#need[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 
 if [ -f tests/oidc/package.json ]; then
   (cd tests/oidc && npm ci --silent --no-audit --no-fund)
