@@ -31,7 +31,7 @@ from bridge.sealing import digest, open_with_handle, seal_with_handle
 from bridge.sentifyd import SentifydClient, UpstreamTokens
 from bridge.sessions import Chain, SessionContext, SessionGone, SessionManager, SessionRecord
 from bridge.settings import AvatarSettings, Settings
-from bridge.store.base import Store
+from bridge.store.base import Lease, Store
 
 log = logging.getLogger("bridge.broker")
 
@@ -100,7 +100,7 @@ class TokenBroker:
         ) as lease:
             record = await self._reload(ctx)
             self._make_room(record)  # before any upstream call: a refused tab costs nothing
-            entry = await self._tokens(ctx, record, avatar, asked=asked)
+            entry, fetched = await self._tokens(ctx, record, avatar, asked=asked)
             handle = secrets.token_urlsafe(32)
             now = self.clock()
             record.chains.append(
@@ -112,7 +112,7 @@ class TokenBroker:
                     live_until=self._live_until(entry),
                 )
             )
-            await self.sessions.save(record, fence=lease)
+            await self._commit(record, lease, fetched)
             return self._answer(entry, handle)
 
     def _make_room(self, record: SessionRecord) -> None:
@@ -150,7 +150,9 @@ class TokenBroker:
                 if chain.current == handle_hash:
                     if chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
-                    entry = await self._tokens(ctx, record, avatar, refreshing=True, asked=asked)
+                    entry, fetched = await self._tokens(
+                        ctx, record, avatar, refreshing=True, asked=asked
+                    )
                     new_handle = secrets.token_urlsafe(32)
                     chain.retired = [*chain.retired, handle_hash][-MAX_RETIRED:]
                     chain.grace = {
@@ -160,7 +162,7 @@ class TokenBroker:
                     }
                     chain.current = digest(new_handle)
                     chain.live_until = self._live_until(entry)
-                    await self.sessions.save(record, fence=lease)
+                    await self._commit(record, lease, fetched)
                     return self._answer(entry, new_handle)
                 grace = chain.grace
                 if (
@@ -173,9 +175,11 @@ class TokenBroker:
                     repeated = open_with_handle(handle, grace["sealed"])
                     if repeated is None or chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
-                    entry = await self._tokens(ctx, record, avatar, refreshing=True, asked=asked)
+                    entry, fetched = await self._tokens(
+                        ctx, record, avatar, refreshing=True, asked=asked
+                    )
                     chain.live_until = self._live_until(entry)
-                    await self.sessions.save(record, fence=lease)
+                    await self._commit(record, lease, fetched)
                     return self._answer(entry, repeated)
                 if handle_hash in chain.retired:
                     await self.lifecycle.emit(
@@ -187,6 +191,17 @@ class TokenBroker:
                     await self.sessions.end(record, "handle_reuse", avatar=avatar.name)
                     raise InvalidRefreshToken()
             raise InvalidRefreshToken()
+
+    async def _commit(
+        self, record: SessionRecord, lease: Lease, fetched: dict[str, Any] | None
+    ) -> None:
+        """Save the record (fenced; refused once the session ended), then record any new
+        tokens: tokens that a save refused were never handed out, so they are not recorded."""
+        await self.sessions.save(record, fence=lease)
+        if fetched is not None:
+            await self.lifecycle.emit(
+                fetched.pop("event"), user=record.subject, session_id=record.id, **fetched
+            )
 
     async def _reload(self, ctx: SessionContext) -> SessionRecord:
         record = await self.sessions.load_by_id(ctx.record.id)
@@ -217,8 +232,9 @@ class TokenBroker:
         *,
         refreshing: bool = False,
         asked: float = float("inf"),
-    ) -> dict[str, Any]:
-        """Return the session's cached tokens for ``avatar``, fetching them if stale.
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Return the session's cached tokens for ``avatar``, fetching them if stale, and the
+        lifecycle event a fetch owes once the record is saved (None for a cache hit).
 
         A fetch that failed after this request was ``asked`` (monotonic time), while it waited
         for the session's lock, is this request's failure too.
@@ -228,7 +244,7 @@ class TokenBroker:
         if self._fresh(entry, refreshing=refreshing):
             if self.on_cache:
                 self.on_cache(True)
-            return dict(entry)  # type: ignore[arg-type]
+            return dict(entry), None  # type: ignore[arg-type]
         if self.on_cache:
             self.on_cache(False)
         key = f"{record.id}:{avatar.name}"
@@ -253,15 +269,13 @@ class TokenBroker:
         }
         tokens[avatar.name] = entry
         self.sessions.seal_tokens(ctx, record, tokens)
-        await self.lifecycle.emit(
-            "tokens_refreshed" if refreshing else "tokens_issued",
-            user=record.subject,
-            session_id=record.id,
-            avatar=avatar.name,
-            expires_at=round(fetched.expires_at),
-            token_hash=digest(fetched.access_token)[:16],
-        )
-        return entry
+        event = {
+            "event": "tokens_refreshed" if refreshing else "tokens_issued",
+            "avatar": avatar.name,
+            "expires_at": round(fetched.expires_at),
+            "token_hash": digest(fetched.access_token)[:16],
+        }
+        return entry, event
 
     async def _fetch(
         self,

@@ -130,6 +130,9 @@ async def test_an_ending_wins_over_a_token_request_in_flight(
             ends = [e for e in events if e["event"] == "session_ended"]
             assert [e["reason"] for e in ends] == [ending]  # recorded once, for this session
             assert ends[0]["session"] == session_id
+            # The tokens Sentifyd gave the request in flight were never handed out or recorded.
+            issued = [e for e in events if e["event"] == "tokens_issued"]
+            assert [e["avatar"] for e in issued] == ["default"]
         finally:
             if store is not stack.bridge.store:
                 await store.close()
