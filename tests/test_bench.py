@@ -56,6 +56,12 @@ def test_the_soak_answers_200_and_is_reported(tmp_path: Path) -> None:
     assert out.with_suffix(".md").exists()
 
 
+def test_the_in_app_measure_runs_on_every_path() -> None:
+    done = _run([str(BENCH / "micro.py"), "--requests", "100"], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]  # it stops at any answer but 200
+    assert set(json.loads(done.stdout)) == {"ceiling_cpu_us", "hot_cpu_us", "refresh_cpu_us"}
+
+
 @pytest.mark.parametrize(
     "result",
     [
