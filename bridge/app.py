@@ -83,7 +83,7 @@ def create_app(
     upstream.observer = metrics.observe_upstream
     broker.on_cache = metrics.observe_cache
     lifecycle.listeners.append(metrics.observe_event)
-    limiter.on_limited = metrics.observe_rate_limited
+    limiter.on_limited = broker.on_limited = metrics.observe_rate_limited
     bridge = Bridge(
         settings=settings,
         store=store,

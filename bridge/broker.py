@@ -85,6 +85,8 @@ class TokenBroker:
         self.clock = clock
         # cache_hit(bool): metrics hook.
         self.on_cache: Callable[[bool], None] | None = None
+        # on_limited(scope): metrics hook, called when a new tab is refused (all tabs live).
+        self.on_limited: Callable[[str], None] | None = None
         # before_login(avatar): spends the avatar's upstream login quota (bridge.limits).
         self.before_login: Callable[[AvatarSettings], Awaitable[None]] | None = None
         # "session id:avatar" -> (monotonic time, error) of its last failed upstream fetch, so
@@ -125,6 +127,8 @@ class TokenBroker:
         excess = len(record.chains) - cap + 1
         if len(idle) < excess:
             soonest = min(c.live_until for c in record.chains)
+            if self.on_limited:
+                self.on_limited("tabs")
             raise RateLimited(max(1, math.ceil(soonest - now)))
         dropped = {c.id for c in idle[:excess]}
         record.chains = [c for c in record.chains if c.id not in dropped]
