@@ -225,6 +225,11 @@ class SessionManager:
         await self.lifecycle.emit(
             "session_started", user=record.subject, session_id=record.id, method=record.method
         )
+        if await self.blocked_until(identity.subject) is not None:
+            # An admin revoke landed meanwhile: it blocks first, then ends what the user's
+            # index lists, which may have been just before this session was added to it.
+            await self.end(record, "admin_revoked")
+            raise SessionRevoked()
         await self._evict_beyond_cap(record)
         return SessionContext(record=record, cookie_token=token, identity=identity, is_new=True)
 
