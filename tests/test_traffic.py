@@ -178,3 +178,22 @@ async def test_the_avatars_upstream_quota_is_shared_by_every_instance(
     finally:
         for browser in browsers:
             await browser.aclose()
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_anonymous_refusals_are_counted_per_address_across_instances(
+    stack_factory: Callable[..., Stack],  # noqa: F811
+    kind: str,
+) -> None:
+    stack = stack_factory(kind, limits={"per_ip": "4/minute"})
+    cookies = {"session": stack.site_cookie("regular")}
+    async with httpx.AsyncClient(timeout=TIMEOUT, cookies=cookies) as customer:
+        assert (await customer.get(f"{stack.url(0)}/request_tokens")).status_code == 200
+        async with httpx.AsyncClient(timeout=TIMEOUT) as stranger:
+            codes = [
+                (await stranger.get(f"{stack.url(n)}/request_tokens")).status_code
+                for n in range(6)
+            ]
+        assert codes == [401] * 4 + [429] * 2  # one count, whichever instance answered
+        for n in range(2):  # the customer's live session is not anonymous work
+            assert (await customer.get(f"{stack.url(n)}/request_tokens")).status_code == 200
