@@ -8,8 +8,12 @@ measures its ceiling against a canned-response server and reports it beside the 
 
 Modes:
 - ``plain``: GET the path, nothing else (the ceiling, the Flask snippet).
-- ``tokens``: GET the token endpoint with the client's site cookie and, once the bridge set
-  it, the bridge's session cookie (the hot path: tokens come from the session's cache).
+- ``tokens``: the hot path, the component's own traffic at full speed: each client is one
+  session with ``TABS`` tabs; it opens them (first requests, with the client's site cookie
+  and, once the bridge set it, its session cookie), then refreshes them round-robin, each
+  answer's handle feeding that tab's next request; tokens come from the session's cache. (A
+  session cannot open tabs forever: live tabs are never evicted, new ones beyond the cap are
+  refused, as the limits say.)
 - ``refresh``: as ``tokens`` once, then GET ``?refreshToken=<last handle>`` in a loop, each
   answer's new handle feeding the next request (the refresh path).
 
@@ -30,6 +34,7 @@ from urllib.parse import urlsplit
 
 MAX_SAMPLES = 5_000_000  # latency samples kept (bounds memory on long runs)
 MAX_BODY = 1_000_000
+TABS = 8  # tabs per session in "tokens" mode
 
 
 @dataclass
@@ -57,23 +62,34 @@ class Client:
             self.cookies["session"] = site_cookie
         self.bridge_cookie_name = bridge_cookie_name
         self.handle: str | None = None
+        self.tabs: list[str] = []  # "tokens" mode: each tab's current handle
+        self.turn = 0
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self._cached: bytes | None = None
 
+    def refreshing_tab(self) -> int | None:
+        """The tab this ``tokens``-mode request refreshes (None: it opens a new one)."""
+        if self.mode != "tokens" or len(self.tabs) < TABS:
+            return None
+        return self.turn % TABS
+
     def request_bytes(self) -> bytes:
-        if self._cached is not None and self.mode != "refresh":
+        tab = self.refreshing_tab()
+        if self._cached is not None and self.mode != "refresh" and tab is None:
             return self._cached
         target = self.path
         if self.mode == "refresh" and self.handle:
             target = f"{self.path}?refreshToken={self.handle}"
+        elif tab is not None:
+            target = f"{self.path}?refreshToken={self.tabs[tab]}"
         lines = [f"GET {target} HTTP/1.1", f"Host: {self.host}:{self.port}",
                  "Accept: application/json", "Sec-Fetch-Site: same-origin"]
         if self.cookies:
             lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         # The request only changes once the bridge's cookie arrives (or, refreshing, per answer).
-        if self.mode == "plain" or self.bridge_cookie_name in self.cookies:
+        if self.mode == "plain" or (tab is None and self.bridge_cookie_name in self.cookies):
             self._cached = data
         return data
 
@@ -95,6 +111,7 @@ class Client:
             await self.connect()
         assert self.reader is not None and self.writer is not None
         started = time.perf_counter()
+        tab = self.refreshing_tab()
         try:
             self.writer.write(self.request_bytes())
             head = await self.reader.readuntil(b"\r\n\r\n")
@@ -114,11 +131,19 @@ class Client:
             if value:
                 self.cookies[name] = value
                 self._cached = None
-        if self.mode == "refresh" and status == 200:
+        if self.mode in ("refresh", "tokens") and status == 200:
             try:
-                self.handle = json.loads(body)["tokens"]["refreshToken"]
+                handle = json.loads(body)["tokens"]["refreshToken"]
             except (ValueError, KeyError, TypeError):
                 status = -1
+            else:
+                if self.mode == "refresh":
+                    self.handle = handle
+                elif tab is None:
+                    self.tabs.append(handle)
+                else:
+                    self.tabs[tab] = handle
+                    self.turn += 1
         if close:
             await self.close()
         if not record:

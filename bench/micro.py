@@ -3,7 +3,9 @@ for comparing one change to the bridge with the next on a noisy machine.
 
 Calls the Quart app as an ASGI callable (the bridge's real app, the memory store, the stand-in
 Sentifyd in-process), 50 sessions round robin, and reports the process CPU time per request
-for the hot path, the refresh path and the bare Quart JSON endpoint (the framework's share).
+for the hot path (each session's tabs, as ``loadgen.py``'s ``tokens`` mode: opened, then
+refreshed round-robin from the cached tokens), the refresh path (one chain per session) and
+the bare Quart JSON endpoint (the framework's share), with the limits ``common.LIMITS``.
 
     .venv/bin/python bench/micro.py --requests 5000
 """
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 from apps import ceiling_app
 from common import Secrets, site_cookies, write_bridge_config
+from loadgen import TABS
 
 
 async def call(app: Any, path: str, query: bytes, cookie: str) -> tuple[int, bytes, list[Any]]:
@@ -75,21 +78,28 @@ async def measure(requests: int) -> dict[str, Any]:
             assert status == 200, body
             bridge = next(v.decode().split(";")[0] for k, v in headers if k == b"set-cookie")
             handle = json.loads(body)["tokens"]["refreshToken"]
-            sessions.append([f"session={site}; {bridge}", handle])
+            # The cookies, the refresh path's chain, the hot path's tabs and its turn.
+            sessions.append([f"session={site}; {bridge}", handle, [], 0])
 
         async def run(kind: str) -> float:
-            if kind == "refresh":
-                # A fresh chain each: the hot path's new chains pushed the old ones out.
-                for session in sessions:
-                    _, body, _ = await call(app, "/request_tokens", b"", session[0])
-                    session[1] = json.loads(body)["tokens"]["refreshToken"]
             started = time.process_time()
             for i in range(requests):
                 session = sessions[i % len(sessions)]
                 if kind == "ceiling":
                     status, body, _ = await call(ceiling, "/json", b"", "")
                 elif kind == "hot":
-                    status, body, _ = await call(app, "/request_tokens", b"", session[0])
+                    tabs, turn = session[2], session[3]
+                    query = b""
+                    if len(tabs) == TABS:
+                        query = f"refreshToken={tabs[turn % TABS]}".encode()
+                    status, body, _ = await call(app, "/request_tokens", query, session[0])
+                    if status == 200:
+                        answer = json.loads(body)["tokens"]["refreshToken"]
+                        if query:
+                            tabs[turn % TABS] = answer
+                            session[3] = turn + 1
+                        else:
+                            tabs.append(answer)
                 else:
                     status, body, _ = await call(app, "/request_tokens",
                                                  f"refreshToken={session[1]}".encode(),

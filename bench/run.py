@@ -15,7 +15,9 @@ Measures, each server in its own process on 127.0.0.1 and the load generator in 
 - memory per idle session in the memory store at 10,000 and 100,000 sessions (bench/memory.py).
 
 Prints a markdown table with the targets as ratios from this run, and writes
-``bench/results/latest.{md,json,png}``.
+``bench/results/latest.{md,json,png}``. The bridge runs with the limits in ``common.LIMITS``
+(stated in the report); a run in which any answer was not a 200 is not reported at all: it
+exits 1 naming the scenario.
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ from typing import Any
 from common import (
     BENCH,
     BIN,
+    LIMITS,
+    LIMITS_NOTE,
     PYTHON,
     RESULTS,
+    NotAllOK,
     Proc,
     Secrets,
     fake_sentifyd,
     free_port,
     get_json,
     load,
+    require_all_200,
     site_cookies,
     write_bridge_config,
 )
@@ -56,9 +62,10 @@ SESSION_BUDGET = 4096
 
 
 def _row(name: str, result: dict[str, Any], note: str = "") -> dict[str, Any]:
+    require_all_200(name, result)
     return {"name": name, "rps": result["rps"], "p50_ms": result["p50_ms"],
             "p99_ms": result["p99_ms"], "requests": result["requests"],
-            "errors": result["errors"], "note": note}
+            "errors": result["errors"], "statuses": result["statuses"], "note": note}
 
 
 def throughput(args: argparse.Namespace, keys: Secrets, workdir: Path,
@@ -124,6 +131,7 @@ def _upstream_calls(fake: str, port: int, cookies: list[str] | None,
     # The generator's warm-up is one request per client; the rest make up the 1,000.
     result = load(f"http://127.0.0.1:{port}/request_tokens", mode=mode, concurrency=sessions,
                   duration=300, requests=CALLS_REQUESTS - sessions, cookies=cookies)
+    require_all_200("upstream calls per 1,000 token requests", result)
     after = get_json(f"{fake}/_fake/stats")
     calls = (after["login_calls"] - before["login_calls"]
              + after["refresh_calls"] - before["refresh_calls"])
@@ -182,7 +190,7 @@ def markdown(rows: list[dict[str, Any]], upstream: dict[str, Any],
              checks: list[tuple[str, str, str, bool]], meta: dict[str, Any]) -> str:
     lines = [f"Run {meta['date']} on {meta['machine']}; {meta['concurrency']} concurrent "
              f"clients, {meta['duration']:g} s per row; stand-in Sentifyd with "
-             f"{UPSTREAM_LATENCY * 1000:.0f} ms latency.", "",
+             f"{UPSTREAM_LATENCY * 1000:.0f} ms latency; {LIMITS_NOTE}; every answer 200.", "",
              "| Scenario | req/s | p50 ms | p99 ms | requests | errors |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -254,13 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     keys = Secrets()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    out = throughput(args, keys, workdir, log)
+    try:
+        out = throughput(args, keys, workdir, log)
+    except NotAllOK as exc:
+        print(f"not reported: {exc}", file=sys.stderr)
+        return 1
     upstream = out.pop()["upstream"]
     sizes = tuple(int(n) for n in args.memory.split(",") if n)
     mem = memory(sizes, log)
     meta = {"date": started, "concurrency": args.concurrency, "duration": args.duration,
             "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
-            "servers": args.servers, "gunicorn_workers": GUNICORN_WORKERS}
+            "servers": args.servers, "gunicorn_workers": GUNICORN_WORKERS,
+            "limits": LIMITS}
     checks = ratios(out, upstream, mem, args.servers)
     text = markdown(out, upstream, checks, meta)
     prefix = Path(args.out)

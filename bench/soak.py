@@ -11,7 +11,8 @@ the rate: 50 sessions on the hot path (first requests: a new handle chain each, 
 the cache) and 50 sessions on the refresh path (each rotating its own chain). The bridge's RSS
 is sampled every few seconds; the report gives requests, errors, upstream calls and the RSS
 after warm-up (the first fifth of the run, at most 60 s), in the middle and at the end, with
-the drift against the stated margin (growth under 10% after warm-up).
+the drift against the stated margin (growth under 10% after warm-up). The bridge runs with the
+limits in ``common.LIMITS``; a soak in which any answer was not a 200 is not reported (exit 1).
 """
 
 from __future__ import annotations
@@ -28,13 +29,17 @@ from typing import Any
 from common import (
     BENCH,
     BIN,
+    LIMITS,
+    LIMITS_NOTE,
     PYTHON,
     RESULTS,
+    NotAllOK,
     Proc,
     Secrets,
     fake_sentifyd,
     free_port,
     get_json,
+    require_all_200,
     rss_kb,
     site_cookies,
     write_bridge_config,
@@ -101,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             except (ValueError, IndexError) as exc:
                 raise RuntimeError(f"load generator failed: {text[-2000:]}") from exc
 
+    try:
+        for mode, result in zip(("hot path", "refresh path"), results, strict=True):
+            require_all_200(mode, result)
+    except NotAllOK as exc:
+        print(f"not reported: {exc}", file=sys.stderr)
+        return 1
     warm = next(kb for t, kb in samples if t >= warmup)
     middle = min(samples, key=lambda s: abs(s[0] - seconds / 2))[1]
     end = samples[-1][1]
@@ -114,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"Soak {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.minutes:g} min at "
         f"{args.rate:g} requests/s ({args.server}), 100 sessions (50 hot path, 50 refresh "
-        f"path), stand-in Sentifyd with 50 ms latency and {TOKEN_TTL} s tokens.",
+        f"path), stand-in Sentifyd with 50 ms latency and {TOKEN_TTL} s tokens; {LIMITS_NOTE}.",
         "",
         "| Measure | value |",
         "|---|---:|",
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".md").write_text(text)
     prefix.with_suffix(".json").write_text(json.dumps(
-        {"minutes": args.minutes, "rate": args.rate, "server": args.server,
+        {"minutes": args.minutes, "rate": args.rate, "server": args.server, "limits": LIMITS,
          "results": results, "upstream_calls": upstream, "rss_samples_kb": samples,
          "drift": drift, "pass": ok}, indent=1) + "\n")
     print(text)

@@ -79,16 +79,17 @@ def create_app(
         if settings.jwt:
             owned.append(JWTSource(settings.jwt, clock=clock))
         sources = list(owned)
-    gate = Gate(sessions, sources, lifecycle)
+    limiter = RateLimiter(settings.limits, store, sessions, clock=clock)
+    gate = Gate(sessions, sources, lifecycle, limiter)
     http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
     upstream = SentifydClient(settings.sentifyd, http, clock=clock)
     broker = TokenBroker(settings, store, sessions, upstream, lifecycle, clock=clock)
+    broker.before_login = limiter.spend_upstream_login
     metrics = Metrics([a.name for a in settings.avatars])
     upstream.observer = metrics.observe_upstream
     broker.on_cache = metrics.observe_cache
     lifecycle.listeners.append(metrics.observe_event)
-    limiter = RateLimiter(settings.limits, store, sessions, clock=clock)
-    limiter.on_limited = metrics.observe_rate_limited
+    limiter.on_limited = broker.on_limited = metrics.observe_rate_limited
     bridge = Bridge(
         settings=settings,
         store=store,

@@ -4,35 +4,44 @@ Every first request of a component instance starts a chain with a fresh opaque h
 refresh rotates its chain's handle. The store keeps only hashes of handles. Work on a session
 happens under that session's lock, re-reading the record once the lock is held, so concurrent
 requests of one session share one upstream call (across instances when the store is shared).
+
+Nothing is answered before the record is saved, and a save is fenced by the lock's lease and
+refused once the session ended (:meth:`SessionManager.save`): a request in flight when its
+session ends gets :class:`SessionGone`, never the tokens.
+
+Beyond ``[session] max_chains`` a new chain replaces the least recently used chain that is no
+longer live (its last token expired, plus a slack); while every chain is live, new ones are
+refused with 429, so a flood of first requests never breaks an open tab.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.errors import BridgeError, InvalidRefreshToken, UpstreamError, UpstreamRejected
+from bridge.errors import InvalidRefreshToken, RateLimited, UpstreamError, UpstreamRejected
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import digest, open_with_handle, seal_with_handle
 from bridge.sentifyd import SentifydClient, UpstreamTokens
-from bridge.sessions import Chain, SessionContext, SessionManager, SessionRecord
+from bridge.sessions import Chain, SessionContext, SessionGone, SessionManager, SessionRecord
 from bridge.settings import AvatarSettings, Settings
-from bridge.store.base import Store
+from bridge.store.base import Lease, Store
 
 log = logging.getLogger("bridge.broker")
 
 HANDLE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 MAX_RETIRED = 32
 MAX_REMEMBERED_FAILURES = 10_000
+# A tab refreshes when its token expires; a hidden tab's timers may run a minute late.
+CHAIN_SLACK = 120.0
 
-
-class SessionGone(BridgeError):
-    """The session ended while this request waited for it (revoked, logged out, expired)."""
+__all__ = ["SessionGone", "TokenAnswer", "TokenBroker"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,10 @@ class TokenBroker:
         self.clock = clock
         # cache_hit(bool): metrics hook.
         self.on_cache: Callable[[bool], None] | None = None
+        # on_limited(scope): metrics hook, called when a new tab is refused (all tabs live).
+        self.on_limited: Callable[[str], None] | None = None
+        # before_login(avatar): spends the avatar's upstream login quota (bridge.limits).
+        self.before_login: Callable[[AvatarSettings], Awaitable[None]] | None = None
         # "session id:avatar" -> (monotonic time, error) of its last failed upstream fetch, so
         # that requests queued behind a failing call share its failure (in this process) instead
         # of each waiting out a timeout of its own in turn.
@@ -86,9 +99,10 @@ class TokenBroker:
         asked = time.monotonic()
         async with self.store.lock(
             self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait
-        ):
+        ) as lease:
             record = await self._reload(ctx)
-            entry = await self._tokens(ctx, record, avatar, asked=asked)
+            self._make_room(record)  # before any upstream call: a refused tab costs nothing
+            entry, fetched = await self._tokens(ctx, record, avatar, asked=asked)
             handle = secrets.token_urlsafe(32)
             now = self.clock()
             record.chains.append(
@@ -97,14 +111,31 @@ class TokenBroker:
                     avatar=avatar.name,
                     current=digest(handle),
                     created_at=now,
+                    live_until=self._live_until(entry),
                 )
             )
-            # Each tab holds a chain; beyond the cap the oldest tab must start again.
-            if len(record.chains) > self.settings.session.max_chains:
-                record.chains.sort(key=lambda c: c.created_at)
-                del record.chains[: len(record.chains) - self.settings.session.max_chains]
-            await self.sessions.save(record)
+            await self._commit(record, lease, fetched)
             return self._answer(entry, handle)
+
+    def _make_room(self, record: SessionRecord) -> None:
+        """Drop idle chains beyond the cap; refuse (429) when only live ones would make room."""
+        cap = self.settings.session.max_chains
+        if len(record.chains) < cap:
+            return
+        now = self.clock()
+        idle = sorted((c for c in record.chains if c.live_until <= now), key=lambda c: c.live_until)
+        excess = len(record.chains) - cap + 1
+        if len(idle) < excess:
+            soonest = min(c.live_until for c in record.chains)
+            if self.on_limited:
+                self.on_limited("tabs")
+            raise RateLimited(max(1, math.ceil(soonest - now)))
+        dropped = {c.id for c in idle[:excess]}
+        record.chains = [c for c in record.chains if c.id not in dropped]
+
+    def _live_until(self, entry: dict[str, Any]) -> float:
+        lifetime = float(entry["exp"] - entry["iat"])
+        return float(entry["exp"]) + max(CHAIN_SLACK, lifetime)
 
     async def refresh(
         self, ctx: SessionContext, avatar: AvatarSettings, handle: str
@@ -116,14 +147,16 @@ class TokenBroker:
         asked = time.monotonic()
         async with self.store.lock(
             self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait
-        ):
+        ) as lease:
             record = await self._reload(ctx)
             now = self.clock()
             for chain in record.chains:
                 if chain.current == handle_hash:
                     if chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
-                    entry = await self._tokens(ctx, record, avatar, refreshing=True, asked=asked)
+                    entry, fetched = await self._tokens(
+                        ctx, record, avatar, refreshing=True, asked=asked
+                    )
                     new_handle = secrets.token_urlsafe(32)
                     chain.retired = [*chain.retired, handle_hash][-MAX_RETIRED:]
                     chain.grace = {
@@ -132,7 +165,8 @@ class TokenBroker:
                         "sealed": seal_with_handle(handle, new_handle),
                     }
                     chain.current = digest(new_handle)
-                    await self.sessions.save(record)
+                    chain.live_until = self._live_until(entry)
+                    await self._commit(record, lease, fetched)
                     return self._answer(entry, new_handle)
                 grace = chain.grace
                 if (
@@ -145,8 +179,11 @@ class TokenBroker:
                     repeated = open_with_handle(handle, grace["sealed"])
                     if repeated is None or chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
-                    entry = await self._tokens(ctx, record, avatar, refreshing=True, asked=asked)
-                    await self.sessions.save(record)
+                    entry, fetched = await self._tokens(
+                        ctx, record, avatar, refreshing=True, asked=asked
+                    )
+                    chain.live_until = self._live_until(entry)
+                    await self._commit(record, lease, fetched)
                     return self._answer(entry, repeated)
                 if handle_hash in chain.retired:
                     await self.lifecycle.emit(
@@ -158,6 +195,17 @@ class TokenBroker:
                     await self.sessions.end(record, "handle_reuse", avatar=avatar.name)
                     raise InvalidRefreshToken()
             raise InvalidRefreshToken()
+
+    async def _commit(
+        self, record: SessionRecord, lease: Lease, fetched: dict[str, Any] | None
+    ) -> None:
+        """Save the record (fenced; refused once the session ended), then record any new
+        tokens: tokens that a save refused were never handed out, so they are not recorded."""
+        await self.sessions.save(record, fence=lease)
+        if fetched is not None:
+            await self.lifecycle.emit(
+                fetched.pop("event"), user=record.subject, session_id=record.id, **fetched
+            )
 
     async def _reload(self, ctx: SessionContext) -> SessionRecord:
         record = await self.sessions.load_by_id(ctx.record.id)
@@ -188,8 +236,9 @@ class TokenBroker:
         *,
         refreshing: bool = False,
         asked: float = float("inf"),
-    ) -> dict[str, Any]:
-        """Return the session's cached tokens for ``avatar``, fetching them if stale.
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Return the session's cached tokens for ``avatar``, fetching them if stale, and the
+        lifecycle event a fetch owes once the record is saved (None for a cache hit).
 
         A fetch that failed after this request was ``asked`` (monotonic time), while it waited
         for the session's lock, is this request's failure too.
@@ -199,7 +248,7 @@ class TokenBroker:
         if self._fresh(entry, refreshing=refreshing):
             if self.on_cache:
                 self.on_cache(True)
-            return dict(entry)  # type: ignore[arg-type]
+            return dict(entry), None  # type: ignore[arg-type]
         if self.on_cache:
             self.on_cache(False)
         key = f"{record.id}:{avatar.name}"
@@ -224,15 +273,13 @@ class TokenBroker:
         }
         tokens[avatar.name] = entry
         self.sessions.seal_tokens(ctx, record, tokens)
-        await self.lifecycle.emit(
-            "tokens_refreshed" if refreshing else "tokens_issued",
-            user=record.subject,
-            session_id=record.id,
-            avatar=avatar.name,
-            expires_at=round(fetched.expires_at),
-            token_hash=digest(fetched.access_token)[:16],
-        )
-        return entry
+        event = {
+            "event": "tokens_refreshed" if refreshing else "tokens_issued",
+            "avatar": avatar.name,
+            "expires_at": round(fetched.expires_at),
+            "token_hash": digest(fetched.access_token)[:16],
+        }
+        return entry, event
 
     async def _fetch(
         self,
@@ -248,6 +295,8 @@ class TokenBroker:
             except UpstreamRejected:
                 # The upstream refresh is an optimisation; login with the API key always works.
                 log.info("sentifyd refused a refresh; logging in again")
+        if self.before_login is not None:
+            await self.before_login(avatar)
         return await self.upstream.login(avatar)
 
     def _answer(self, entry: dict[str, Any], handle: str) -> TokenAnswer:

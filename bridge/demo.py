@@ -14,6 +14,7 @@ from quart import Blueprint, Quart, Response, current_app, redirect, render_temp
 from bridge.app import create_app
 from bridge.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
+from bridge.origin import check_same_origin
 from bridge.redirects import safe_next
 from bridge.runtime import Bridge
 from bridge.settings import Settings, load_settings
@@ -98,6 +99,7 @@ async def login_form() -> Response:
 
 @site.post("/login")
 async def login() -> Response:
+    check_same_origin(request, Bridge.of(current_app).settings.server)
     form = await request.form
     expected = request.cookies.get(CSRF_COOKIE, "")
     # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, so a 500).
@@ -125,6 +127,7 @@ async def login() -> Response:
 @site.post("/logout")
 async def logout() -> Response:
     bridge = Bridge.of(current_app)
+    check_same_origin(request, bridge.settings.server)
     assert bridge.settings.site_cookie is not None
     response: Response = redirect("/demo/login", 303)  # type: ignore[assignment]
     response.delete_cookie(bridge.settings.site_cookie.name, path="/")

@@ -23,6 +23,8 @@ JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON.
         ├── MethodNotAllowed            405 method_not_allowed
         ├── RateLimited                 429 rate_limited (+ Retry-After)
         ├── StoreUnavailable            503 store_unavailable
+        │   └── LeaseLost               503 store_unavailable (a lock holder's lease lapsed)
+        ├── UpstreamBusy                503 upstream_busy (+ Retry-After)
         ├── IdentityProviderUnavailable 503 identity_provider_unavailable
         └── UpstreamError
             ├── UpstreamUnavailable     502 upstream_unavailable
@@ -128,7 +130,7 @@ class Forbidden(HTTPError):
 class CrossSiteRequest(HTTPError):
     status = 403
     code = "cross_site_request"
-    message = "Token requests are accepted from this site's own pages only."
+    message = "This request is accepted from this site's own pages only."
 
 
 class InvalidCSRFToken(HTTPError):
@@ -186,6 +188,23 @@ class StoreUnavailable(HTTPError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class LeaseLost(StoreUnavailable):
+    """The session's lock lapsed while its holder worked; what it meant to write was dropped."""
+
+
+class UpstreamBusy(HTTPError):
+    status = 503
+    code = "upstream_busy"
+    message = "The avatar's Sentifyd logins are spent for now; try again shortly."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(None, retry_after=retry_after)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class IdentityProviderUnavailable(HTTPError):

@@ -1,5 +1,10 @@
 """Who is this, and may they? Resolve the visitor's identity, their bridge session and their
-right to an avatar, in that order, for the token endpoint and the pages alike."""
+right to an avatar, in that order, for the token endpoint and the pages alike.
+
+The gate is also where anonymous work is counted per client address: a visitor it cannot
+recognise (or may not admit) counts, a recognised one never does, and an address over its
+limit gets 429 before any identity check unless it brings a live bridge session.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from bridge.access import is_allowed
 from bridge.errors import Forbidden, LoginRequired
 from bridge.identity import Identity, IdentitySource, SessionRevoked
 from bridge.lifecycle import Lifecycle
+from bridge.limits import RateLimiter
 from bridge.sessions import SessionContext, SessionManager, SessionRecord
 from bridge.settings import AvatarSettings
 
@@ -33,10 +39,12 @@ class Gate:
         sessions: SessionManager,
         sources: Sequence[IdentitySource],
         lifecycle: Lifecycle,
+        limiter: RateLimiter,
     ) -> None:
         self.sessions = sessions
         self.sources = list(sources)
         self.lifecycle = lifecycle
+        self.limiter = limiter
 
     def login_url(self, next_path: str) -> str | None:
         for source in self.sources:
@@ -47,6 +55,8 @@ class Gate:
         """Find the visitor's identity and live session; end a session whose login is gone."""
         token = self.sessions.cookie_token(request)
         record = await self.sessions.load(token) if token else None
+        if record is None:
+            await self.limiter.check_address(request)
         identity: Identity | None = None
         # Ask the way in that made the session first, so a second login method the visitor
         # also has (say, a site cookie beside an SSO session) does not end it.
@@ -69,6 +79,8 @@ class Gate:
             # The site says the visitor logged out, or is now someone else: the avatar stops.
             await self.sessions.end(record, end_reason)
             record, ended = None, True
+        if identity is None:
+            await self.limiter.count_anonymous(request)
         return Visitor(
             identity=identity, record=record, cookie_token=token if record else None, ended=ended
         )
@@ -85,6 +97,7 @@ class Gate:
         if visitor.identity is None:
             raise LoginRequired(self.login_url(next_path))
         if not is_allowed(avatar.allow, visitor.identity):
+            await self.limiter.count_anonymous(request)
             await self.lifecycle.emit(
                 "access_denied",
                 user=visitor.identity.subject,
@@ -96,4 +109,6 @@ class Gate:
             return visitor, SessionContext(visitor.record, visitor.cookie_token, visitor.identity)
         if not create:
             return visitor, None
+        # A new session is a Sentifyd login to come: held per user, before anything is stored.
+        await self.limiter.check_new_session(visitor.identity.subject)
         return visitor, await self.sessions.create(visitor.identity)

@@ -35,6 +35,7 @@ END_REASONS = (
     "site_logout",
     "upstream_refused",
     "handle_reuse",
+    "evicted",
 )
 
 MAX_USER_AGENT = 200

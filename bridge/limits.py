@@ -1,12 +1,20 @@
-"""Rate limits on the token endpoint: per bridge session and per client IP.
+"""Limits that guard what costs: Sentifyd logins, stored sessions, chains, anonymous work.
 
-Fixed windows aligned to the clock, counted with the store's ``incr`` so that every instance
-sharing a Redis store shares the counters. A window's counter key names the window, so a
-counter never needs resetting and its TTL only cleans up.
+A cached answer to a signed-in visitor costs a store read and write; thousands of visitors may
+share one address (an office, a carrier's NAT, a proxy not yet in ``trusted_proxies``). So
+nothing here counts a signed-in visitor's traffic per address. What is counted:
 
-Cache hits count too: each answer hands out a live access token and starts a handle chain
-(evicting the session's oldest tab beyond ``max_chains``), so a script injected into the page
-could otherwise churn chains and the store at will.
+- per session: its requests (a backstop) and its first requests, each a new handle chain;
+- per user: new sessions, each one a Sentifyd login (the session cap lives in
+  :meth:`bridge.sessions.SessionManager.create`);
+- per client address: anonymous work only, that is refusals (401/403) and the identity checks
+  they cost; once an address is over, a request from it without a live bridge session is
+  refused before any identity work;
+- per avatar, optionally: Sentifyd logins across every instance (503 ``upstream_busy``).
+
+Fixed windows aligned to the clock, counted with the store's ``incr``, so every instance on one
+Redis shares the counters. A window's counter key names the window, so a counter never needs
+resetting and its TTL only cleans up.
 """
 
 from __future__ import annotations
@@ -18,9 +26,9 @@ from collections.abc import Callable
 
 from quart import Request
 
-from bridge.errors import RateLimited
+from bridge.errors import RateLimited, UpstreamBusy
 from bridge.sessions import SessionManager
-from bridge.settings import LimitsSettings, RateLimit
+from bridge.settings import AvatarSettings, LimitsSettings, RateLimit
 from bridge.store.base import Store
 
 # IPv6 hosts usually own a whole /64; counting addresses inside it would let one host rotate.
@@ -42,31 +50,71 @@ class RateLimiter:
         # on_limited(scope): metrics hook, called once per refused request.
         self.on_limited: Callable[[str], None] | None = None
 
-    async def check(self, request: Request) -> None:
-        """Count this request; raise RateLimited when its session or its IP is over the limit."""
+    async def check(self, request: Request, *, first: bool) -> None:
+        """Count a token request against its session; ``first`` (no handle) also starts a chain."""
         # Keyed by the cookie's hash, known without a store read; a request with no (or a
-        # made-up) cookie is still held by the per-IP limit.
+        # made-up) cookie is held by the per-user and per-address limits instead.
         token = self.sessions.cookie_token(request)
-        if token is not None:
-            await self._hit("session", self.sessions.session_id(token), self.settings.per_session)
-        await self._hit("ip", client_bucket(request.remote_addr), self.settings.per_ip)
+        if token is None:
+            return
+        session_id = self.sessions.session_id(token)
+        await self._hit("session", session_id, self.settings.per_session)
+        if first:
+            await self._hit("chain", session_id, self.settings.new_chains_per_session)
+
+    async def check_new_session(self, subject: str) -> None:
+        """Count a new session of ``subject``; raise RateLimited beyond the user's budget."""
+        await self._hit("user", subject, self.settings.new_sessions_per_user)
+
+    async def check_address(self, request: Request) -> None:
+        """Refuse anonymous work from an address that has already caused too much of it."""
+        limit = self.settings.per_ip
+        if not limit.enabled:
+            return
+        window, key = self._window("ip", client_bucket(request.remote_addr), limit)
+        if await self.store.counter(key) >= limit.count:
+            self._refuse("ip", window, limit)
+
+    async def count_anonymous(self, request: Request) -> None:
+        """Count one piece of anonymous work (a refusal) against the client's address."""
+        limit = self.settings.per_ip
+        if limit.enabled:
+            _, key = self._window("ip", client_bucket(request.remote_addr), limit)
+            await self.store.incr(key, limit.window + 1)
 
     async def check_login(self, request: Request) -> None:
         """Count a login start; raise RateLimited when its IP starts too many."""
         await self._hit("login", client_bucket(request.remote_addr), self.settings.login_per_ip)
 
+    async def spend_upstream_login(self, avatar: AvatarSettings) -> None:
+        """Count a Sentifyd login with ``avatar``'s key; raise UpstreamBusy when spent."""
+        limit = self.settings.upstream_logins_per_avatar
+        if not limit.enabled:
+            return
+        window, key = self._window("upstream", avatar.name, limit)
+        if await self.store.incr(key, limit.window + 1) > limit.count:
+            if self.on_limited:
+                self.on_limited("upstream")
+            raise UpstreamBusy(self._retry_after(window, limit))
+
+    def _window(self, scope: str, ident: str, limit: RateLimit) -> tuple[int, str]:
+        window = int(self.clock() // limit.window)
+        return window, self.store.key("rate", scope, ident, str(window))
+
+    def _retry_after(self, window: int, limit: RateLimit) -> int:
+        return max(1, math.ceil((window + 1) * limit.window - self.clock()))
+
+    def _refuse(self, scope: str, window: int, limit: RateLimit) -> None:
+        if self.on_limited:
+            self.on_limited(scope)
+        raise RateLimited(self._retry_after(window, limit))
+
     async def _hit(self, scope: str, ident: str, limit: RateLimit) -> None:
         if not limit.enabled:
             return
-        now = self.clock()
-        window = int(now // limit.window)
-        key = self.store.key("rate", scope, ident, str(window))
-        count = await self.store.incr(key, limit.window + 1)
-        if count > limit.count:
-            if self.on_limited:
-                self.on_limited(scope)
-            retry_after = max(1, math.ceil((window + 1) * limit.window - now))
-            raise RateLimited(retry_after)
+        window, key = self._window(scope, ident, limit)
+        if await self.store.incr(key, limit.window + 1) > limit.count:
+            self._refuse(scope, window, limit)
 
 
 def client_bucket(address: str | None) -> str:

@@ -76,7 +76,7 @@ class Metrics:
         # Known series start at zero, so a rate() over them works from the first scrape.
         for result in ("hit", "miss"):
             self.token_cache.labels(result)
-        for scope in ("session", "ip"):
+        for scope in ("session", "chain", "tabs", "user", "ip", "login", "upstream"):
             self.rate_limited.labels(scope)
 
     # --- hooks (plain callables, wired in create_app) ---------------------------------------

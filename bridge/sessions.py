@@ -3,6 +3,12 @@
 The cookie value is 256 random bits. The store knows the session only by a hash of it, so a
 store dump yields no usable cookie, and the value also keys the sealing of the session's
 upstream tokens (:mod:`bridge.sealing`).
+
+Ending a session always wins: :meth:`SessionManager.end` leaves a tombstone and deletes the
+record in one atomic step, without waiting for the session's lock, and every save checks the
+tombstone (and that the record still exists, and the saver's lease) in the same step as its
+write. A request that was in flight when the session ended finds its save refused
+(:class:`SessionGone`) and hands out nothing.
 """
 
 from __future__ import annotations
@@ -10,25 +16,33 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from quart import Request, Response, g, has_request_context
 
-from bridge.errors import SessionRevoked
+from bridge.errors import BridgeError, SessionRevoked
 from bridge.identity import Identity
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
 from bridge.settings import Settings
-from bridge.store.base import Store
+from bridge.store.base import Lease, Store
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
+class SessionGone(BridgeError):
+    """The session ended while this request worked on it (revoked, logged out, expired)."""
+
+
 @dataclass
 class Chain:
-    """One component instance's line of refresh handles (stored as hashes only)."""
+    """One component instance's line of refresh handles (stored as hashes only).
+
+    ``live_until`` is when the access token last handed to it expires, plus a slack for
+    throttled background tabs: until then the chain may be refreshed, so it is never evicted.
+    """
 
     id: str
     avatar: str
@@ -36,6 +50,7 @@ class Chain:
     created_at: float
     retired: list[str] = field(default_factory=list)
     grace: dict[str, Any] | None = None
+    live_until: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +60,7 @@ class Chain:
             "created_at": self.created_at,
             "retired": list(self.retired),
             "grace": dict(self.grace) if self.grace is not None else None,
+            "live_until": self.live_until,
         }
 
 
@@ -111,6 +127,8 @@ class SessionManager:
         self.clock = clock
         self.sealer = SessionSealer(settings.secret_keys)
         self.cookie_name = settings.session.effective_cookie_name
+        # Called with each record that end() ended: a way in drops its own indexes of it.
+        self.on_end: list[Callable[[SessionRecord], Awaitable[None]]] = []
 
     # --- cookie ---------------------------------------------------------------------------
 
@@ -155,6 +173,9 @@ class SessionManager:
     def lock_name(self, session_id: str) -> str:
         return self.store.session_key("lock", session_id)
 
+    def tombstone_key(self, session_id: str) -> str:
+        return self.store.session_key("ended", session_id)
+
     async def load(self, token: str) -> SessionRecord | None:
         """Return the live record for a cookie value; end it here if it timed out."""
         data = await self.store.get(self.record_key(self.session_id(token)))
@@ -177,7 +198,10 @@ class SessionManager:
     async def create(
         self, identity: Identity, extra: dict[str, Any] | None = None
     ) -> SessionContext:
-        """Start a session with a fresh id (never reuse one across identities: no fixation)."""
+        """Start a session with a fresh id (never reuse one across identities: no fixation).
+
+        Beyond ``[limits] sessions_per_user`` live sessions, the user's oldest end (``evicted``).
+        """
         if await self.blocked_until(identity.subject) is not None:
             raise SessionRevoked()
         token = secrets.token_urlsafe(32)
@@ -192,7 +216,7 @@ class SessionManager:
             expires_at=now + self.settings.session.absolute_timeout,
             extra=dict(extra or {}),
         )
-        await self.save(record)
+        await self.save(record, create=True)
         await self.store.set_add(
             self.user_key(record.subject), record.id, self.settings.session.absolute_timeout
         )
@@ -201,24 +225,72 @@ class SessionManager:
         await self.lifecycle.emit(
             "session_started", user=record.subject, session_id=record.id, method=record.method
         )
+        if await self.blocked_until(identity.subject) is not None:
+            # An admin revoke landed meanwhile: it blocks first, then ends what the user's
+            # index lists, which may have been just before this session was added to it.
+            await self.end(record, "admin_revoked")
+            raise SessionRevoked()
+        await self._evict_beyond_cap(record)
         return SessionContext(record=record, cookie_token=token, identity=identity, is_new=True)
+
+    async def _evict_beyond_cap(self, new: SessionRecord) -> None:
+        cap = self.settings.limits.sessions_per_user
+        if cap <= 0:
+            return
+        live = await self.sessions_of(new.subject)
+        if len(live) <= cap:
+            return
+        # Oldest first; instances racing here pick the same ones, and ending twice is harmless.
+        older = sorted((r for r in live if r.id != new.id), key=lambda r: (r.created_at, r.id))
+        for record in older[: len(live) - cap]:
+            await self.end(record, "evicted")
 
     def ttl(self, record: SessionRecord) -> float:
         now = self.clock()
         return max(1.0, min(float(self.settings.session.idle_timeout), record.expires_at - now))
 
-    async def save(self, record: SessionRecord) -> None:
-        await self.store.set(self.record_key(record.id), record.to_dict(), self.ttl(record))
+    def tombstone_ttl(self) -> float:
+        # Longer than any request in flight can take: a record lives at most idle_timeout
+        # without a write, and every write checks the tombstone.
+        return float(self.settings.session.idle_timeout)
 
-    async def end(self, record: SessionRecord, reason: str, **fields: Any) -> None:
-        """Delete the record (and with it the sealed Sentifyd tokens) and record why."""
-        await self.store.delete(self.record_key(record.id))
+    async def save(
+        self, record: SessionRecord, *, fence: Lease | None = None, create: bool = False
+    ) -> None:
+        """Write the record back; raise SessionGone if it ended meanwhile (nothing is written).
+
+        With ``fence`` (the session's lock, held), a lease that lapsed raises LeaseLost.
+        """
+        written = await self.store.put_record(
+            self.record_key(record.id),
+            record.to_dict(),
+            self.ttl(record),
+            tombstone=self.tombstone_key(record.id),
+            fence=fence,
+            create=create,
+        )
+        if not written:
+            raise SessionGone()
+
+    async def end(self, record: SessionRecord, reason: str, **fields: Any) -> bool:
+        """End the session now, whatever is in flight: tombstone it, delete the record (and
+        with it the sealed Sentifyd tokens), drop it from the user's index and record why.
+
+        Tell whether it was still live (an ending already done is not recorded twice).
+        """
+        ended = await self.store.end_record(
+            self.record_key(record.id), self.tombstone_key(record.id), self.tombstone_ttl()
+        )
         if has_request_context():
             g.session_ended = True  # the response clears this visitor's cookie
         await self.store.set_remove(self.user_key(record.subject), record.id)
-        await self.lifecycle.emit(
-            "session_ended", user=record.subject, session_id=record.id, reason=reason, **fields
-        )
+        for forget in self.on_end:
+            await forget(record)
+        if ended:
+            await self.lifecycle.emit(
+                "session_ended", user=record.subject, session_id=record.id, reason=reason, **fields
+            )
+        return ended
 
     async def sessions_of(self, subject: str) -> list[SessionRecord]:
         records = []

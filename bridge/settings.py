@@ -78,7 +78,7 @@ class SessionSettings:
     idle_timeout: int = 1800
     absolute_timeout: int = 43200
     refresh_grace: int = 10
-    max_chains: int = 8
+    max_chains: int = 64
     cookie_path: str = "/"  # not a TOML key: always server.base_path
 
     @property
@@ -193,10 +193,21 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class LimitsSettings:
-    per_session: RateLimit = RateLimit(30, 60)
+    """What costs is guarded; cached answers to signed-in visitors are not (README, limits)."""
+
+    # A backstop on one session's requests of any kind: each one writes its record.
+    per_session: RateLimit = RateLimit(120, 60)
+    # First requests (new handle chains) of one session.
+    new_chains_per_session: RateLimit = RateLimit(30, 60)
+    # New stored sessions (each one a Sentifyd login) of one user, and how many may live.
+    new_sessions_per_user: RateLimit = RateLimit(10, 60)
+    sessions_per_user: int = 10
+    # Anonymous work per client address: refusals (401/403) and identity checks they cause.
     per_ip: RateLimit = RateLimit(120, 60)
     # Each SSO login start stores a short-lived state record: anonymous, so held per IP.
     login_per_ip: RateLimit = RateLimit(20, 60)
+    # The avatar's Sentifyd quota, across every instance (off unless set).
+    upstream_logins_per_avatar: RateLimit = RateLimit(0, 60)
 
 
 @dataclass(frozen=True)
@@ -489,7 +500,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         idle_timeout=ses.int("idle_timeout", 1800, minimum=60),
         absolute_timeout=ses.int("absolute_timeout", 43200, minimum=60),
         refresh_grace=ses.int("refresh_grace", 10, minimum=0),
-        max_chains=ses.int("max_chains", 8, minimum=1),
+        max_chains=ses.int("max_chains", 64, minimum=1),
         cookie_path=server.base_path,
     )
     if session.idle_timeout > session.absolute_timeout:
@@ -683,9 +694,19 @@ def _operations(
 
     lim = _Section("limits", root.table("limits"))
     limits = LimitsSettings(
-        per_session=parse_rate(lim.str("per_session", "30/minute"), "limits.per_session"),
+        per_session=parse_rate(lim.str("per_session", "120/minute"), "limits.per_session"),
+        new_chains_per_session=parse_rate(
+            lim.str("new_chains_per_session", "30/minute"), "limits.new_chains_per_session"
+        ),
+        new_sessions_per_user=parse_rate(
+            lim.str("new_sessions_per_user", "10/minute"), "limits.new_sessions_per_user"
+        ),
+        sessions_per_user=lim.int("sessions_per_user", 10, minimum=0),
         per_ip=parse_rate(lim.str("per_ip", "120/minute"), "limits.per_ip"),
         login_per_ip=parse_rate(lim.str("login_per_ip", "20/minute"), "limits.login_per_ip"),
+        upstream_logins_per_avatar=parse_rate(
+            lim.str("upstream_logins_per_avatar", "off"), "limits.upstream_logins_per_avatar"
+        ),
     )
     lim.check_unknown()
 

@@ -22,7 +22,7 @@ if ((${#need[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 
 # The OpenID provider, the Node libraries that mint Next.js and React Router sessions, and the
 # example Express site (express-session + connect-redis) the tests run.

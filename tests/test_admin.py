@@ -10,7 +10,9 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from support_ops import ADMIN_TOKEN, admin_headers
 
+from bridge.admin import Admin
 from bridge.errors import ConfigError
+from bridge.store.memory import MemoryStore
 from conftest import API_KEY, Clock, bridge_of, login, make_settings
 
 WRONG = "admin-token-for-tests-0123456789abcdefghiJ"  # one character off
@@ -288,3 +290,36 @@ def test_live_operator_revokes_a_visitor(live_fake: Any, live_bridge_factory: An
         assert refused.status_code == 401
         assert visitor.get("/request_tokens").json()["error"] == "session_revoked"
         assert httpx.get(f"{server.url}/admin/users/alice").status_code == 401
+
+
+class _RevokeMidCreate(MemoryStore):
+    """A memory store on which an admin revoke lands while a new session is being stored."""
+
+    revoke: Any = None
+
+    async def put_record(self, key: str, value: dict[str, Any], ttl: float, **kw: Any) -> bool:
+        written = await super().put_record(key, value, ttl, **kw)
+        if kw.get("create") and self.revoke is not None:
+            revoke, self.revoke = self.revoke, None
+            await revoke()
+        return written
+
+
+async def test_a_revoke_landing_while_a_session_starts_ends_it_too(make_app: Any) -> None:
+    store = _RevokeMidCreate()
+    application = make_app(make_settings(env={"BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN}), store=store)
+    async with application.test_app():
+        bridge = bridge_of(application)
+        admin = Admin(bridge.settings, store, bridge.sessions, bridge.lifecycle, actor="test")
+
+        async def revoke() -> None:  # the session is stored, not yet in the user's index
+            assert (await admin.revoke_user("alice", block=3600))["ended"] == 0
+
+        store.revoke = revoke
+        client = application.test_client()
+        login(client, application)
+        response = await client.get("/request_tokens")
+        assert response.status_code == 401
+        assert (await response.get_json())["error"] == "session_revoked"
+        assert await bridge.sessions.sessions_of("alice") == []
+        assert not [k for k in store.snapshot() if ":session:" in k]

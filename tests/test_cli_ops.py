@@ -201,7 +201,7 @@ def test_check_config_prints_masked_config(env: None, tmp_path: Path, capsys: An
     assert code == 0
     effective = json.loads(out)
     assert effective["avatars"][0]["api_key"] == "********"
-    assert effective["limits"]["per_session"] == {"count": 30, "window": 60}
+    assert effective["limits"]["per_session"] == {"count": 120, "window": 60}
     for secret in TEST_ENV.values():
         assert secret not in out
 

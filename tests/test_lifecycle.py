@@ -215,5 +215,6 @@ def test_every_end_reason_has_a_test() -> None:
         "logout",
         "backchannel_logout",
         "upstream_refused",
+        "evicted",  # tests/test_limits.py, tests/test_traffic.py
     }
     assert tested == set(END_REASONS)

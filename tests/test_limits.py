@@ -1,4 +1,5 @@
-"""Rate limits on the token endpoint: per session, per client IP, Retry-After, settings."""
+"""Rate limits: per session, per new chain, per user, anonymous work per client address, the
+avatar's upstream logins; Retry-After; settings."""
 
 from __future__ import annotations
 
@@ -132,24 +133,150 @@ def test_bad_limits_are_refused(limits: dict[str, Any]) -> None:
 
 def test_defaults_are_on() -> None:
     limits = make_settings().limits
-    assert limits.per_session == RateLimit(30, 60) and limits.per_ip == RateLimit(120, 60)
+    assert limits.per_session == RateLimit(120, 60)
+    assert limits.new_chains_per_session == RateLimit(30, 60)
+    assert limits.new_sessions_per_user == RateLimit(10, 60)
+    assert limits.sessions_per_user == 10
+    assert limits.per_ip == RateLimit(120, 60)
+    assert limits.login_per_ip == RateLimit(20, 60)
+    assert not limits.upstream_logins_per_avatar.enabled
+    assert make_settings().session.max_chains == 64
+
+
+async def test_signed_in_visitors_never_count_per_address(make_app: Any) -> None:
+    application = make_app(make_settings({"limits": {"per_ip": "2/minute"}}))
+    async with application.test_app():
+        for n in range(6):  # six customers behind one address, each a first request
+            customer = application.test_client()
+            login(customer, application, f"user{n}")
+            response = await customer.get("/request_tokens", **client_at("203.0.113.5"))
+            assert response.status_code == 200
+
+
+async def test_refusals_count_per_address_and_live_sessions_still_pass(make_app: Any) -> None:
+    application = make_app(make_settings({"limits": {"per_ip": "2/minute"}}))
+    async with application.test_app():
+        customer = application.test_client()
+        login(customer, application)
+        first = await customer.get("/request_tokens", **client_at("203.0.113.5"))
+        assert first.status_code == 200
+        stranger = application.test_client()
+        codes = [
+            (await stranger.get("/request_tokens", **client_at("203.0.113.5"))).status_code
+            for _ in range(3)
+        ]
+        assert codes == [401, 401, 429]
+        page = await stranger.get("/", **client_at("203.0.113.5"))  # identity checks too
+        assert page.status_code == 429
+        # The customer's live bridge session is not anonymous work: still served.
+        again = await customer.get("/request_tokens", **client_at("203.0.113.5"))
+        assert again.status_code == 200
+
+
+async def test_forbidden_answers_count_per_address(make_app: Any) -> None:
+    application = make_app(make_settings({"limits": {"per_ip": "2/minute"}}))
+    async with application.test_app():
+        codes = []
+        for n in range(3):
+            visitor = application.test_client()
+            login(visitor, application, f"nobody{n}")  # not in the premium avatar's group
+            response = await visitor.get("/request_tokens/premium", **client_at("192.0.2.7"))
+            codes.append(response.status_code)
+        assert codes == [403, 403, 429]
+
+
+async def test_new_sessions_per_user_are_limited_before_any_upstream_call(
+    make_app: Any, fake_state: Any
+) -> None:
+    application = make_app(make_settings({"limits": {"new_sessions_per_user": "3/minute"}}))
+    async with application.test_app():
+        codes = []
+        for _ in range(5):  # a script that never keeps the bridge's cookie
+            script = application.test_client()
+            login(script, application, "carol")
+            response = await script.get("/request_tokens")
+            codes.append(response.status_code)
+            if response.status_code == 429:
+                assert int(response.headers["Retry-After"]) >= 1
+        assert codes == [200, 200, 200, 429, 429]
+        assert fake_state.login_calls == 3
+
+
+async def test_a_new_session_beyond_the_cap_evicts_the_oldest(make_app: Any, clock: Clock) -> None:
+    application = make_app(make_settings({"limits": {"sessions_per_user": 2}}))
+    async with application.test_app():
+        bridge = bridge_of(application)
+        clients = []
+        for _ in range(3):
+            browser = application.test_client()
+            login(browser, application, "dave")
+            assert (await browser.get("/request_tokens")).status_code == 200
+            clients.append(browser)
+            clock.advance(1)
+        live = await bridge.sessions.sessions_of("dave")
+        assert len(live) == 2
+        events = await bridge.lifecycle.recent("dave", 50)
+        evicted = [e for e in events if e.get("reason") == "evicted"]
+        assert len(evicted) == 1
+        assert evicted[0]["session"] not in {r.id for r in live}
+        # The evicted browser's next request starts over; the newer two carry on.
+        newest = await clients[2].get("/request_tokens")
+        assert newest.status_code == 200 and "set-cookie" not in newest.headers
+
+
+async def test_new_chain_flood_is_refused_before_the_session_is_touched(
+    make_app: Any,
+) -> None:
+    application = make_app(make_settings({"limits": {"new_chains_per_session": "5/minute"}}))
+    async with application.test_app():
+        client = application.test_client()
+        login(client, application)
+        tab = await (await client.get("/request_tokens")).get_json()
+        codes = [(await client.get("/request_tokens")).status_code for _ in range(10)]
+        assert codes == [200] * 5 + [429] * 5  # the first request counted as a new session
+        refresh = await client.get(
+            "/request_tokens", query_string={"refreshToken": tab["tokens"]["refreshToken"]}
+        )
+        assert refresh.status_code == 200
+
+
+async def test_upstream_logins_per_avatar_spent_gives_503_cached_sessions_still_served(
+    make_app: Any, fake_state: Any
+) -> None:
+    application = make_app(make_settings({"limits": {"upstream_logins_per_avatar": "2/minute"}}))
+    async with application.test_app():
+        served = []
+        for n in range(2):
+            browser = application.test_client()
+            login(browser, application, f"early{n}")
+            assert (await browser.get("/request_tokens")).status_code == 200
+            served.append(browser)
+        late = application.test_client()
+        login(late, application, "late")
+        busy = await late.get("/request_tokens")
+        assert busy.status_code == 503
+        assert (await busy.get_json())["error"] == "upstream_busy"
+        assert int(busy.headers["Retry-After"]) >= 1
+        assert fake_state.login_calls == 2
+        for browser in served:  # cached tokens need no login: still served
+            assert (await browser.get("/request_tokens")).status_code == 200
 
 
 @pytest.mark.integration
-def test_live_server_limits_by_peer_address(
+def test_live_server_limits_anonymous_work_by_peer_address(
     live_fake: LiveServer, live_bridge_factory: Any
 ) -> None:
     import httpx
 
     settings = make_settings(
-        {
-            "sentifyd": {"backend": live_fake.url},
-            "limits": {"per_ip": "2/hour", "per_session": "off"},
-        }
+        {"sentifyd": {"backend": live_fake.url}, "limits": {"per_ip": "2/hour"}}
     )
     server, application = live_bridge_factory(settings)
     cookie = site_cookie(application)
-    with httpx.Client(base_url=server.url, cookies={"session": cookie}) as http:
-        codes = [http.get("/request_tokens").status_code for _ in range(3)]
-        assert codes == [200, 200, 429]
-        assert 0 < int(http.get("/request_tokens").headers["Retry-After"]) <= 3600
+    with httpx.Client(base_url=server.url, cookies={"session": cookie}) as customer:
+        assert customer.get("/request_tokens").status_code == 200  # keeps its bridge cookie
+        with httpx.Client(base_url=server.url) as stranger:
+            codes = [stranger.get("/request_tokens").status_code for _ in range(3)]
+            assert codes == [401, 401, 429]
+            assert 0 < int(stranger.get("/request_tokens").headers["Retry-After"]) <= 3600
+        assert customer.get("/request_tokens").status_code == 200

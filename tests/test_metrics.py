@@ -172,7 +172,7 @@ async def test_rate_limited_requests_are_counted(make_app: Any) -> None:
     async with application.test_app():
         client = application.test_client()
         login(client, application)
-        # The first request has no bridge cookie yet: only the per-IP limit counts it.
+        # The first request has no bridge cookie yet: it counts as the user's new session.
         statuses = [(await client.get("/request_tokens")).status_code for _ in range(5)]
         assert statuses == [200, 200, 200, 429, 429]
         text = await scrape(application)
@@ -180,3 +180,17 @@ async def test_rate_limited_requests_are_counted(make_app: Any) -> None:
         assert metric(text, "sentifyd_bridge_rate_limited_requests_total", scope="ip") == 0
         name = "sentifyd_bridge_token_requests_total"
         assert metric(text, name, avatar="default", status="429", outcome="rate_limited") == 2
+
+
+async def test_a_new_tab_refused_while_every_tab_is_live_is_counted(make_app: Any) -> None:
+    settings = make_settings(
+        {"session": {"max_chains": 2}}, env={"BRIDGE_METRICS_TOKEN": METRICS_TOKEN}
+    )
+    application = make_app(settings)
+    async with application.test_app():
+        client = application.test_client()
+        login(client, application)
+        statuses = [(await client.get("/request_tokens")).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        text = await scrape(application)
+        assert metric(text, "sentifyd_bridge_rate_limited_requests_total", scope="tabs") == 1

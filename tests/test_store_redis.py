@@ -370,8 +370,16 @@ async def _every_operation(store: RedisStore) -> list[Callable[[], Any]]:
         async with store.lock("t:lock:x", wait=30):
             pass
 
+    async def fenced_write() -> None:
+        async with store.lock("t:lock:{r}", wait=30) as lease:
+            await store.put_record("t:rec:{r}", {}, 30, tombstone="t:end:{r}", fence=lease)
+
     return [
         lambda: store.get("t:k"),
+        lambda: store.put_record("t:rec:{r}", {}, 30, tombstone="t:end:{r}", create=True),
+        fenced_write,
+        lambda: store.end_record("t:rec:{r}", "t:end:{r}", 30),
+        lambda: store.counter("t:c"),
         lambda: store.set("t:k", {}, 30),
         lambda: store.add("t:k", {}, 30),
         lambda: store.delete("t:k"),
@@ -482,7 +490,7 @@ async def test_holder_survives_redis_outage_and_releases(
 # The README's ACL for the bridge's Redis user: these commands, on the prefix's keys only.
 ACL_RULES = (
     "on >acl-pass ~t:* resetchannels -@all +get +set +del +incr +pttl +pexpire +sadd"
-    " +srem +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping"
+    " +srem +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +exists"
 )
 
 

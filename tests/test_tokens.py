@@ -239,19 +239,44 @@ async def test_handle_is_bound_to_its_avatar(client: Client, app: Quart) -> None
     assert response.status_code == 401
 
 
-async def test_chains_per_session_are_capped(make_app: Any) -> None:
+async def test_live_chains_are_never_evicted_a_new_tab_waits(make_app: Any) -> None:
     application = make_app(make_settings({"session": {"max_chains": 3}}))
     async with application.test_app():
         client = application.test_client()
         login(client, application)
         handles = []
-        for _ in range(4):
+        for _ in range(3):
             handles.append(
                 (await (await client.get("/request_tokens")).get_json())["tokens"]["refreshToken"]
             )
+        refused = await client.get("/request_tokens")
+        assert refused.status_code == 429
+        assert (await refused.get_json())["error"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+        for handle in handles:  # every open tab still refreshes
+            again = await client.get("/request_tokens", query_string={"refreshToken": handle})
+            assert again.status_code == 200
+
+
+async def test_an_idle_chain_makes_room_for_a_new_tab(make_app: Any, clock: Clock) -> None:
+    application = make_app(make_settings({"session": {"max_chains": 3}}))
+    async with application.test_app():
+        client = application.test_client()
+        login(client, application)
+        handles = []
+        for _ in range(3):
+            handles.append(
+                (await (await client.get("/request_tokens")).get_json())["tokens"]["refreshToken"]
+            )
+        clock.advance(100)  # the 60 s tokens expired; the third tab refreshes, the others left
+        kept = await client.get("/request_tokens", query_string={"refreshToken": handles[2]})
+        assert kept.status_code == 200
+        clock.advance(100)  # the first two chains are idle now (their tokens long expired)
+        assert (await client.get("/request_tokens")).status_code == 200
         oldest = await client.get("/request_tokens", query_string={"refreshToken": handles[0]})
         assert oldest.status_code == 401
-        newest = await client.get("/request_tokens", query_string={"refreshToken": handles[-1]})
+        live = (await kept.get_json())["tokens"]["refreshToken"]
+        newest = await client.get("/request_tokens", query_string={"refreshToken": live})
         assert newest.status_code == 200
 
 

@@ -33,7 +33,7 @@ from quart import Request
 
 from bridge.errors import BridgeError, IdentityProviderUnavailable
 from bridge.identity import Identity, SessionRevoked
-from bridge.sessions import SessionManager, SessionRecord
+from bridge.sessions import SessionGone, SessionManager, SessionRecord
 from bridge.settings import LOOPBACK_HOSTS, OIDCProviderSettings, Settings
 
 # authlib 1.9 prefers the "httpx2" package and warns when it falls back to httpx; the bridge
@@ -667,7 +667,7 @@ class OIDCSource:
         store = self.sessions.store
         async with store.lock(
             self.sessions.lock_name(record.id), wait=self.settings.store.lock_wait
-        ):
+        ) as lease:
             fresh = await self.sessions.load_by_id(record.id)
             if fresh is None:
                 raise SessionRevoked("upstream_refused")
@@ -700,7 +700,11 @@ class OIDCSource:
             data["tokens"] = self.sessions.sealer.seal(cookie_token, fresh.id, store_tokens)
             data["expires_at"] = tokens.expires_at
             data["refresh_expires_at"] = tokens.refresh_expires_at
-            await self.sessions.save(fresh)
+            try:
+                await self.sessions.save(fresh, fence=lease)
+            except SessionGone as exc:
+                # Ended (logged out, revoked) while the provider answered: it stays ended.
+                raise SessionRevoked("logout") from exc
             record.claims = fresh.claims
             return Identity(subject=fresh.subject, method=METHOD, claims=dict(fresh.claims))
 

@@ -72,6 +72,16 @@ class OIDCLogin:
         self.clock = clock
         base = "sbridge_login"
         self.binding_cookie = f"__Host-{base}" if settings.session.cookie_secure else base
+        # However a session ends (logout, revoke, eviction, expiry...), its sid index forgets it.
+        sessions.on_end.append(self._forget_sid)
+
+    async def _forget_sid(self, record: SessionRecord) -> None:
+        data = record.extra.get("oidc")
+        if record.method != METHOD or not isinstance(data, dict) or not data.get("sid"):
+            return
+        provider = self.source.provider_of(record)
+        if provider is not None:
+            await self.store.set_remove(self._sid_key(provider, str(data["sid"])), record.id)
 
     @property
     def providers(self) -> dict[str, OIDCProvider]:
@@ -234,8 +244,6 @@ class OIDCLogin:
         await self.sessions.end(record, "logout")
         if provider is None:
             return None
-        if data.get("sid"):
-            await self.store.set_remove(self._sid_key(provider, data["sid"]), record.id)
         if tokens.get("refresh_token"):
             await provider.revoke(tokens["refresh_token"])
         return await provider.end_session_url(tokens.get("id_token"))
@@ -270,10 +278,8 @@ class OIDCLogin:
                 continue
             if sub is not None and data.get("sub") != sub:
                 continue
-            await self.sessions.end(record, "backchannel_logout")
-            if data.get("sid"):
-                await self.store.set_remove(self._sid_key(provider, data["sid"]), record.id)
-            ended += 1
+            if await self.sessions.end(record, "backchannel_logout"):
+                ended += 1
         log.info(
             "backchannel logout",
             extra={"fields": {"provider": provider.name, "sessions_ended": ended}},

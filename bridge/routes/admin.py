@@ -4,7 +4,8 @@ Registered only when ``BRIDGE_ADMIN_TOKEN`` is set; every call needs it as a bea
 Answers are JSON and never carry a token, a handle or a cookie (see :mod:`bridge.admin`).
 
 Not callable cross-site: authentication is the ``Authorization`` header alone, never a cookie
-(see :mod:`bridge.bearer`), and requests a browser marks as cross-site are refused outright.
+(see :mod:`bridge.bearer`), and requests a browser marks as from another origin, same-site
+included, are refused outright (:mod:`bridge.origin`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from quart import Blueprint, Response, current_app, g, jsonify, request
 
 from bridge.admin import MAX_PAGE, MAX_USER_LENGTH, SESSION_ID_RE, Admin
 from bridge.bearer import require_bearer
-from bridge.errors import BadRequest, CrossSiteRequest, NotFound
+from bridge.errors import BadRequest, NotFound
+from bridge.origin import check_same_origin
 from bridge.runtime import Bridge
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -30,9 +32,9 @@ def _admin() -> Admin:
 
 @blueprint.before_request
 async def authenticate() -> None:
-    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
-        raise CrossSiteRequest()
-    token = Bridge.of(current_app).settings.admin_token
+    bridge = Bridge.of(current_app)
+    check_same_origin(request, bridge.settings.server)
+    token = bridge.settings.admin_token
     assert token is not None  # the blueprint is registered only with a token
     require_bearer(request, token)
     g.operator = True  # lifecycle events caused here do not record this client as the user's

@@ -26,8 +26,8 @@ from bridge.identity.oidc import METHOD as OIDC
 from bridge.identity.oidc import OIDCProvider, OIDCSource
 from bridge.identity.oidc_login import STATE_TTL, OIDCLogin
 from bridge.identity.session_check import SessionCheckSource
+from bridge.origin import check_same_origin
 from bridge.redirects import safe_next
-from bridge.routes.tokens import check_same_origin
 from bridge.runtime import Bridge
 
 LOGOUT_PATH = "/logout"
@@ -120,7 +120,7 @@ async def logout() -> Response:
     """End the bridge session (same-origin, with the session's CSRF token), then sign out at
     the provider when it offers RP-initiated logout."""
     bridge = Bridge.of(current_app)
-    check_same_origin(bridge)
+    check_same_origin(request, bridge.settings.server)
     form = await request.form
     oidc: OIDCLogin | None = bridge.extras.get("oidc_login")
     default = "/"
@@ -147,6 +147,8 @@ async def backchannel_logout() -> Response:
     """OpenID Connect Back-Channel Logout 1.0: the provider tells which sessions are over."""
     bridge = Bridge.of(current_app)
     oidc = _oidc(bridge)
+    # The provider calls from its server (no Sec-Fetch-Site, no Origin); a browser may not.
+    check_same_origin(request, bridge.settings.server)
     form = await request.form
     ended = await oidc.backchannel_logout(form.get("logout_token"))
     return _no_store(jsonify({"status": "ok", "sessions_ended": ended}))
@@ -155,7 +157,7 @@ async def backchannel_logout() -> Response:
 async def session() -> Response:
     """Tell the page who is signed in, until when, how to sign out, and which avatars are theirs."""
     bridge = Bridge.of(current_app)
-    check_same_origin(bridge)
+    check_same_origin(request, bridge.settings.server)
     visitor = await bridge.gate.identify(request)
     identity = visitor.identity
     if identity is None:

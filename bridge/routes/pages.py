@@ -27,6 +27,7 @@ async def _page(avatar_name: str | None) -> Response:
         return redirect(target, 302)  # type: ignore[return-value]
     identity = visitor.identity
     if not is_allowed(avatar.allow, identity):
+        await bridge.limiter.count_anonymous(request)  # a refusal: anonymous work, per address
         await bridge.lifecycle.emit(
             "access_denied",
             user=identity.subject,

@@ -9,36 +9,18 @@ from quart import Blueprint, Response, current_app, g, jsonify, request
 from bridge.broker import SessionGone
 from bridge.errors import (
     BadRequest,
-    CrossSiteRequest,
     InvalidRefreshToken,
     LoginRequired,
     RequestTooLarge,
     UnknownAvatar,
 )
+from bridge.origin import check_same_origin
 from bridge.runtime import Bridge
 
 blueprint = Blueprint("tokens", __name__)
 
 MAX_QUERY_LENGTH = 4096
 MAX_HANDLE_LENGTH = 256
-
-
-def check_same_origin(bridge: Bridge) -> str | None:
-    """Refuse token requests that a browser marks as coming from another site.
-
-    Return the request's Origin when it is one of the allowed other origins (for CORS headers).
-    """
-    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
-        raise CrossSiteRequest()
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return None
-    origin = origin.lower()
-    if origin == bridge.settings.server.public_origin:
-        return None
-    if origin in bridge.settings.server.allowed_origins:
-        return origin
-    raise CrossSiteRequest()
 
 
 async def read_handle() -> str | None:
@@ -67,13 +49,13 @@ async def read_handle() -> str | None:
 @blueprint.route("/request_tokens/<avatar_name>", methods=["GET", "POST"])
 async def request_tokens(avatar_name: str | None = None) -> Response:
     bridge = Bridge.of(current_app)
-    cors_origin = check_same_origin(bridge)
+    cors_origin = check_same_origin(request, bridge.settings.server)
     avatar = bridge.settings.avatar(avatar_name)
     if avatar is None:
         raise UnknownAvatar()
     g.avatar = avatar.name  # named in the request log and in the lifecycle events it causes
-    await bridge.limiter.check(request)
     handle = await read_handle()
+    await bridge.limiter.check(request, first=handle is None)
     page = bridge.page_path(avatar.name)
     _, ctx = await bridge.gate.admit(request, avatar, next_path=page, create=handle is None)
     try:

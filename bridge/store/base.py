@@ -3,6 +3,11 @@
 Values are JSON-able dicts. Every key the bridge writes has a TTL, so nothing grows without
 bound. Backend failures surface as :class:`bridge.errors.StoreUnavailable` (503), never as a
 backend-specific exception.
+
+Session records are written through :meth:`Store.put_record` and ended through
+:meth:`Store.end_record` only: an ending leaves a tombstone and every write checks it (and the
+record's existence, and the writer's lock lease) in the same atomic step, so a request that
+was in flight when its session ended can never write the session back.
 """
 
 from __future__ import annotations
@@ -11,7 +16,19 @@ import abc
 import builtins
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held lock: its name and the random token that fences the holder's writes."""
+
+    name: str
+    token: str
+
+    def __repr__(self) -> str:
+        return f"Lease({self.name!r})"
 
 
 class Store(abc.ABC):
@@ -53,6 +70,29 @@ class Store(abc.ABC):
     async def delete(self, key: str) -> None: ...
 
     @abc.abstractmethod
+    async def put_record(
+        self,
+        key: str,
+        value: dict[str, Any],
+        ttl: float,
+        *,
+        tombstone: str,
+        fence: Lease | None = None,
+        create: bool = False,
+    ) -> bool:
+        """Write a session record, atomically, only while it lives; tell whether it was written.
+
+        Not written when ``tombstone`` exists (the session ended), when the record is gone
+        (unless ``create``, which in turn never overwrites), and, raising
+        :class:`~bridge.errors.LeaseLost`, when ``fence`` is no longer the lock's holder.
+        """
+
+    @abc.abstractmethod
+    async def end_record(self, key: str, tombstone: str, ttl: float) -> bool:
+        """Leave ``tombstone`` for ``ttl`` s and delete the record, atomically; tell whether
+        there was one."""
+
+    @abc.abstractmethod
     async def incr(self, key: str, ttl: float) -> int:
         """Add one to a counter; the TTL starts when the counter is created."""
 
@@ -74,8 +114,15 @@ class Store(abc.ABC):
         """Return up to ``limit`` newest entries, newest first."""
 
     @abc.abstractmethod
-    def lock(self, name: str, *, wait: float) -> AbstractAsyncContextManager[None]:
-        """Hold an exclusive lock on ``name``; raise StoreUnavailable if not had in ``wait`` s."""
+    async def counter(self, key: str) -> int:
+        """Read a counter without counting (0 when there is none)."""
+
+    @abc.abstractmethod
+    def lock(self, name: str, *, wait: float) -> AbstractAsyncContextManager[Lease]:
+        """Hold an exclusive lock on ``name``; raise StoreUnavailable if not had in ``wait`` s.
+
+        The lease it yields fences the holder's record writes (:meth:`put_record`).
+        """
 
     @abc.abstractmethod
     async def scan(self, pattern: str) -> AsyncIterator[str]:

@@ -7,14 +7,15 @@ import builtins
 import copy
 import fnmatch
 import json
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aiocache import SimpleMemoryCache
 
-from bridge.errors import StoreUnavailable
-from bridge.store.base import Store
+from bridge.errors import LeaseLost, StoreUnavailable
+from bridge.store.base import Lease, Store
 
 
 class MemoryStore(Store):
@@ -24,6 +25,8 @@ class MemoryStore(Store):
         # footprint per idle session than live dicts.
         self.cache = SimpleMemoryCache(timeout=None)
         self._locks: dict[str, _CountedLock] = {}
+        # Record writes and endings check, then act: nothing else may run in between.
+        self._records = asyncio.Lock()
 
     async def get(self, key: str) -> dict[str, Any] | None:
         raw = await self.cache.get(key)
@@ -44,6 +47,37 @@ class MemoryStore(Store):
 
     async def delete(self, key: str) -> None:
         await self.cache.delete(key)
+
+    async def put_record(
+        self,
+        key: str,
+        value: dict[str, Any],
+        ttl: float,
+        *,
+        tombstone: str,
+        fence: Lease | None = None,
+        create: bool = False,
+    ) -> bool:
+        async with self._records:
+            if await self.cache.exists(tombstone):
+                return False
+            if fence is not None:
+                entry = self._locks.get(fence.name)
+                if entry is None or entry.holder != fence.token:
+                    raise LeaseLost()
+            if await self.cache.exists(key) == create:
+                return False
+            await self.cache.set(key, json.dumps(value, separators=(",", ":")), ttl=ttl)
+            return True
+
+    async def end_record(self, key: str, tombstone: str, ttl: float) -> bool:
+        async with self._records:
+            await self.cache.set(tombstone, "1", ttl=ttl)
+            return bool(await self.cache.delete(key))
+
+    async def counter(self, key: str) -> int:
+        value = await self.cache.get(key)
+        return int(value) if isinstance(value, int) else 0
 
     async def incr(self, key: str, ttl: float) -> int:
         existed = await self.cache.exists(key)
@@ -88,7 +122,7 @@ class MemoryStore(Store):
         return [json.loads(item) for item in reversed(newest)]
 
     @asynccontextmanager
-    async def lock(self, name: str, *, wait: float) -> AsyncIterator[None]:
+    async def lock(self, name: str, *, wait: float) -> AsyncIterator[Lease]:
         entry = self._locks.get(name)
         if entry is None:
             entry = self._locks[name] = _CountedLock()
@@ -103,9 +137,12 @@ class MemoryStore(Store):
                 # Free: take it now. wait_for would wrap the acquire in a task of its own, a
                 # tenth of the token endpoint's time when nothing contends.
                 await entry.lock.acquire()
+            lease = Lease(name, secrets.token_hex(8))
+            entry.holder = lease.token
             try:
-                yield
+                yield lease
             finally:
+                entry.holder = None
                 entry.lock.release()
         finally:
             entry.users -= 1
@@ -132,8 +169,9 @@ class MemoryStore(Store):
 
 
 class _CountedLock:
-    __slots__ = ("lock", "users")
+    __slots__ = ("holder", "lock", "users")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.users = 0
+        self.holder: str | None = None

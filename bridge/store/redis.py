@@ -18,7 +18,11 @@ a Redis error, no master known during a failover) becomes :class:`~bridge.errors
 
 The lock is a lease: ``SET NX PX`` with a random token, extended by a background task while its
 holder works (so a slow upstream call never outlives it), released by compare-and-delete. A
-holder that dies stops renewing, and its lease lapses within ``lease`` seconds.
+holder that dies stops renewing, and its lease lapses within ``lease`` seconds. The token also
+fences: a session record is written by one script that checks, with the write, that the
+writer's token still holds the lock, that the session has no tombstone and that its record
+still exists, so a holder that stalled past its lease, or outlived its session, writes nothing.
+Each script touches the keys of one session only (record, tombstone, lock).
 """
 
 from __future__ import annotations
@@ -42,10 +46,10 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
-from bridge.errors import ConfigError, StoreUnavailable
+from bridge.errors import ConfigError, LeaseLost, StoreUnavailable
 from bridge.secret import Secret
 from bridge.settings import StoreSettings
-from bridge.store.base import Store
+from bridge.store.base import Lease, Store
 
 log = logging.getLogger("bridge.store")
 
@@ -71,6 +75,20 @@ redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
+"""
+# KEYS: record, tombstone[, lock]; ARGV: value, ttl ms, lock token or "", "1" to create.
+_PUT_RECORD = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then return -1 end
+local mode = 'XX'
+if ARGV[4] == '1' then mode = 'NX' end
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], mode) then return 1 end
+return 0
+"""
+# KEYS: record, tombstone; ARGV: tombstone ttl ms.
+_END_RECORD = """
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return redis.call('DEL', KEYS[1])
 """
 _LOCK_EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -263,6 +281,8 @@ class RedisStore(Store):
         self._incr = self.client.register_script(_INCR)
         self._set_add = self.client.register_script(_SET_ADD)
         self._list_push = self.client.register_script(_LIST_PUSH)
+        self._put_record = self.client.register_script(_PUT_RECORD)
+        self._end_record = self.client.register_script(_END_RECORD)
         self._extend = self.client.register_script(_LOCK_EXTEND)
         self._release = self.client.register_script(_LOCK_RELEASE)
 
@@ -318,6 +338,42 @@ class RedisStore(Store):
         async with self._guard():
             await self.client.delete(key)
 
+    async def put_record(
+        self,
+        key: str,
+        value: dict[str, Any],
+        ttl: float,
+        *,
+        tombstone: str,
+        fence: Lease | None = None,
+        create: bool = False,
+    ) -> bool:
+        keys = [key, tombstone] + ([fence.name] if fence is not None else [])
+        args: list[str | int] = [
+            _dumps(value),
+            _millis(ttl),
+            fence.token if fence is not None else "",
+            "1" if create else "0",
+        ]
+        async with self._guard():
+            written = int(await self._put_record(keys=keys, args=args))
+        if written < 0:
+            log.warning("a lock holder lost its lease; its write was dropped")
+            raise LeaseLost()
+        return written == 1
+
+    async def end_record(self, key: str, tombstone: str, ttl: float) -> bool:
+        async with self._guard():
+            return bool(await self._end_record(keys=[key, tombstone], args=[_millis(ttl)]))
+
+    async def counter(self, key: str) -> int:
+        async with self._guard():
+            value = await self.client.get(key)
+        try:
+            return int(value) if value is not None else 0
+        except ValueError:
+            return 0
+
     async def incr(self, key: str, ttl: float) -> int:
         async with self._guard():
             value = await self._incr(keys=[key], args=[_millis(ttl)])
@@ -354,12 +410,12 @@ class RedisStore(Store):
     # --- locks ----------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def lock(self, name: str, *, wait: float) -> AsyncIterator[None]:
+    async def lock(self, name: str, *, wait: float) -> AsyncIterator[Lease]:
         token = secrets.token_urlsafe(16)
         await self._acquire(name, token, wait)
         renewer = asyncio.create_task(self._keep(name, token))
         try:
-            yield
+            yield Lease(name, token)
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)

@@ -1,0 +1,75 @@
+"""Every benchmark scenario runs, briefly, with the limits bench/ states: all answers 200 and
+the report written. Never a timing: speed is what bench/ measures, not what tests assert."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+from common import NotAllOK, require_all_200  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=BENCH.parent
+    )
+
+
+def test_every_benchmark_scenario_answers_200_and_is_reported(tmp_path: Path) -> None:
+    out = tmp_path / "latest"
+    done = _run(
+        [str(BENCH / "run.py"), "--duration", "1", "--concurrency", "5", "--memory", "200",
+         "--out", str(out)],
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert len(names) == 8 and any("hot path" in n for n in names)
+    for row in report["rows"]:
+        assert row["errors"] == 0 and set(row["statuses"]) == {"200"}, row
+    for side in ("bridge", "snippet"):
+        assert report["upstream"][side]["errors"] == 0
+    assert report["meta"]["limits"] == {"per_session": "off"}
+    assert out.with_suffix(".md").read_text().count("| (c) bridge") == 4
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_the_soak_answers_200_and_is_reported(tmp_path: Path) -> None:
+    out = tmp_path / "soak"
+    done = _run(
+        [str(BENCH / "soak.py"), "--minutes", "0.03", "--rate", "50", "--out", str(out)],
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [set(r["statuses"]) for r in report["results"]] == [{"200"}, {"200"}]
+    assert out.with_suffix(".md").exists()
+
+
+def test_the_in_app_measure_runs_on_every_path() -> None:
+    done = _run([str(BENCH / "micro.py"), "--requests", "100"], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]  # it stops at any answer but 200
+    assert set(json.loads(done.stdout)) == {"ceiling_cpu_us", "hot_cpu_us", "refresh_cpu_us"}
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"requests": 10, "errors": 1, "statuses": {"200": 9, "429": 1}},
+        {"requests": 10, "errors": 0, "statuses": {"200": 9, "503": 1}},
+        {"error": "warm-up failed: status 429", "warmup_errors": 1},
+    ],
+)
+def test_a_run_with_any_answer_but_200_is_not_reported(result: dict[str, object]) -> None:
+    with pytest.raises(NotAllOK):
+        require_all_200("scenario", result)

@@ -1,0 +1,95 @@
+"""Session record writes on both stores: a tombstone, a vanished record or a lost lease each
+refuse the write, atomically with it; a Redis lock holder stalled past its lease writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
+
+from bridge.errors import LeaseLost
+from bridge.store.base import Store
+from bridge.store.memory import MemoryStore
+from bridge.store.redis import RedisStore, parse_url
+
+RECORD, TOMB, LOCK = "t:session:s1", "t:ended:s1", "t:lock:s1"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore(prefix="t")
+        return
+    server = RedisServer(tmp_path).start()
+    redis = RedisStore(parse_url(server.url), prefix="t", timeout=1.0, lease=5.0)
+    try:
+        yield redis
+    finally:
+        await redis.close()
+        server.stop()
+
+
+async def test_create_writes_once_and_never_overwrites(store: Store) -> None:
+    assert await store.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB, create=True)
+    assert not await store.put_record(RECORD, {"v": 2}, 30, tombstone=TOMB, create=True)
+    assert await store.get(RECORD) == {"v": 1}
+
+
+async def test_an_update_needs_the_record_to_still_exist(store: Store) -> None:
+    assert not await store.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB)
+    assert await store.get(RECORD) is None
+    await store.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB, create=True)
+    assert await store.put_record(RECORD, {"v": 2}, 30, tombstone=TOMB)
+    assert await store.get(RECORD) == {"v": 2}
+
+
+async def test_an_ended_record_is_never_written_back(store: Store) -> None:
+    await store.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB, create=True)
+    assert await store.end_record(RECORD, TOMB, 30) is True
+    assert await store.end_record(RECORD, TOMB, 30) is False  # ended once, not twice
+    assert not await store.put_record(RECORD, {"v": 2}, 30, tombstone=TOMB)
+    assert not await store.put_record(RECORD, {"v": 3}, 30, tombstone=TOMB, create=True)
+    assert await store.get(RECORD) is None
+
+
+async def test_a_write_fenced_by_a_held_lease_goes_through(store: Store) -> None:
+    await store.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB, create=True)
+    async with store.lock(LOCK, wait=1) as lease:
+        assert await store.put_record(RECORD, {"v": 2}, 30, tombstone=TOMB, fence=lease)
+    with pytest.raises(LeaseLost):  # released: the lease fences nothing any more
+        await store.put_record(RECORD, {"v": 3}, 30, tombstone=TOMB, fence=lease)
+    assert await store.get(RECORD) == {"v": 2}
+
+
+async def test_a_holder_stalled_past_its_lease_writes_nothing(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    lease_s = 0.5
+    stalled = RedisStore(parse_url(redis_server.url), prefix="t", timeout=0.2, lease=lease_s)
+    other = RedisStore(parse_url(redis_server.url), prefix="t", timeout=0.2, lease=lease_s)
+    try:
+        await stalled.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB, create=True)
+        async with stalled.lock(LOCK, wait=1) as old:
+
+            def stall() -> None:
+                # Redis frozen past the lease: the holder cannot renew it, and when Redis runs
+                # again the lease has lapsed by Redis's own clock.
+                redis_server.pause()
+                time.sleep(lease_s * 3)
+                redis_server.resume()
+
+            await asyncio.to_thread(stall)
+            async with other.lock(LOCK, wait=2) as new:
+                assert await other.put_record(RECORD, {"v": 2}, 30, tombstone=TOMB, fence=new)
+                with pytest.raises(LeaseLost):
+                    await stalled.put_record(RECORD, {"v": "stale"}, 30, tombstone=TOMB, fence=old)
+                assert await other.get(RECORD) == {"v": 2}
+                assert await other.client.get(LOCK) == new.token.encode()
+        assert await other.get(RECORD) == {"v": 2}  # nothing the stalled holder did stuck
+    finally:
+        await stalled.close()
+        await other.close()
