@@ -85,6 +85,7 @@ def create_app(
     upstream = SentifydClient(settings.sentifyd, http, clock=clock)
     broker = TokenBroker(settings, store, sessions, upstream, lifecycle, clock=clock)
     broker.before_login = limiter.spend_upstream_login
+    broker.count_request = limiter.count_session
     metrics = Metrics([a.name for a in settings.avatars])
     upstream.observer = metrics.observe_upstream
     broker.on_cache = metrics.observe_cache

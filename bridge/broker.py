@@ -1,13 +1,17 @@
 """The token broker: a session's cached Sentifyd tokens, single flight, and handle chains.
 
 Every first request of a component instance starts a chain with a fresh opaque handle; a
-refresh rotates its chain's handle. The store keeps only hashes of handles. Work on a session
-happens under that session's lock, re-reading the record once the lock is held, so concurrent
-requests of one session share one upstream call (across instances when the store is shared).
+refresh rotates its chain's handle. The store keeps only hashes of handles.
 
-Nothing is answered before the record is saved, and a save is fenced by the lock's lease and
-refused once the session ended (:meth:`SessionManager.save`): a request in flight when its
-session ends gets :class:`SessionGone`, never the tokens.
+While a session's tokens are fresh, a request changes the record the gate read and writes it
+back in one conditional store step (:meth:`SessionManager.update`): no lock, and a request
+of the same session that wrote first makes the change run again on what it wrote. Only when
+Sentifyd must be called is the session's lock taken, the record re-read under it and the write
+fenced by the lock's lease, so concurrent requests of one session share one upstream call
+(across instances when the store is shared); its waiters are woken by its release.
+
+Nothing is answered before the record is written, and every write is refused once the session
+ended: a request in flight when its session ends gets :class:`SessionGone`, never the tokens.
 
 Beyond ``[session] max_chains`` a new chain replaces the least recently used chain that is no
 longer live (its last token expired, plus a slack); while every chain is live, new ones are
@@ -29,9 +33,18 @@ from bridge.errors import InvalidRefreshToken, RateLimited, UpstreamError, Upstr
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import digest, open_with_handle, seal_with_handle
 from bridge.sentifyd import SentifydClient, UpstreamTokens
-from bridge.sessions import Chain, SessionContext, SessionGone, SessionManager, SessionRecord
+from bridge.sessions import (
+    Chain,
+    Grace,
+    SessionContext,
+    SessionGone,
+    SessionManager,
+    SessionRecord,
+    TokenEntry,
+    decode_record,
+)
 from bridge.settings import AvatarSettings, Settings
-from bridge.store.base import Lease, Store
+from bridge.store.base import Store
 
 log = logging.getLogger("bridge.broker")
 
@@ -87,6 +100,9 @@ class TokenBroker:
         self.on_cache: Callable[[bool], None] | None = None
         # on_limited(scope): metrics hook, called when a new tab is refused (all tabs live).
         self.on_limited: Callable[[str], None] | None = None
+        # count_request(record, first=...): counts a token request in the session's record
+        # (bridge.limits); raises RateLimited beyond a budget.
+        self.count_request: Callable[..., None] | None = None
         # before_login(avatar): spends the avatar's upstream login quota (bridge.limits).
         self.before_login: Callable[[AvatarSettings], Awaitable[None]] | None = None
         # "session id:avatar" -> (monotonic time, error) of its last failed upstream fetch, so
@@ -96,26 +112,24 @@ class TokenBroker:
 
     async def issue(self, ctx: SessionContext, avatar: AvatarSettings) -> TokenAnswer:
         """Answer a component's first request: tokens plus the handle of a new chain."""
-        asked = time.monotonic()
-        async with self.store.lock(
-            self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait
-        ) as lease:
-            record = await self._reload(ctx)
+        handle = secrets.token_urlsafe(32)
+        chain_id = secrets.token_hex(6)
+        current = digest(handle)
+
+        def add_chain(record: SessionRecord, entry: TokenEntry) -> str:
             self._make_room(record)  # before any upstream call: a refused tab costs nothing
-            entry, fetched = await self._tokens(ctx, record, avatar, asked=asked)
-            handle = secrets.token_urlsafe(32)
-            now = self.clock()
             record.chains.append(
                 Chain(
-                    id=secrets.token_hex(6),
+                    id=chain_id,
                     avatar=avatar.name,
-                    current=digest(handle),
-                    created_at=now,
+                    current=current,
+                    created_at=self.clock(),
                     live_until=self._live_until(entry),
                 )
             )
-            await self._commit(record, lease, fetched)
-            return self._answer(entry, handle)
+            return handle
+
+        return await self._serve(ctx, avatar, add_chain, refreshing=False)
 
     def _make_room(self, record: SessionRecord) -> None:
         """Drop idle chains beyond the cap; refuse (429) when only live ones would make room."""
@@ -133,9 +147,9 @@ class TokenBroker:
         dropped = {c.id for c in idle[:excess]}
         record.chains = [c for c in record.chains if c.id not in dropped]
 
-    def _live_until(self, entry: dict[str, Any]) -> float:
-        lifetime = float(entry["exp"] - entry["iat"])
-        return float(entry["exp"]) + max(CHAIN_SLACK, lifetime)
+    def _live_until(self, entry: TokenEntry) -> float:
+        lifetime = float(entry.exp - entry.iat)
+        return float(entry.exp) + max(CHAIN_SLACK, lifetime)
 
     async def refresh(
         self, ctx: SessionContext, avatar: AvatarSettings, handle: str
@@ -144,135 +158,175 @@ class TokenBroker:
         if not HANDLE_RE.match(handle):
             raise InvalidRefreshToken()
         handle_hash = digest(handle)
-        asked = time.monotonic()
-        async with self.store.lock(
-            self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait
-        ) as lease:
-            record = await self._reload(ctx)
+        new_handle = secrets.token_urlsafe(32)
+        new_hash = digest(new_handle)
+        sealed: list[str] = []  # the grace blob, sealed once however often rotate() runs
+
+        def rotate(record: SessionRecord, entry: TokenEntry) -> str:
             now = self.clock()
             for chain in record.chains:
                 if chain.current == handle_hash:
                     if chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
-                    entry, fetched = await self._tokens(
-                        ctx, record, avatar, refreshing=True, asked=asked
-                    )
-                    new_handle = secrets.token_urlsafe(32)
+                    if not sealed:
+                        sealed.append(seal_with_handle(handle, new_handle))
                     chain.retired = [*chain.retired, handle_hash][-MAX_RETIRED:]
-                    chain.grace = {
-                        "hash": handle_hash,
-                        "at": now,
-                        "sealed": seal_with_handle(handle, new_handle),
-                    }
-                    chain.current = digest(new_handle)
+                    chain.grace = Grace(hash=handle_hash, at=now, sealed=sealed[0])
+                    chain.current = new_hash
                     chain.live_until = self._live_until(entry)
-                    await self._commit(record, lease, fetched)
-                    return self._answer(entry, new_handle)
+                    return new_handle
                 grace = chain.grace
                 if (
-                    grace
-                    and grace["hash"] == handle_hash
-                    and now - grace["at"] <= self.settings.session.refresh_grace
+                    grace is not None
+                    and grace.hash == handle_hash
+                    and now - grace.at <= self.settings.session.refresh_grace
                 ):
                     # A duplicate of the same refresh (two tabs woken at once, a retried fetch):
                     # the same answer again, not a theft.
-                    repeated = open_with_handle(handle, grace["sealed"])
+                    repeated = open_with_handle(handle, grace.sealed)
                     if repeated is None or chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
-                    entry, fetched = await self._tokens(
-                        ctx, record, avatar, refreshing=True, asked=asked
-                    )
                     chain.live_until = self._live_until(entry)
-                    await self._commit(record, lease, fetched)
-                    return self._answer(entry, repeated)
+                    return repeated
                 if handle_hash in chain.retired:
-                    await self.lifecycle.emit(
-                        "refresh_handle_reused",
-                        user=record.subject,
-                        session_id=record.id,
-                        avatar=avatar.name,
-                    )
-                    await self.sessions.end(record, "handle_reuse", avatar=avatar.name)
-                    raise InvalidRefreshToken()
+                    raise _HandleReused()
             raise InvalidRefreshToken()
 
-    async def _commit(
-        self, record: SessionRecord, lease: Lease, fetched: dict[str, Any] | None
-    ) -> None:
-        """Save the record (fenced; refused once the session ended), then record any new
-        tokens: tokens that a save refused were never handed out, so they are not recorded."""
-        await self.sessions.save(record, fence=lease)
-        if fetched is not None:
+        try:
+            return await self._serve(ctx, avatar, rotate, refreshing=True)
+        except _HandleReused:
+            record = ctx.record
             await self.lifecycle.emit(
-                fetched.pop("event"), user=record.subject, session_id=record.id, **fetched
+                "refresh_handle_reused",
+                user=record.subject,
+                session_id=record.id,
+                avatar=avatar.name,
             )
+            await self.sessions.end(record, "handle_reuse", avatar=avatar.name)
+            raise InvalidRefreshToken() from None
 
-    async def _reload(self, ctx: SessionContext) -> SessionRecord:
-        record = await self.sessions.load_by_id(ctx.record.id)
-        if record is None:
-            raise SessionGone()
-        record.last_seen = self.clock()
-        record.claims = dict(ctx.identity.claims)
-        ctx.record = record
-        return record
+    async def _serve(
+        self,
+        ctx: SessionContext,
+        avatar: AvatarSettings,
+        change: Callable[[SessionRecord, TokenEntry], str],
+        *,
+        refreshing: bool,
+    ) -> TokenAnswer:
+        """Apply ``change`` (a new chain, a rotation) to the session and answer with the tokens.
 
-    def _fresh(self, entry: dict[str, Any] | None, *, refreshing: bool = False) -> bool:
-        if not entry:
+        While the session's tokens are fresh this is one conditional write of the record read
+        by the gate, and no lock. Only a request that must call Sentifyd takes the session's
+        lock (single flight), re-reads the record under it and writes fenced by its lease.
+        """
+        opened: dict[str | None, dict[str, TokenEntry]] = {}
+
+        def counted(record: SessionRecord, entry: TokenEntry) -> str:
+            # The request that started the session was counted as a new session instead.
+            if self.count_request is not None and not ctx.is_new:
+                self.count_request(record, first=not refreshing)
+            return change(record, entry)
+
+        def cached(record: SessionRecord) -> TokenEntry | None:
+            if record.tokens not in opened:
+                opened[record.tokens] = self.sessions.open_tokens(ctx, record)
+            entry = opened[record.tokens].get(avatar.name)
+            return entry if self._fresh(entry, refreshing=refreshing) else None
+
+        def apply(record: SessionRecord, fetched: TokenEntry | None) -> tuple[str, TokenEntry]:
+            record.last_seen = self.clock()
+            record.claims = dict(ctx.identity.claims)
+            entry = cached(record)
+            if entry is None:
+                if fetched is None:
+                    raise _Stale()
+                tokens = dict(opened[record.tokens])
+                tokens[avatar.name] = entry = fetched
+                self.sessions.seal_tokens(ctx, record, tokens)
+            return counted(record, entry), entry
+
+        if cached(ctx.record) is not None:
+            try:
+                handle, entry = await self.sessions.update(ctx, lambda r: apply(r, None))
+            except _Stale:
+                pass  # another request's write came first, and its tokens were stale
+            else:
+                if self.on_cache:
+                    self.on_cache(True)
+                return self._answer(entry, handle)
+
+        asked = time.monotonic()
+        async with self.store.lock(
+            self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait
+        ) as lease:
+            record = await self.sessions.reload(ctx)
+            if cached(record) is None:
+                # Refuse what would be refused before any upstream call: a copy, dry-run.
+                trial = decode_record(ctx.raw)
+                if trial is not None:
+                    counted(trial, _NO_TOKENS)
+                fetched, event = await self._fetch_tokens(ctx, record, avatar, refreshing, asked)
+            else:
+                fetched, event = None, None  # another holder fetched them meanwhile
+            if self.on_cache:
+                self.on_cache(fetched is None)
+            handle, entry = await self.sessions.update(
+                ctx, lambda r: apply(r, fetched), fence=lease
+            )
+            if event is not None and entry is fetched:
+                # Recorded once saved: tokens that a refused save never handed out leave no event.
+                await self.lifecycle.emit(
+                    event.pop("event"), user=record.subject, session_id=record.id, **event
+                )
+            return self._answer(entry, handle)
+
+    def _fresh(self, entry: TokenEntry | None, *, refreshing: bool = False) -> bool:
+        if entry is None:
             return False
-        lifetime = entry["exp"] - entry["iat"]
+        lifetime = entry.exp - entry.iat
         margin = min(float(self.settings.sentifyd.refresh_margin), lifetime / 4)
         if refreshing:
             # A component refreshes because its token is about to expire; handing it back the
             # same ageing token would only bring it back moments later. Tokens in the first
             # half of their life are newer than anything it holds, and still shared.
             margin = max(margin, lifetime / 2)
-        return bool(entry["exp"] - self.clock() > margin)
+        return bool(entry.exp - self.clock() > margin)
 
-    async def _tokens(
+    async def _fetch_tokens(
         self,
         ctx: SessionContext,
         record: SessionRecord,
         avatar: AvatarSettings,
-        *,
-        refreshing: bool = False,
-        asked: float = float("inf"),
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """Return the session's cached tokens for ``avatar``, fetching them if stale, and the
-        lifecycle event a fetch owes once the record is saved (None for a cache hit).
+        refreshing: bool,
+        asked: float,
+    ) -> tuple[TokenEntry, dict[str, Any]]:
+        """Fetch fresh tokens for ``avatar``; return them and the lifecycle event they owe
+        once the record is saved.
 
         A fetch that failed after this request was ``asked`` (monotonic time), while it waited
         for the session's lock, is this request's failure too.
         """
-        tokens = self.sessions.open_tokens(ctx, record)
-        entry = tokens.get(avatar.name)
-        if self._fresh(entry, refreshing=refreshing):
-            if self.on_cache:
-                self.on_cache(True)
-            return dict(entry), None  # type: ignore[arg-type]
-        if self.on_cache:
-            self.on_cache(False)
         key = f"{record.id}:{avatar.name}"
         failed = self._failed.get(key)
         if failed is not None and failed[0] > asked:
             raise failed[1]
+        stale = self.sessions.open_tokens(ctx, record).get(avatar.name)
         try:
-            fetched = await self._fetch(ctx, record, avatar, entry)
+            fetched = await self._fetch(avatar, stale)
         except UpstreamError as exc:
             if len(self._failed) >= MAX_REMEMBERED_FAILURES:
                 self._failed.clear()  # forgetting one only costs a waiter its own attempt
             self._failed[key] = (time.monotonic(), exc)
             raise
         self._failed.pop(key, None)
-        entry = {
-            "at": fetched.access_token,
-            "rt": fetched.refresh_token,
-            "tt": fetched.token_type,
-            "exp": fetched.expires_at,
-            "iat": fetched.issued_at,
-            "params": fetched.avatar_params,
-        }
-        tokens[avatar.name] = entry
-        self.sessions.seal_tokens(ctx, record, tokens)
+        entry = TokenEntry(
+            at=fetched.access_token,
+            rt=fetched.refresh_token,
+            tt=fetched.token_type,
+            exp=fetched.expires_at,
+            iat=fetched.issued_at,
+            params=fetched.avatar_params,
+        )
         event = {
             "event": "tokens_refreshed" if refreshing else "tokens_issued",
             "avatar": avatar.name,
@@ -281,14 +335,8 @@ class TokenBroker:
         }
         return entry, event
 
-    async def _fetch(
-        self,
-        ctx: SessionContext,
-        record: SessionRecord,
-        avatar: AvatarSettings,
-        entry: dict[str, Any] | None,
-    ) -> UpstreamTokens:
-        refresh_token = entry.get("rt") if entry else None
+    async def _fetch(self, avatar: AvatarSettings, entry: TokenEntry | None) -> UpstreamTokens:
+        refresh_token = entry.rt if entry is not None else None
         if self.settings.sentifyd.refresh_path and refresh_token:
             try:
                 return await self.upstream.refresh(avatar, refresh_token)
@@ -299,11 +347,23 @@ class TokenBroker:
             await self.before_login(avatar)
         return await self.upstream.login(avatar)
 
-    def _answer(self, entry: dict[str, Any], handle: str) -> TokenAnswer:
+    def _answer(self, entry: TokenEntry, handle: str) -> TokenAnswer:
         return TokenAnswer(
-            access_token=entry["at"],
+            access_token=entry.at,
             handle=handle,
-            token_type=entry["tt"],
-            expires_in=max(0, int(entry["exp"] - self.clock())),
-            avatar_params=entry["params"],
+            token_type=entry.tt,
+            expires_in=max(0, int(entry.exp - self.clock())),
+            avatar_params=entry.params,
         )
+
+
+class _Stale(Exception):
+    """The record's tokens are not fresh: only a lock holder may fetch new ones."""
+
+
+class _HandleReused(Exception):
+    """A rotated handle came back past its grace window."""
+
+
+# Stands in for tokens in a dry run of a change (before an upstream call): never handed out.
+_NO_TOKENS = TokenEntry(at="", rt=None, tt="", exp=0.0, iat=0.0)

@@ -31,6 +31,7 @@ class Visitor:
     record: SessionRecord | None
     cookie_token: str | None
     ended: bool = False
+    raw: bytes = b""  # the record as stored (what a write of it expects to find)
 
 
 class Gate:
@@ -54,7 +55,8 @@ class Gate:
     async def identify(self, request: Request) -> Visitor:
         """Find the visitor's identity and live session; end a session whose login is gone."""
         token = self.sessions.cookie_token(request)
-        record = await self.sessions.load(token) if token else None
+        loaded = await self.sessions.load_raw(token) if token else None
+        record, raw = loaded if loaded is not None else (None, b"")
         if record is None:
             await self.limiter.check_address(request)
         identity: Identity | None = None
@@ -82,7 +84,11 @@ class Gate:
         if identity is None:
             await self.limiter.count_anonymous(request)
         return Visitor(
-            identity=identity, record=record, cookie_token=token if record else None, ended=ended
+            identity=identity,
+            record=record,
+            cookie_token=token if record else None,
+            ended=ended,
+            raw=raw if record else b"",
         )
 
     async def admit(
@@ -106,7 +112,9 @@ class Gate:
             )
             raise Forbidden()
         if visitor.record is not None and visitor.cookie_token is not None:
-            return visitor, SessionContext(visitor.record, visitor.cookie_token, visitor.identity)
+            return visitor, SessionContext(
+                visitor.record, visitor.cookie_token, visitor.identity, raw=visitor.raw
+            )
         if not create:
             return visitor, None
         # A new session is a Sentifyd login to come: held per user, before anything is stored.

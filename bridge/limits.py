@@ -4,7 +4,8 @@ A cached answer to a signed-in visitor costs a store read and write; thousands o
 share one address (an office, a carrier's NAT, a proxy not yet in ``trusted_proxies``). So
 nothing here counts a signed-in visitor's traffic per address. What is counted:
 
-- per session: its requests (a backstop) and its first requests, each a new handle chain;
+- per session: its requests (a backstop) and its first requests, each a new handle chain,
+  counted in the session's record (written by each request anyway);
 - per user: new sessions, each one a Sentifyd login (the session cap lives in
   :meth:`bridge.sessions.SessionManager.create`);
 - per client address: anonymous work only, that is refusals (401/403) and the identity checks
@@ -12,9 +13,9 @@ nothing here counts a signed-in visitor's traffic per address. What is counted:
   refused before any identity work;
 - per avatar, optionally: Sentifyd logins across every instance (503 ``upstream_busy``).
 
-Fixed windows aligned to the clock, counted with the store's ``incr``, so every instance on one
-Redis shares the counters. A window's counter key names the window, so a counter never needs
-resetting and its TTL only cleans up.
+Fixed windows aligned to the clock, counted with the store's ``incr`` (or in the session's
+record), so every instance on one Redis shares the counters. A window's counter key names the
+window, so a counter never needs resetting and its TTL only cleans up.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from quart import Request
 
 from bridge.errors import RateLimited, UpstreamBusy
-from bridge.sessions import SessionManager
+from bridge.sessions import Count, SessionManager, SessionRecord
 from bridge.settings import AvatarSettings, LimitsSettings, RateLimit
 from bridge.store.base import Store
 
@@ -50,17 +51,31 @@ class RateLimiter:
         # on_limited(scope): metrics hook, called once per refused request.
         self.on_limited: Callable[[str], None] | None = None
 
-    async def check(self, request: Request, *, first: bool) -> None:
-        """Count a token request against its session; ``first`` (no handle) also starts a chain."""
-        # Keyed by the cookie's hash, known without a store read; a request with no (or a
-        # made-up) cookie is held by the per-user and per-address limits instead.
-        token = self.sessions.cookie_token(request)
-        if token is None:
-            return
-        session_id = self.sessions.session_id(token)
-        await self._hit("session", session_id, self.settings.per_session)
+    def count_session(self, record: SessionRecord, *, first: bool) -> None:
+        """Count a token request in its session's record; ``first`` (no handle) also starts a
+        chain. Raise RateLimited beyond a budget (the record is then not written, so a refused
+        request changes nothing stored).
+
+        The windows live in the record, which every token request writes anyway: a session's
+        counting costs no store command of its own.
+        """
+        self._count(record, "session", self.settings.per_session)
         if first:
-            await self._hit("chain", session_id, self.settings.new_chains_per_session)
+            self._count(record, "chain", self.settings.new_chains_per_session)
+
+    def _count(self, record: SessionRecord, scope: str, limit: RateLimit) -> None:
+        if not limit.enabled:
+            return
+        window = int(self.clock() // limit.window)
+        count = next((c for c in record.counts if c.scope == scope), None)
+        if count is None:
+            count = Count(scope, window, 0)
+            record.counts.append(count)
+        elif count.window != window:
+            count.window, count.n = window, 0
+        if count.n >= limit.count:
+            self._refuse(scope, window, limit)
+        count.n += 1
 
     async def check_new_session(self, subject: str) -> None:
         """Count a new session of ``subject``; raise RateLimited beyond the user's budget."""

@@ -47,5 +47,5 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
 
 def quiet_libraries() -> None:
     """Keep libraries' request logging out: it would print URLs and headers we do not vet."""
-    for name in ("httpx", "httpcore", "hypercorn.access", "aiocache"):
+    for name in ("httpx", "httpcore", "hypercorn.access"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,23 +65,64 @@ def _open(key: bytes, sealed: str, aad: bytes) -> bytes | None:
 
 
 class SessionSealer:
-    """Seal and open a session's token blob; keys are tried newest first, for rotation."""
+    """Seal and open a session's token blob; keys are tried newest first, for rotation.
 
-    def __init__(self, secret_keys: Sequence[Secret]) -> None:
+    Deriving a session's keys (HKDF) costs more than sealing itself, so the derived keys of
+    the ``cache_size`` most recently used sessions are kept in this process (never in the
+    store), each beside the cookie value it was derived from.
+    """
+
+    def __init__(self, secret_keys: Sequence[Secret], cache_size: int = 4096) -> None:
         self._salts = [key.reveal().encode("utf-8") for key in secret_keys]
+        self._cache_size = cache_size
+        # session id -> (the cookie value the keys are derived from, one cipher per salt)
+        self._keys: OrderedDict[str, tuple[str, list[AESGCM]]] = OrderedDict()
+
+    def _ciphers(self, cookie_token: str, session_id: str) -> list[AESGCM]:
+        cached = self._keys.get(session_id)
+        if cached is not None and hmac.compare_digest(cached[0], cookie_token):
+            self._keys.move_to_end(session_id)
+            return cached[1]
+        material = cookie_token.encode("ascii")
+        ciphers = [AESGCM(_derive(material, salt, _SESSION_INFO)) for salt in self._salts]
+        self._keys[session_id] = (cookie_token, ciphers)
+        if len(self._keys) > self._cache_size:
+            self._keys.popitem(last=False)
+        return ciphers
+
+    def forget(self, session_id: str) -> None:
+        """Drop an ended session's keys."""
+        self._keys.pop(session_id, None)
+
+    def seal_bytes(self, cookie_token: str, session_id: str, plaintext: bytes) -> str:
+        nonce = os.urandom(12)
+        cipher = self._ciphers(cookie_token, session_id)[0]
+        return _b64(nonce + cipher.encrypt(nonce, plaintext, session_id.encode()))
+
+    def open_bytes(self, cookie_token: str, session_id: str, sealed: str) -> bytes | None:
+        try:
+            raw = _unb64(sealed)
+        except (ValueError, TypeError):
+            return None
+        if len(raw) < 12 + 16:
+            return None
+        for cipher in self._ciphers(cookie_token, session_id):
+            try:
+                return cipher.decrypt(raw[:12], raw[12:], session_id.encode())
+            except InvalidTag:
+                continue
+        return None
 
     def seal(self, cookie_token: str, session_id: str, value: dict[str, Any]) -> str:
-        key = _derive(cookie_token.encode("ascii"), self._salts[0], _SESSION_INFO)
-        return _seal(key, json.dumps(value, separators=(",", ":")).encode(), session_id.encode())
+        plain = json.dumps(value, separators=(",", ":")).encode()
+        return self.seal_bytes(cookie_token, session_id, plain)
 
     def open(self, cookie_token: str, session_id: str, sealed: str) -> dict[str, Any] | None:
-        for salt in self._salts:
-            key = _derive(cookie_token.encode("ascii"), salt, _SESSION_INFO)
-            plain = _open(key, sealed, session_id.encode())
-            if plain is not None:
-                value = json.loads(plain)
-                return value if isinstance(value, dict) else None
-        return None
+        plain = self.open_bytes(cookie_token, session_id, sealed)
+        if plain is None:
+            return None
+        value = json.loads(plain)
+        return value if isinstance(value, dict) else None
 
 
 def seal_with_handle(handle: str, value: str) -> str:

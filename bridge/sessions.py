@@ -17,12 +17,13 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import msgspec
 from quart import Request, Response, g, has_request_context
 
-from bridge.errors import BridgeError, SessionRevoked
+from bridge.errors import BridgeError, SessionRevoked, StoreUnavailable
 from bridge.identity import Identity
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
@@ -30,14 +31,26 @@ from bridge.settings import Settings
 from bridge.store.base import Lease, Store
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_T = TypeVar("_T")
+# Writes of one session that meet re-apply their change; this many in a row is a storm.
+MAX_SWAPS = 16
+BUSY = "The session is busy; try again shortly."
 
 
 class SessionGone(BridgeError):
     """The session ended while this request worked on it (revoked, logged out, expired)."""
 
 
-@dataclass
-class Chain:
+class Grace(msgspec.Struct, omit_defaults=True):
+    """A refresh just done: the handle it retired, when, and the handle it gave out, sealed
+    under the retired one (so only the retired handle's holder gets the same answer again)."""
+
+    hash: str
+    at: float
+    sealed: str
+
+
+class Chain(msgspec.Struct, omit_defaults=True):
     """One component instance's line of refresh handles (stored as hashes only).
 
     ``live_until`` is when the access token last handed to it expires, plus a slack for
@@ -48,24 +61,36 @@ class Chain:
     avatar: str
     current: str
     created_at: float
-    retired: list[str] = field(default_factory=list)
-    grace: dict[str, Any] | None = None
+    retired: list[str] = []
+    grace: Grace | None = None
     live_until: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "avatar": self.avatar,
-            "current": self.current,
-            "created_at": self.created_at,
-            "retired": list(self.retired),
-            "grace": dict(self.grace) if self.grace is not None else None,
-            "live_until": self.live_until,
-        }
+
+class TokenEntry(msgspec.Struct):
+    """A session's cached Sentifyd tokens for one avatar (only ever stored sealed)."""
+
+    at: str
+    rt: str | None
+    tt: str
+    exp: float
+    iat: float
+    params: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"TokenEntry(exp={self.exp})"
 
 
-@dataclass
-class SessionRecord:
+class Count(msgspec.Struct, array_like=True):
+    """A per-session rate limit's fixed window and how many requests it counted so far."""
+
+    scope: str
+    window: int
+    n: int
+
+
+class SessionRecord(msgspec.Struct, omit_defaults=True):
+    """The stored session: who, since when, its sealed tokens and its chains."""
+
     id: str
     subject: str
     method: str
@@ -74,43 +99,44 @@ class SessionRecord:
     last_seen: float
     expires_at: float
     tokens: str | None = None
-    chains: list[Chain] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        # By hand rather than dataclasses.asdict, whose deep copy was a fifth of the token
-        # endpoint's time; the containers are copied, so the result aliases nothing mutable
-        # that the record changes later.
-        return {
-            "id": self.id,
-            "subject": self.subject,
-            "method": self.method,
-            "claims": dict(self.claims),
-            "created_at": self.created_at,
-            "last_seen": self.last_seen,
-            "expires_at": self.expires_at,
-            "tokens": self.tokens,
-            "chains": [chain.to_dict() for chain in self.chains],
-            "extra": dict(self.extra),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SessionRecord:
-        chains = [Chain(**c) for c in data.get("chains", [])]
-        return cls(**{**data, "chains": chains})
+    chains: list[Chain] = []
+    extra: dict[str, Any] = {}
+    # The session's own rate-limit windows (bridge.limits), written with the record itself.
+    counts: list[Count] = []
 
     def identity(self) -> Identity:
         return Identity(subject=self.subject, method=self.method, claims=dict(self.claims))
 
 
+# Records are JSON (msgspec's codec, typed on the way in): readable with redis-cli as before,
+# and nothing in them is secret (handles are hashes, the Sentifyd tokens are sealed).
+_encode = msgspec.json.Encoder().encode
+_decode_record = msgspec.json.Decoder(SessionRecord).decode
+_decode_tokens = msgspec.json.Decoder(dict[str, TokenEntry]).decode
+
+
+def encode_record(record: SessionRecord) -> bytes:
+    return _encode(record)
+
+
+def decode_record(raw: bytes) -> SessionRecord | None:
+    """Return the record stored as ``raw``, or None for anything the bridge did not write."""
+    try:
+        return _decode_record(raw)
+    except msgspec.DecodeError:
+        return None
+
+
 @dataclass
 class SessionContext:
-    """A request's view of its session: the record and the cookie value that keys it."""
+    """A request's view of its session: the record, the cookie value that keys it, and the
+    stored bytes the record was read from (what :meth:`SessionManager.update` expects to find)."""
 
     record: SessionRecord
     cookie_token: str
     identity: Identity
     is_new: bool = False
+    raw: bytes = b""
 
 
 class SessionManager:
@@ -178,10 +204,15 @@ class SessionManager:
 
     async def load(self, token: str) -> SessionRecord | None:
         """Return the live record for a cookie value; end it here if it timed out."""
-        data = await self.store.get(self.record_key(self.session_id(token)))
-        if data is None:
+        loaded = await self.load_raw(token)
+        return loaded[0] if loaded is not None else None
+
+    async def load_raw(self, token: str) -> tuple[SessionRecord, bytes] | None:
+        """Return the live record for a cookie value and the bytes it was stored as."""
+        loaded = await self._read(self.session_id(token))
+        if loaded is None:
             return None
-        record = SessionRecord.from_dict(data)
+        record = loaded[0]
         now = self.clock()
         if now >= record.expires_at:
             await self.end(record, "absolute_timeout")
@@ -189,11 +220,26 @@ class SessionManager:
         if now - record.last_seen >= self.settings.session.idle_timeout:
             await self.end(record, "idle_timeout")
             return None
-        return record
+        return loaded
 
     async def load_by_id(self, session_id: str) -> SessionRecord | None:
-        data = await self.store.get(self.record_key(session_id))
-        return SessionRecord.from_dict(data) if data is not None else None
+        loaded = await self._read(session_id)
+        return loaded[0] if loaded is not None else None
+
+    async def reload(self, ctx: SessionContext) -> SessionRecord:
+        """Read the session's record again (once its lock is held); SessionGone if it ended."""
+        loaded = await self._read(ctx.record.id)
+        if loaded is None:
+            raise SessionGone()
+        ctx.record, ctx.raw = loaded
+        return ctx.record
+
+    async def _read(self, session_id: str) -> tuple[SessionRecord, bytes] | None:
+        raw = await self.store.get_record(self.record_key(session_id))
+        if raw is None:
+            return None
+        record = decode_record(raw)
+        return (record, raw) if record is not None else None
 
     async def create(
         self, identity: Identity, extra: dict[str, Any] | None = None
@@ -216,7 +262,7 @@ class SessionManager:
             expires_at=now + self.settings.session.absolute_timeout,
             extra=dict(extra or {}),
         )
-        await self.save(record, create=True)
+        raw = await self.save(record, create=True)
         await self.store.set_add(
             self.user_key(record.subject), record.id, self.settings.session.absolute_timeout
         )
@@ -231,7 +277,9 @@ class SessionManager:
             await self.end(record, "admin_revoked")
             raise SessionRevoked()
         await self._evict_beyond_cap(record)
-        return SessionContext(record=record, cookie_token=token, identity=identity, is_new=True)
+        return SessionContext(
+            record=record, cookie_token=token, identity=identity, is_new=True, raw=raw
+        )
 
     async def _evict_beyond_cap(self, new: SessionRecord) -> None:
         cap = self.settings.limits.sessions_per_user
@@ -256,14 +304,16 @@ class SessionManager:
 
     async def save(
         self, record: SessionRecord, *, fence: Lease | None = None, create: bool = False
-    ) -> None:
+    ) -> bytes:
         """Write the record back; raise SessionGone if it ended meanwhile (nothing is written).
 
         With ``fence`` (the session's lock, held), a lease that lapsed raises LeaseLost.
+        Return the bytes written.
         """
+        raw = encode_record(record)
         written = await self.store.put_record(
             self.record_key(record.id),
-            record.to_dict(),
+            raw,
             self.ttl(record),
             tombstone=self.tombstone_key(record.id),
             fence=fence,
@@ -271,6 +321,41 @@ class SessionManager:
         )
         if not written:
             raise SessionGone()
+        return raw
+
+    async def update(
+        self,
+        ctx: SessionContext,
+        change: Callable[[SessionRecord], _T],
+        *,
+        fence: Lease | None = None,
+    ) -> _T:
+        """Apply ``change`` to the session's record and write it, in one store step that checks
+        the record is still the one read: if another request wrote it meanwhile, ``change`` runs
+        again on the record now stored, so no request's write is lost and none waits for a lock.
+
+        ``change`` must be a function of the record alone (it may run more than once) and may
+        raise to write nothing. Raise SessionGone once the session ended (nothing is written);
+        with ``fence``, LeaseLost if the lease lapsed.
+        """
+        record, raw = ctx.record, ctx.raw
+        key, tombstone = self.record_key(record.id), self.tombstone_key(record.id)
+        for _ in range(MAX_SWAPS):
+            result = change(record)
+            value = encode_record(record)
+            outcome = await self.store.swap_record(
+                key, raw, value, self.ttl(record), tombstone=tombstone, fence=fence
+            )
+            if outcome is True:
+                ctx.record, ctx.raw = record, value
+                return result
+            if outcome is False:
+                raise SessionGone()
+            current = decode_record(outcome.current)
+            if current is None:
+                raise SessionGone()
+            record, raw = current, outcome.current
+        raise StoreUnavailable(BUSY)
 
     async def end(self, record: SessionRecord, reason: str, **fields: Any) -> bool:
         """End the session now, whatever is in flight: tombstone it, delete the record (and
@@ -284,6 +369,7 @@ class SessionManager:
         if has_request_context():
             g.session_ended = True  # the response clears this visitor's cookie
         await self.store.set_remove(self.user_key(record.subject), record.id)
+        self.sealer.forget(record.id)
         for forget in self.on_end:
             await forget(record)
         if ended:
@@ -329,12 +415,22 @@ class SessionManager:
 
     # --- sealed tokens ----------------------------------------------------------------------
 
-    def open_tokens(self, ctx: SessionContext, record: SessionRecord) -> dict[str, Any]:
+    def open_tokens(self, ctx: SessionContext, record: SessionRecord) -> dict[str, TokenEntry]:
         if not record.tokens:
             return {}
-        return self.sealer.open(ctx.cookie_token, record.id, record.tokens) or {}
+        plain = self.sealer.open_bytes(ctx.cookie_token, record.id, record.tokens)
+        if plain is None:
+            return {}
+        try:
+            return _decode_tokens(plain)
+        except msgspec.DecodeError:
+            return {}
 
     def seal_tokens(
-        self, ctx: SessionContext, record: SessionRecord, tokens: dict[str, Any]
+        self, ctx: SessionContext, record: SessionRecord, tokens: dict[str, TokenEntry]
     ) -> None:
-        record.tokens = self.sealer.seal(ctx.cookie_token, record.id, tokens) if tokens else None
+        record.tokens = (
+            self.sealer.seal_bytes(ctx.cookie_token, record.id, _encode(tokens))
+            if tokens
+            else None
+        )

@@ -268,7 +268,7 @@ def cli(bridge: BridgeProcess, *args: str) -> Any:
 # The README's ACL for the bridge's Redis user, with what a cluster client needs besides.
 CLUSTER_ACL = (
     "on >acl-pass ~acl:* resetchannels -@all +get +set +del +incr +pttl +pexpire +sadd +srem"
-    " +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +exists"
+    " +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +exists +blpop"
     " +cluster|slots +command"
 )
 
@@ -295,7 +295,7 @@ async def test_every_operation_works_under_the_documented_acl_on_every_node(
         assert await store.list_range(store.key("events", "u"), 5) == [{"e": 1}]
         async with store.lock(store.session_key("lock", "s1"), wait=2) as lease:
             assert await store.put_record(
-                keys[1], {"k": 1}, 30, tombstone=store.session_key("ended", "s1"), fence=lease
+                keys[1], b'{"k":1}', 30, tombstone=store.session_key("ended", "s1"), fence=lease
             )
         assert await store.end_record(keys[1], store.session_key("ended", "s1"), 30)
         await store.set(keys[1], {"k": keys[1]}, 30)

@@ -34,35 +34,35 @@ async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[
 
 
 async def test_create_writes_once_and_never_overwrites(store: Store) -> None:
-    assert await store.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB, create=True)
-    assert not await store.put_record(RECORD, {"v": 2}, 30, tombstone=TOMB, create=True)
-    assert await store.get(RECORD) == {"v": 1}
+    assert await store.put_record(RECORD, b"1", 30, tombstone=TOMB, create=True)
+    assert not await store.put_record(RECORD, b"2", 30, tombstone=TOMB, create=True)
+    assert await store.get_record(RECORD) == b"1"
 
 
 async def test_an_update_needs_the_record_to_still_exist(store: Store) -> None:
-    assert not await store.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB)
-    assert await store.get(RECORD) is None
-    await store.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB, create=True)
-    assert await store.put_record(RECORD, {"v": 2}, 30, tombstone=TOMB)
-    assert await store.get(RECORD) == {"v": 2}
+    assert not await store.put_record(RECORD, b"1", 30, tombstone=TOMB)
+    assert await store.get_record(RECORD) is None
+    await store.put_record(RECORD, b"1", 30, tombstone=TOMB, create=True)
+    assert await store.put_record(RECORD, b"2", 30, tombstone=TOMB)
+    assert await store.get_record(RECORD) == b"2"
 
 
 async def test_an_ended_record_is_never_written_back(store: Store) -> None:
-    await store.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB, create=True)
+    await store.put_record(RECORD, b"1", 30, tombstone=TOMB, create=True)
     assert await store.end_record(RECORD, TOMB, 30) is True
     assert await store.end_record(RECORD, TOMB, 30) is False  # ended once, not twice
-    assert not await store.put_record(RECORD, {"v": 2}, 30, tombstone=TOMB)
-    assert not await store.put_record(RECORD, {"v": 3}, 30, tombstone=TOMB, create=True)
-    assert await store.get(RECORD) is None
+    assert not await store.put_record(RECORD, b"2", 30, tombstone=TOMB)
+    assert not await store.put_record(RECORD, b"3", 30, tombstone=TOMB, create=True)
+    assert await store.get_record(RECORD) is None
 
 
 async def test_a_write_fenced_by_a_held_lease_goes_through(store: Store) -> None:
-    await store.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB, create=True)
+    await store.put_record(RECORD, b"1", 30, tombstone=TOMB, create=True)
     async with store.lock(LOCK, wait=1) as lease:
-        assert await store.put_record(RECORD, {"v": 2}, 30, tombstone=TOMB, fence=lease)
+        assert await store.put_record(RECORD, b"2", 30, tombstone=TOMB, fence=lease)
     with pytest.raises(LeaseLost):  # released: the lease fences nothing any more
-        await store.put_record(RECORD, {"v": 3}, 30, tombstone=TOMB, fence=lease)
-    assert await store.get(RECORD) == {"v": 2}
+        await store.put_record(RECORD, b"3", 30, tombstone=TOMB, fence=lease)
+    assert await store.get_record(RECORD) == b"2"
 
 
 async def test_a_holder_stalled_past_its_lease_writes_nothing(
@@ -72,7 +72,7 @@ async def test_a_holder_stalled_past_its_lease_writes_nothing(
     stalled = RedisStore(parse_url(redis_server.url), prefix="t", timeout=0.2, lease=lease_s)
     other = RedisStore(parse_url(redis_server.url), prefix="t", timeout=0.2, lease=lease_s)
     try:
-        await stalled.put_record(RECORD, {"v": 1}, 30, tombstone=TOMB, create=True)
+        await stalled.put_record(RECORD, b"1", 30, tombstone=TOMB, create=True)
         async with stalled.lock(LOCK, wait=1) as old:
 
             def stall() -> None:
@@ -84,12 +84,12 @@ async def test_a_holder_stalled_past_its_lease_writes_nothing(
 
             await asyncio.to_thread(stall)
             async with other.lock(LOCK, wait=2) as new:
-                assert await other.put_record(RECORD, {"v": 2}, 30, tombstone=TOMB, fence=new)
+                assert await other.put_record(RECORD, b"2", 30, tombstone=TOMB, fence=new)
                 with pytest.raises(LeaseLost):
-                    await stalled.put_record(RECORD, {"v": "stale"}, 30, tombstone=TOMB, fence=old)
-                assert await other.get(RECORD) == {"v": 2}
+                    await stalled.put_record(RECORD, b"stale", 30, tombstone=TOMB, fence=old)
+                assert await other.get_record(RECORD) == b"2"
                 assert await other.client.get(LOCK) == new.token.encode()
-        assert await other.get(RECORD) == {"v": 2}  # nothing the stalled holder did stuck
+        assert await other.get_record(RECORD) == b"2"  # nothing the stalled holder did stuck
     finally:
         await stalled.close()
         await other.close()

@@ -291,17 +291,7 @@ async def test_waiter_gets_the_lock_when_it_is_released(
     make_store: Callable[..., RedisStore],
 ) -> None:
     a, b = make_store(lease=5), make_store(lease=5)
-    refused = asyncio.Event()
     order: list[str] = []
-    set_nx = b.client.set
-
-    async def spying_set(*args: Any, **kwargs: Any) -> Any:
-        answer = await set_nx(*args, **kwargs)
-        if not answer:
-            refused.set()
-        return answer
-
-    b.client.set = spying_set  # type: ignore[method-assign]
 
     async def waiter() -> None:
         async with b.lock("t:lock:x", wait=5):
@@ -309,7 +299,10 @@ async def test_waiter_gets_the_lock_when_it_is_released(
 
     async with a.lock("t:lock:x", wait=1):
         task = asyncio.create_task(waiter())
-        await refused.wait()  # the waiter has tried once and is polling
+        for _ in range(500):  # until the waiter was refused and counted itself in
+            if await a.client.get("t:lock:x:waiters"):
+                break
+            await asyncio.sleep(0.01)
         order.append("a")
     started = time.monotonic()
     await task
@@ -372,11 +365,23 @@ async def _every_operation(store: RedisStore) -> list[Callable[[], Any]]:
 
     async def fenced_write() -> None:
         async with store.lock("t:lock:{r}", wait=30) as lease:
-            await store.put_record("t:rec:{r}", {}, 30, tombstone="t:end:{r}", fence=lease)
+            await store.put_record("t:rec:{r}", b"{}", 30, tombstone="t:end:{r}", fence=lease)
+            await store.swap_record(
+                "t:rec:{r}", b"{}", b"{}", 30, tombstone="t:end:{r}", fence=lease
+            )
+
+    async def waited_lock() -> None:
+        # A second holder waits for the first one's release (BLPOP on the lock's wake list).
+        async with store.lock("t:lock:{w}", wait=30):
+            waiter = asyncio.ensure_future(_hold(store, "t:lock:{w}"))
+            await asyncio.sleep(0.05)  # the waiter counts itself in and blocks meanwhile
+        await waiter
 
     return [
         lambda: store.get("t:k"),
-        lambda: store.put_record("t:rec:{r}", {}, 30, tombstone="t:end:{r}", create=True),
+        lambda: store.get_record("t:rec:{r}"),
+        lambda: store.put_record("t:rec:{r}", b"{}", 30, tombstone="t:end:{r}", create=True),
+        lambda: store.swap_record("t:rec:{r}", b"{}", b"{}", 30, tombstone="t:end:{r}"),
         fenced_write,
         lambda: store.end_record("t:rec:{r}", "t:end:{r}", 30),
         lambda: store.counter("t:c"),
@@ -391,7 +396,13 @@ async def _every_operation(store: RedisStore) -> list[Callable[[], Any]]:
         lambda: store.list_range("t:l", 5),
         scan,
         lock,
+        waited_lock,
     ]
+
+
+async def _hold(store: RedisStore, name: str) -> None:
+    async with store.lock(name, wait=30):
+        pass
 
 
 async def test_redis_down_makes_every_operation_store_unavailable(
@@ -490,7 +501,7 @@ async def test_holder_survives_redis_outage_and_releases(
 # The README's ACL for the bridge's Redis user: these commands, on the prefix's keys only.
 ACL_RULES = (
     "on >acl-pass ~t:* resetchannels -@all +get +set +del +incr +pttl +pexpire +sadd"
-    " +srem +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +exists"
+    " +srem +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +exists +blpop"
 )
 
 

@@ -55,7 +55,6 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
         raise UnknownAvatar()
     g.avatar = avatar.name  # named in the request log and in the lifecycle events it causes
     handle = await read_handle()
-    await bridge.limiter.check(request, first=handle is None)
     page = bridge.page_path(avatar.name)
     _, ctx = await bridge.gate.admit(request, avatar, next_path=page, create=handle is None)
     try:

@@ -1,8 +1,9 @@
 """The store interface every backend implements.
 
-Values are JSON-able dicts. Every key the bridge writes has a TTL, so nothing grows without
-bound. Backend failures surface as :class:`bridge.errors.StoreUnavailable` (503), never as a
-backend-specific exception.
+Values are JSON-able dicts, except session records: those are bytes the session layer
+encodes (:mod:`bridge.sessions`), so the store neither parses nor copies them. Every key the
+bridge writes has a TTL, so nothing grows without bound. Backend failures surface as
+:class:`bridge.errors.StoreUnavailable` (503), never as a backend-specific exception.
 
 Session records are written through :meth:`Store.put_record` and ended through
 :meth:`Store.end_record` only: an ending leaves a tombstone and every write checks it (and the
@@ -18,6 +19,16 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Changed:
+    """A record write found the record changed since it was read: here is what is stored."""
+
+    current: bytes
+
+    def __repr__(self) -> str:
+        return "Changed()"
 
 
 @dataclass(frozen=True)
@@ -70,10 +81,14 @@ class Store(abc.ABC):
     async def delete(self, key: str) -> None: ...
 
     @abc.abstractmethod
+    async def get_record(self, key: str) -> bytes | None:
+        """Return a session record's stored bytes (None if there is none)."""
+
+    @abc.abstractmethod
     async def put_record(
         self,
         key: str,
-        value: dict[str, Any],
+        value: bytes,
         ttl: float,
         *,
         tombstone: str,
@@ -85,6 +100,25 @@ class Store(abc.ABC):
         Not written when ``tombstone`` exists (the session ended), when the record is gone
         (unless ``create``, which in turn never overwrites), and, raising
         :class:`~bridge.errors.LeaseLost`, when ``fence`` is no longer the lock's holder.
+        """
+
+    @abc.abstractmethod
+    async def swap_record(
+        self,
+        key: str,
+        expected: bytes,
+        value: bytes,
+        ttl: float,
+        *,
+        tombstone: str,
+        fence: Lease | None = None,
+    ) -> bool | Changed:
+        """Replace a session record that is still ``expected`` with ``value``, atomically.
+
+        True when written; False (nothing written) when ``tombstone`` exists or the record is
+        gone; :class:`Changed` with the stored bytes when another write came first (nothing
+        written); :class:`~bridge.errors.LeaseLost` when ``fence`` no longer holds the lock.
+        One round trip, and no lock: this is the hot path's only write.
         """
 
     @abc.abstractmethod

@@ -1,4 +1,10 @@
-"""The embedded store: one process, aiocache's memory backend. Restarting loses everything."""
+"""The embedded store: one process, plain dicts. Restarting loses everything.
+
+Every operation runs without awaiting anything in between its check and its write, so each
+is atomic on the event loop without a lock (and costs no task, no timer per key). A key's TTL
+is a deadline beside its value: an expired key reads as absent, and a sweep at most every
+``SWEEP_INTERVAL`` seconds, on a write, drops the expired ones.
+"""
 
 from __future__ import annotations
 
@@ -6,120 +12,186 @@ import asyncio
 import builtins
 import copy
 import fnmatch
-import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiocache import SimpleMemoryCache
+import msgspec
 
 from bridge.errors import LeaseLost, StoreUnavailable
-from bridge.store.base import Lease, Store
+from bridge.store.base import Changed, Lease, Store
+
+SWEEP_INTERVAL = 10.0
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
 
 
 class MemoryStore(Store):
     def __init__(self, prefix: str = "sbridge") -> None:
         super().__init__(prefix)
-        # Values are kept as compact JSON strings: no aliasing between readers and a smaller
-        # footprint per idle session than live dicts.
-        self.cache = SimpleMemoryCache(timeout=None)
+        # key -> (value, monotonic deadline). Dict values are kept encoded (JSON bytes): no
+        # aliasing between readers, and smaller than live dicts for an idle session.
+        self._data: dict[str, tuple[Any, float]] = {}
         self._locks: dict[str, _CountedLock] = {}
-        # Record writes and endings check, then act: nothing else may run in between.
-        self._records = asyncio.Lock()
+        self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+
+    # --- the dict ---------------------------------------------------------------------------
+
+    def _get(self, key: str) -> Any:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= time.monotonic():
+            del self._data[key]
+            return None
+        return entry[0]
+
+    def _put(self, key: str, value: Any, ttl: float) -> None:
+        now = time.monotonic()
+        self._data[key] = (value, now + ttl)
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            expired = [k for k, (_, deadline) in self._data.items() if deadline <= now]
+            for k in expired:
+                del self._data[k]
+
+    def _deadline(self, key: str) -> float:
+        return self._data[key][1]
+
+    # --- records ------------------------------------------------------------------------
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        raw = await self.cache.get(key)
-        if raw is None or not isinstance(raw, str):
+        raw = self._get(key)
+        if not isinstance(raw, bytes):
             return None
-        value: dict[str, Any] = json.loads(raw)
-        return value
+        value = _decode(raw)
+        return value if isinstance(value, dict) else None
 
     async def set(self, key: str, value: dict[str, Any], ttl: float) -> None:
-        await self.cache.set(key, json.dumps(value, separators=(",", ":")), ttl=ttl)
+        self._put(key, _encode(value), ttl)
 
     async def add(self, key: str, value: dict[str, Any], ttl: float) -> bool:
-        try:
-            await self.cache.add(key, json.dumps(value, separators=(",", ":")), ttl=ttl)
-        except ValueError:
+        if self._get(key) is not None:
             return False
+        self._put(key, _encode(value), ttl)
         return True
 
     async def delete(self, key: str) -> None:
-        await self.cache.delete(key)
+        self._data.pop(key, None)
+
+    async def get_record(self, key: str) -> bytes | None:
+        raw = self._get(key)
+        return raw if isinstance(raw, bytes) else None
+
+    def _check_fence(self, fence: Lease | None) -> None:
+        if fence is not None:
+            entry = self._locks.get(fence.name)
+            if entry is None or entry.holder != fence.token:
+                raise LeaseLost()
 
     async def put_record(
         self,
         key: str,
-        value: dict[str, Any],
+        value: bytes,
         ttl: float,
         *,
         tombstone: str,
         fence: Lease | None = None,
         create: bool = False,
     ) -> bool:
-        async with self._records:
-            if await self.cache.exists(tombstone):
-                return False
-            if fence is not None:
-                entry = self._locks.get(fence.name)
-                if entry is None or entry.holder != fence.token:
-                    raise LeaseLost()
-            if await self.cache.exists(key) == create:
-                return False
-            await self.cache.set(key, json.dumps(value, separators=(",", ":")), ttl=ttl)
-            return True
+        if self._get(tombstone) is not None:
+            return False
+        self._check_fence(fence)
+        if (self._get(key) is not None) == create:
+            return False
+        self._put(key, value, ttl)
+        return True
+
+    async def swap_record(
+        self,
+        key: str,
+        expected: bytes,
+        value: bytes,
+        ttl: float,
+        *,
+        tombstone: str,
+        fence: Lease | None = None,
+    ) -> bool | Changed:
+        if self._get(tombstone) is not None:
+            return False
+        self._check_fence(fence)
+        current = self._get(key)
+        if not isinstance(current, bytes):
+            return False
+        if current is not expected and current != expected:
+            return Changed(current)
+        self._put(key, value, ttl)
+        return True
 
     async def end_record(self, key: str, tombstone: str, ttl: float) -> bool:
-        async with self._records:
-            await self.cache.set(tombstone, "1", ttl=ttl)
-            return bool(await self.cache.delete(key))
+        self._put(tombstone, b"1", ttl)
+        existed = self._get(key) is not None
+        self._data.pop(key, None)
+        return existed
+
+    # --- counters ---------------------------------------------------------------------------
 
     async def counter(self, key: str) -> int:
-        value = await self.cache.get(key)
-        return int(value) if isinstance(value, int) else 0
+        value = self._get(key)
+        return value if isinstance(value, int) else 0
 
     async def incr(self, key: str, ttl: float) -> int:
-        existed = await self.cache.exists(key)
-        value = int(await self.cache.increment(key, 1))
-        if not existed:
-            await self.cache.expire(key, ttl)
-        return value
+        value = self._get(key)
+        if isinstance(value, int):
+            self._data[key] = (value + 1, self._deadline(key))
+            return value + 1
+        self._put(key, 1, ttl)
+        return 1
+
+    # --- sets (indexes) -------------------------------------------------------------------
 
     async def set_add(self, key: str, member: str, ttl: float) -> None:
-        members = await self.cache.get(key)
-        if not isinstance(members, set):
-            members = set()
-        members.add(member)
-        await self.cache.set(key, members, ttl=ttl)
+        members = self._get(key)
+        if isinstance(members, set):
+            members.add(member)
+            # An index lives as long as its longest-lived member may: its TTL only grows.
+            self._data[key] = (members, max(self._deadline(key), time.monotonic() + ttl))
+        else:
+            self._put(key, {member}, ttl)
 
     async def set_remove(self, key: str, member: str) -> None:
-        members = await self.cache.get(key)
+        members = self._get(key)
         if isinstance(members, set):
             members.discard(member)
             if not members:
-                await self.cache.delete(key)
+                self._data.pop(key, None)
 
     async def set_members(self, key: str) -> builtins.set[str]:
-        members = await self.cache.get(key)
+        members = self._get(key)
         return set(members) if isinstance(members, set) else set()
 
+    # --- capped lists (events) ------------------------------------------------------------
+
     async def list_push(self, key: str, value: dict[str, Any], max_len: int, ttl: float) -> None:
-        items = await self.cache.get(key)
+        items = self._get(key)
         if not isinstance(items, list):
             items = []
         # A list, not a deque: a deque's first block alone is ~600 bytes, more than an idle
         # session's two events; trimming a list of at most max_len + 1 entries is as cheap.
-        items.append(json.dumps(value, separators=(",", ":")))
+        items.append(_encode(value))
         del items[:-max_len]
-        await self.cache.set(key, items, ttl=ttl)
+        self._put(key, items, ttl)
 
     async def list_range(self, key: str, limit: int) -> list[dict[str, Any]]:
-        items = await self.cache.get(key)
+        items = self._get(key)
         if not isinstance(items, list):
             return []
         newest = list(items)[-limit:] if limit > 0 else []
-        return [json.loads(item) for item in reversed(newest)]
+        return [_decode(item) for item in reversed(newest)]
+
+    # --- locks ----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def lock(self, name: str, *, wait: float) -> AsyncIterator[Lease]:
@@ -129,13 +201,13 @@ class MemoryStore(Store):
         entry.users += 1
         try:
             if entry.lock.locked():
+                # Waiters are woken by the release itself (asyncio.Lock), never by polling.
                 try:
                     await asyncio.wait_for(entry.lock.acquire(), wait)
                 except TimeoutError as exc:
                     raise StoreUnavailable("The session is busy; try again shortly.") from exc
             else:
-                # Free: take it now. wait_for would wrap the acquire in a task of its own, a
-                # tenth of the token endpoint's time when nothing contends.
+                # Free: take it now. wait_for would wrap the acquire in a task of its own.
                 await entry.lock.acquire()
             lease = Lease(name, secrets.token_hex(8))
             entry.holder = lease.token
@@ -150,21 +222,23 @@ class MemoryStore(Store):
                 self._locks.pop(name, None)
 
     async def scan(self, pattern: str) -> AsyncIterator[str]:
-        for key in list(self.cache._cache):
-            if fnmatch.fnmatchcase(key, pattern):
+        for key in list(self._data):
+            if self._get(key) is not None and fnmatch.fnmatchcase(key, pattern):
                 yield key
 
     async def ping(self) -> bool:
         return True
 
     def snapshot(self) -> dict[str, Any]:
-        """Return a deep copy of every raw value (tests use it to prove nothing changed).
+        """Return a deep copy of every live raw value (tests use it to prove nothing changed).
 
         Rate-limit counters are left out: they count every request, refused ones included.
         """
         counters = self.key("rate", "")
         return {
-            k: copy.deepcopy(v) for k, v in self.cache._cache.items() if not k.startswith(counters)
+            k: copy.deepcopy(v)
+            for k in list(self._data)
+            if not k.startswith(counters) and (v := self._get(k)) is not None
         }
 
 

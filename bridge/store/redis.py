@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
 import json
 import logging
-import random
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -49,7 +49,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from bridge.errors import ConfigError, LeaseLost, StoreUnavailable
 from bridge.secret import Secret
 from bridge.settings import StoreSettings
-from bridge.store.base import Lease, Store
+from bridge.store.base import Changed, Lease, Store
 
 log = logging.getLogger("bridge.store")
 
@@ -90,12 +90,41 @@ _END_RECORD = """
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return redis.call('DEL', KEYS[1])
 """
-_LOCK_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+# The hot path's write. KEYS: record, tombstone[, lock]; ARGV: value, ttl ms, SHA-1 of the
+# value the writer read, lock token or "". Swaps the record in only if it is still what the
+# writer read (else puts it back and returns it); two commands when nothing contends.
+_SWAP_RECORD = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[4] then return -1 end
+local old = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX', 'GET')
+if not old then return 0 end
+if redis.sha1hex(old) == ARGV[3] then return 1 end
+redis.call('SET', KEYS[1], old, 'KEEPTTL')
+return old
+"""
+# KEYS: lock, waiters; ARGV: token, lease ms. Take a free lock, or count in as its waiter in
+# the same step (so a release in between cannot miss this waiter).
+_LOCK_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 0
 """
+# KEYS: lock, waiters, wake list; ARGV: token, wake ttl ms. Release and wake every waiter:
+# each one counted in gets an element of the wake list its BLPOP returns with.
 _LOCK_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+local waiting = tonumber(redis.call('GET', KEYS[2]) or '0')
+if waiting > 0 then
+  redis.call('DEL', KEYS[2])
+  for _ = 1, math.min(waiting, 1000) do redis.call('RPUSH', KEYS[3], '1') end
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+end
+return 1
+"""
+_LOCK_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -285,6 +314,8 @@ class RedisStore(Store):
         self._end_record = self.client.register_script(_END_RECORD)
         self._extend = self.client.register_script(_LOCK_EXTEND)
         self._release = self.client.register_script(_LOCK_RELEASE)
+        self._acquire_script = self.client.register_script(_LOCK_ACQUIRE)
+        self._swap_record = self.client.register_script(_SWAP_RECORD)
 
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> RedisStore:
@@ -338,10 +369,17 @@ class RedisStore(Store):
         async with self._guard():
             await self.client.delete(key)
 
+    async def get_record(self, key: str) -> bytes | None:
+        async with self._guard():
+            raw = await self.client.get(key)
+        if raw is None:
+            return None
+        return raw if isinstance(raw, bytes) else raw.encode("utf-8")
+
     async def put_record(
         self,
         key: str,
-        value: dict[str, Any],
+        value: bytes,
         ttl: float,
         *,
         tombstone: str,
@@ -349,8 +387,8 @@ class RedisStore(Store):
         create: bool = False,
     ) -> bool:
         keys = [key, tombstone] + ([fence.name] if fence is not None else [])
-        args: list[str | int] = [
-            _dumps(value),
+        args: list[bytes | str | int] = [
+            value,
             _millis(ttl),
             fence.token if fence is not None else "",
             "1" if create else "0",
@@ -361,6 +399,32 @@ class RedisStore(Store):
             log.warning("a lock holder lost its lease; its write was dropped")
             raise LeaseLost()
         return written == 1
+
+    async def swap_record(
+        self,
+        key: str,
+        expected: bytes,
+        value: bytes,
+        ttl: float,
+        *,
+        tombstone: str,
+        fence: Lease | None = None,
+    ) -> bool | Changed:
+        keys = [key, tombstone] + ([fence.name] if fence is not None else [])
+        args: list[bytes | str | int] = [
+            value,
+            _millis(ttl),
+            hashlib.sha1(expected, usedforsecurity=False).hexdigest(),
+            fence.token if fence is not None else "",
+        ]
+        async with self._guard():
+            outcome = await self._swap_record(keys=keys, args=args)
+        if isinstance(outcome, bytes):
+            return Changed(outcome)
+        if int(outcome) < 0:
+            log.warning("a lock holder lost its lease; its write was dropped")
+            raise LeaseLost()
+        return int(outcome) == 1
 
     async def end_record(self, key: str, tombstone: str, ttl: float) -> bool:
         async with self._guard():
@@ -412,7 +476,8 @@ class RedisStore(Store):
     @asynccontextmanager
     async def lock(self, name: str, *, wait: float) -> AsyncIterator[Lease]:
         token = secrets.token_urlsafe(16)
-        await self._acquire(name, token, wait)
+        waiters, wake = name + ":waiters", name + ":wake"  # the lock's hash tag, its slot
+        await self._acquire(name, waiters, wake, token, wait)
         renewer = asyncio.create_task(self._keep(name, token))
         try:
             yield Lease(name, token)
@@ -421,25 +486,31 @@ class RedisStore(Store):
             await asyncio.gather(renewer, return_exceptions=True)
             try:
                 async with self._guard():
-                    await self._release(keys=[name], args=[token])
+                    await self._release(keys=[name, waiters, wake], args=[token, _millis(1.0)])
             except StoreUnavailable:
                 # Not worth failing an answered request for: the lease lapses on its own.
                 log.warning("could not release a lock; its lease will lapse")
 
-    async def _acquire(self, name: str, token: str, wait: float) -> None:
+    async def _acquire(self, name: str, waiters: str, wake: str, token: str, wait: float) -> None:
+        """Take the lock, or wait to be woken by its release (BLPOP on the lock's wake list).
+
+        A holder that died releases nothing: its lease lapses, and a waiter's BLPOP returns
+        empty within half the store timeout, so it asks again.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        delay = 0.005
+        lease = _millis(self.lease)
         while True:
             async with self._guard():
-                if await self.client.set(name, token, nx=True, px=_millis(self.lease)):
+                if await self._acquire_script(keys=[name, waiters], args=[token, lease]):
                     return
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise StoreUnavailable(BUSY)
-            # Jitter keeps waiters from polling in lockstep; the cap keeps hand-over quick.
-            await asyncio.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
-            delay = min(delay * 2, 0.05)
+            # Under the socket timeout, so a quiet wait is not taken for a dead connection.
+            block = max(0.01, min(remaining, self.timeout / 2))
+            async with self._guard():
+                await self.client.blpop([wake], timeout=block)
 
     async def _keep(self, name: str, token: str) -> None:
         """Extend the lease every third of it while the holder works."""
