@@ -74,8 +74,9 @@ class Metrics:
             registry=r,
         )
         # Known series start at zero, so a rate() over them works from the first scrape.
-        for result in ("hit", "miss"):
-            self.token_cache.labels(result)
+        self._hit, self._miss = self.token_cache.labels("hit"), self.token_cache.labels("miss")
+        # Each request's child series, found once: labels() costs more than inc() itself.
+        self._requests: dict[tuple[str, int, str], Any] = {}
         for scope in ("session", "chain", "tabs", "user", "ip", "login", "upstream"):
             self.rate_limited.labels(scope)
 
@@ -86,7 +87,7 @@ class Metrics:
         self.upstream_seconds.labels(call).observe(seconds)
 
     def observe_cache(self, hit: bool) -> None:
-        self.token_cache.labels("hit" if hit else "miss").inc()
+        (self._hit if hit else self._miss).inc()
 
     def observe_rate_limited(self, scope: str) -> None:
         self.rate_limited.labels(scope).inc()
@@ -98,8 +99,13 @@ class Metrics:
             self.handle_reuses.inc()
 
     def observe_token_request(self, avatar: str | None, status: int, outcome: str) -> None:
-        label = avatar if avatar in self.avatars else "unknown"
-        self.token_requests.labels(label, str(status), outcome).inc()
+        child = self._requests.get((avatar or "", status, outcome))
+        if child is None:
+            label = avatar if avatar in self.avatars else "unknown"
+            child = self.token_requests.labels(label, str(status), outcome)
+            if len(self._requests) < 1024:  # statuses and outcomes are few; stay bounded
+                self._requests[(avatar or "", status, outcome)] = child
+        child.inc()
 
     # --- exposition --------------------------------------------------------------------------
 

@@ -347,7 +347,7 @@ def make_sso_app(
 
 def records(app: Quart, method: str = "oidc") -> list[dict[str, Any]]:
     snapshot = Bridge.of(app).store.snapshot()  # type: ignore[attr-defined]
-    values = [json.loads(v) for v in snapshot.values() if isinstance(v, str) and v[:1] == "{"]
+    values = [json.loads(v) for v in snapshot.values() if isinstance(v, bytes) and v[:1] == b"{"]
     return [v for v in values if v.get("method") == method]
 
 

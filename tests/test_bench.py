@@ -13,6 +13,7 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
+import render_readme  # noqa: E402
 from common import NotAllOK, require_all_200  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -27,21 +28,35 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 def test_every_benchmark_scenario_answers_200_and_is_reported(tmp_path: Path) -> None:
     out = tmp_path / "latest"
     done = _run(
-        [str(BENCH / "run.py"), "--duration", "1", "--concurrency", "5", "--memory", "200",
+        [str(BENCH / "run.py"), "--duration", "1", "--concurrency", "5", "--memory", "100",
          "--out", str(out)],
         timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())
     names = [row["name"] for row in report["rows"]]
-    assert len(names) == 8 and any("hot path" in n for n in names)
+    assert len(names) == 12 and any("hot path" in n for n in names)
     for row in report["rows"]:
         assert row["errors"] == 0 and set(row["statuses"]) == {"200"}, row
     for side in ("bridge", "snippet"):
         assert report["upstream"][side]["errors"] == 0
     assert report["meta"]["limits"] == {"per_session": "off"}
-    assert out.with_suffix(".md").read_text().count("| (c) bridge") == 4
+    text = out.with_suffix(".md").read_text()
+    assert text.count("| (c) bridge") == 4 and text.count("| (d) bridge") == 4
+    assert all(r["redis_commands_per_request"] > 0 for r in report["rows"] if "(d)" in r["name"])
+    assert {m["store"] for m in report["memory"]} == {"memory", "redis"}
+    assert all(m["rss_bytes_per_session"] for m in report["memory"])
     assert out.with_suffix(".png").stat().st_size > 0
+    # The README's section renders from the report, between its markers only.
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\nafter\n")
+    assert render_readme.main(["--results", str(out.with_suffix(".json")), "--readme",
+                               str(readme)]) == 0  # fmt: skip
+    section = readme.read_text()
+    assert section.startswith("intro\n") and section.endswith("after\n") and "old" not in section
+    assert report["meta"]["commit"] in section and "(d) bridge hot path on Redis" in section
+    assert render_readme.main(["--results", str(out.with_suffix(".json")), "--readme",
+                               str(readme), "--check"]) == 0  # fmt: skip
 
 
 def test_the_soak_answers_200_and_is_reported(tmp_path: Path) -> None:

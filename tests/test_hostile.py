@@ -608,7 +608,7 @@ async def sso(fake: Quart, clock: Clock) -> AsyncIterator[SSO]:
 def oidc_records_of(app: Quart) -> list[dict[str, Any]]:
     return [
         v
-        for v in (json.loads(raw) for raw in snapshot(app).values() if isinstance(raw, str))
+        for v in (json.loads(raw) for raw in snapshot(app).values() if isinstance(raw, bytes))
         if isinstance(v, dict) and v.get("method") == "oidc"
     ]
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 def oidc_records(app: Quart) -> list[dict[str, Any]]:
     snapshot = Bridge.of(app).store.snapshot()  # type: ignore[attr-defined]
-    values = [json.loads(v) for v in snapshot.values() if isinstance(v, str) and v[:1] == "{"]
+    values = [json.loads(v) for v in snapshot.values() if isinstance(v, bytes) and v[:1] == b"{"]
     return [v for v in values if v.get("method") == "oidc"]
 
 
