@@ -36,6 +36,7 @@ from bridge.sentifyd import SentifydClient, UpstreamTokens
 from bridge.sessions import (
     Chain,
     Grace,
+    SessionBusy,
     SessionContext,
     SessionGone,
     SessionManager,
@@ -51,6 +52,8 @@ log = logging.getLogger("bridge.broker")
 HANDLE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 MAX_RETIRED = 32
 MAX_REMEMBERED_FAILURES = 10_000
+# Lock-free writes that each met another of the session's writes first; then its lock.
+LOCK_FREE_ATTEMPTS = 3
 # A tab refreshes when its token expires; a hidden tab's timers may run a minute late.
 CHAIN_SLACK = 120.0
 
@@ -247,9 +250,13 @@ class TokenBroker:
 
         if cached(ctx.record) is not None:
             try:
-                handle, entry = await self.sessions.update(ctx, lambda r: apply(r, None))
+                handle, entry = await self.sessions.update(
+                    ctx, lambda r: apply(r, None), attempts=LOCK_FREE_ATTEMPTS
+                )
             except _Stale:
                 pass  # another request's write came first, and its tokens were stale
+            except SessionBusy:
+                pass  # a flood of this session's requests: queue on its lock instead
             else:
                 if self.on_cache:
                     self.on_cache(True)

@@ -34,11 +34,16 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _T = TypeVar("_T")
 # Writes of one session that meet re-apply their change; this many in a row is a storm.
 MAX_SWAPS = 16
-BUSY = "The session is busy; try again shortly."
 
 
 class SessionGone(BridgeError):
     """The session ended while this request worked on it (revoked, logged out, expired)."""
+
+
+class SessionBusy(StoreUnavailable):
+    """Every attempt at a session's write met another request's write first (503)."""
+
+    message = "The session is busy; try again shortly."
 
 
 class Grace(msgspec.Struct, omit_defaults=True):
@@ -329,6 +334,7 @@ class SessionManager:
         change: Callable[[SessionRecord], _T],
         *,
         fence: Lease | None = None,
+        attempts: int = MAX_SWAPS,
     ) -> _T:
         """Apply ``change`` to the session's record and write it, in one store step that checks
         the record is still the one read: if another request wrote it meanwhile, ``change`` runs
@@ -340,7 +346,7 @@ class SessionManager:
         """
         record, raw = ctx.record, ctx.raw
         key, tombstone = self.record_key(record.id), self.tombstone_key(record.id)
-        for _ in range(MAX_SWAPS):
+        for _ in range(attempts):
             result = change(record)
             value = encode_record(record)
             outcome = await self.store.swap_record(
@@ -355,7 +361,7 @@ class SessionManager:
             if current is None:
                 raise SessionGone()
             record, raw = current, outcome.current
-        raise StoreUnavailable(BUSY)
+        raise SessionBusy()
 
     async def end(self, record: SessionRecord, reason: str, **fields: Any) -> bool:
         """End the session now, whatever is in flight: tombstone it, delete the record (and

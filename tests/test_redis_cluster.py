@@ -268,7 +268,7 @@ def cli(bridge: BridgeProcess, *args: str) -> Any:
 # The README's ACL for the bridge's Redis user, with what a cluster client needs besides.
 CLUSTER_ACL = (
     "on >acl-pass ~acl:* resetchannels -@all +get +set +del +incr +pttl +pexpire +sadd +srem"
-    " +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +exists +blpop"
+    " +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +exists +blpop +decr"
     " +cluster|slots +command"
 )
 

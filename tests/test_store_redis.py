@@ -501,7 +501,7 @@ async def test_holder_survives_redis_outage_and_releases(
 # The README's ACL for the bridge's Redis user: these commands, on the prefix's keys only.
 ACL_RULES = (
     "on >acl-pass ~t:* resetchannels -@all +get +set +del +incr +pttl +pexpire +sadd"
-    " +srem +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +exists +blpop"
+    " +srem +smembers +rpush +ltrim +lrange +scan +evalsha +script|load +ping +exists +blpop +decr"
 )
 
 

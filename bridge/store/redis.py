@@ -110,15 +110,15 @@ redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 0
 """
-# KEYS: lock, waiters, wake list; ARGV: token, wake ttl ms. Release and wake every waiter:
-# each one counted in gets an element of the wake list its BLPOP returns with.
+# KEYS: lock, waiters, wake list; ARGV: token, wake ttl ms. Release, and wake one waiter (an
+# element of the wake list its BLPOP returns with): the lock passes from holder to holder, not
+# to a herd. A waiter that gave up leaves its element to the next one blocked.
 _LOCK_RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-local waiting = tonumber(redis.call('GET', KEYS[2]) or '0')
-if waiting > 0 then
-  redis.call('DEL', KEYS[2])
-  for _ = 1, math.min(waiting, 1000) do redis.call('RPUSH', KEYS[3], '1') end
+if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then
+  redis.call('DECR', KEYS[2])
+  redis.call('RPUSH', KEYS[3], '1')
   redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end
 return 1
@@ -486,7 +486,9 @@ class RedisStore(Store):
             await asyncio.gather(renewer, return_exceptions=True)
             try:
                 async with self._guard():
-                    await self._release(keys=[name, waiters, wake], args=[token, _millis(1.0)])
+                    await self._release(
+                        keys=[name, waiters, wake], args=[token, _millis(self.lease)]
+                    )
             except StoreUnavailable:
                 # Not worth failing an answered request for: the lease lapses on its own.
                 log.warning("could not release a lock; its lease will lapse")
