@@ -173,6 +173,25 @@ async def test_refusals_count_per_address_and_live_sessions_still_pass(make_app:
         assert again.status_code == 200
 
 
+async def test_a_new_customer_is_served_at_an_address_over_its_limit(make_app: Any) -> None:
+    # The site's cookie is verified locally, so an address that anonymous traffic has pushed
+    # over its limit still admits a customer with no bridge session yet.
+    application = make_app(make_settings({"limits": {"per_ip": "2/minute"}}))
+    async with application.test_app():
+        stranger = application.test_client()
+        codes = [
+            (await stranger.get("/request_tokens", **client_at("203.0.113.8"))).status_code
+            for _ in range(3)
+        ]
+        assert codes == [401, 401, 429]
+        newcomer = application.test_client()
+        login(newcomer, application, "late-customer")
+        response = await newcomer.get("/request_tokens", **client_at("203.0.113.8"))
+        assert response.status_code == 200
+        page = await newcomer.get("/", **client_at("203.0.113.8"))
+        assert page.status_code == 200
+
+
 async def test_forbidden_answers_count_per_address(make_app: Any) -> None:
     application = make_app(make_settings({"limits": {"per_ip": "2/minute"}}))
     async with application.test_app():

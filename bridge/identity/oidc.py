@@ -610,6 +610,7 @@ class OIDCSource:
     """The identity of a session an OIDC login made, while the provider keeps it alive."""
 
     method = METHOD
+    remote = False
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ MAX_COOKIE_LENGTH = 4096
 
 class SessionCheckSource:
     method = "session_check"
+    remote = True  # one call to the site per visitor not yet known
 
     def __init__(
         self,
