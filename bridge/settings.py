@@ -603,10 +603,10 @@ def parse_rate(value: str, name: str) -> RateLimit:
         return RateLimit(0, 60)
     match = _RATE_RE.match(value.lower())
     if not match:
-        raise ConfigError(f"{name}: must look like \"30/minute\" or \"100/5 minutes\", or \"off\"")
+        raise ConfigError(f'{name}: must look like "30/minute" or "100/5 minutes", or "off"')
     count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
     if count < 1 or multiple < 1:
-        raise ConfigError(f"{name}: count and window must be positive (or \"off\")")
+        raise ConfigError(f'{name}: count and window must be positive (or "off")')
     return RateLimit(count, multiple * _RATE_UNITS[unit])
 
 
@@ -725,12 +725,19 @@ def _site_cookie(raw: Mapping[str, Any], env: Mapping[str, str]) -> SiteCookieSe
     login_url = sec.str("login_url", "")
     if not login_url:
         raise ConfigError("login.cookie.login_url: not set (where a logged-out visitor signs in)")
+    if fmt == "itsdangerous" and not sec.str("salt", ""):
+        # With the library's default salt, any other token the site signs with this key (an
+        # e-mail confirmation carrying user_id) would pass as a login.
+        raise ConfigError(
+            "login.cookie.salt: required for format 'itsdangerous' (the salt the site's login "
+            "cookie, and nothing else it signs, uses)"
+        )
     settings = SiteCookieSettings(
         name=sec.str("name", "session"),
         format=fmt,
         secret_key_env=key_env,
         secret_keys=keys,
-        salt=sec.str("salt", "cookie-session" if fmt == "flask" else "itsdangerous"),
+        salt=sec.str("salt", "cookie-session"),
         max_age=sec.int("max_age", 1209600, minimum=1),
         user_field=sec.str("user_field", "user_id"),
         login_url=login_url,

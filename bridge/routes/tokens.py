@@ -50,7 +50,8 @@ async def read_handle() -> str | None:
         if request.is_json:
             try:
                 body = await request.get_json(silent=True)
-            except UnicodeDecodeError as exc:  # "silent" covers bad JSON, not bad UTF-8
+            # "silent" covers bad JSON, not bad UTF-8 nor JSON nested beyond Python's stack.
+            except (UnicodeDecodeError, RecursionError) as exc:
                 raise BadRequest("The body is not valid UTF-8 JSON.") from exc
             handle = body.get("refreshToken") if isinstance(body, dict) else None
         else:
@@ -93,4 +94,3 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
         response.headers["Access-Control-Allow-Origin"] = cors_origin
         response.headers["Access-Control-Allow-Credentials"] = "true"
     return response
-
