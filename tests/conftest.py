@@ -155,10 +155,12 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """An ASGI app under real hypercorn on 127.0.0.1, in a thread with its own event loop."""
+    """An ASGI app served on 127.0.0.1 exactly as ``sentifyd-bridge serve`` serves it (uvicorn,
+    its default, or hypercorn), in a thread with its own event loop."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, server: str = "uvicorn") -> None:
         self.app = app
+        self.server = server
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -168,17 +170,13 @@ class LiveServer:
         self._error: BaseException | None = None
 
     def _run(self) -> None:
-        from hypercorn.asyncio import serve
-        from hypercorn.config import Config
+        from bridge.cli import _serve
 
         async def main() -> None:
             self._stop = asyncio.Event()
-            config = Config()
-            config.bind = [f"127.0.0.1:{self.port}"]
-            config.accesslog = None
-            config.h11_max_incomplete_size = 16 * 1024
-            config.graceful_timeout = 1
-            task = asyncio.ensure_future(serve(self.app, config, shutdown_trigger=self._stop.wait))
+            task = asyncio.ensure_future(
+                _serve(self.app, "127.0.0.1", self.port, self.server, shutdown=self._stop)
+            )
             self._ready.set()
             await task
 
@@ -213,7 +211,8 @@ class LiveServer:
 @pytest.fixture
 def live_fake() -> Iterator[LiveServer]:
     fake_app = create_fake_sentifyd({API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}, token_ttl=60)
-    server = LiveServer(fake_app).start()
+    # The stand-in is served by hypercorn, as its own command serves it ("reset" relies on it).
+    server = LiveServer(fake_app, server="hypercorn").start()
     yield server
     server.stop()
 
@@ -232,9 +231,11 @@ def real_op() -> Iterator[Any]:
 def live_bridge_factory() -> Iterator[Callable[..., tuple[LiveServer, Quart]]]:
     servers: list[LiveServer] = []
 
-    def start(settings: Settings, **kwargs: Any) -> tuple[LiveServer, Quart]:
+    def start(
+        settings: Settings, *, server_name: str = "uvicorn", **kwargs: Any
+    ) -> tuple[LiveServer, Quart]:
         application = create_app(settings, **kwargs)
-        server = LiveServer(application).start()
+        server = LiveServer(application, server=server_name).start()
         servers.append(server)
         return server, application
 
