@@ -195,6 +195,7 @@ class OIDCProviderSettings:
     title: str = ""
     leeway: int = 60
     max_session_age: int = 0
+    timeout: float = 5.0  # one deadline per call to the provider, its answer included
 
 
 @dataclass(frozen=True)
@@ -767,6 +768,7 @@ _OIDC_KEYS = {
     "title",
     "leeway",
     "max_session_age",
+    "timeout",
 }
 
 
@@ -847,6 +849,7 @@ def _oidc_provider(
         title=sec.str("title", ""),
         leeway=sec.int("leeway", 60, minimum=0),
         max_session_age=sec.int("max_session_age", 0, minimum=0),
+        timeout=sec.float("timeout", 5.0),
     )
     if settings.leeway > 300:
         raise ConfigError(f"{where}.leeway: at most 300 seconds")

@@ -168,9 +168,9 @@ class OIDCProvider:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
-        timeout: float = 5.0,
     ) -> None:
         self.settings = settings
+        timeout = settings.timeout
         self.name = settings.name
         self.issuer = settings.issuer
         self.issuer_hash = issuer_hash(settings.issuer)
