@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from quart import Quart, Response, g, jsonify, request
 from quart.wrappers import BaseRequestWebsocket
+from quart.wrappers.response import FileBody
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
@@ -69,6 +70,18 @@ class BridgeQuart(Quart):
                 default_method=request.method,
                 path_info=request.path,
             )
+
+    async def send_static_file(self, filename: str) -> Response:
+        # Quart's FileBody opens the file in a worker thread once the answer is being sent; a
+        # request cancelled meanwhile (a HEAD, a client gone) leaves that file open. The static
+        # files are a few small assets: read here, whole, and answer from memory.
+        response = await super().send_static_file(filename)
+        body = response.response
+        if isinstance(body, FileBody):
+            with body.file_path.open("rb") as file:
+                file.seek(body.begin)
+                response.set_data(file.read(body.end - body.begin))
+        return response
 
 
 def create_app(

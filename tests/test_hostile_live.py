@@ -15,8 +15,10 @@ queries, headers and bodies. The properties, for every request:
   between requests, so a refused request that re-saves (and so keeps alive) a session shows.
   ``/login`` may add its own state record and nothing else.
 
-``EXAMPLES`` requests per server and store: 10,000 per run in all. Examples are derandomized and
-the example database is off, so CI sends the same requests every time.
+``EXAMPLES`` requests per server and store, and ``PROCESS_EXAMPLES`` more per server to
+``sentifyd-bridge serve`` itself, run as a process on Redis (its clock cannot be moved, but real
+time moves, and Redis's absolute expiries show any write): 11,000 per run in all. Examples are
+derandomized and the example database is off, so CI sends the same requests every time.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from quart import Quart
 from support_oidc import OIDC_ENV, ControlledProvider, query_of
-from support_redis import RedisServer
+from support_redis import BridgeProcess, RedisServer
 from test_hostile import (
     HEADER_VALUE,
     TOKEN_CHARS,
@@ -71,6 +73,7 @@ pytestmark = pytest.mark.integration
 
 # Per server and store: 4 x 2500 = 10,000 generated requests a run (fewer while developing).
 EXAMPLES = int(os.environ.get("HOSTILE_LIVE_EXAMPLES", "2500"))
+PROCESS_EXAMPLES = int(os.environ.get("HOSTILE_PROCESS_EXAMPLES", "500"))
 ADMIN_TOKEN = "admin-token-for-hostile-tests-0123456789"  # noqa: S105
 METRICS_TOKEN = "metrics-token-for-hostile-tests-0123456789"  # noqa: S105
 support_leaks.always(ADMIN_TOKEN)
@@ -83,6 +86,17 @@ COMBOS = [
     ("uvicorn", "redis"),
     ("hypercorn", "redis"),
 ]
+
+
+SNAPSHOT_SCRIPT = """
+local out = {}
+for _, key in ipairs(redis.call('KEYS', '*')) do
+  table.insert(out, key)
+  table.insert(out, redis.call('DUMP', key))
+  table.insert(out, redis.call('PEXPIRETIME', key))
+end
+return out
+"""
 
 
 @dataclass
@@ -105,30 +119,20 @@ class Stack:
     binding: str  # a login left half-way
     state: str
     sent: int = 0
+    _client: Any = None
+
+    def _redis_client(self) -> Any:
+        if self._client is None:
+            assert self.redis is not None
+            self._client = self.redis.client()
+        return self._client
 
     def snapshot(self) -> dict[str, Any]:
         """Every stored key's value and expiry."""
         if self.redis is not None:
-            with self.redis.client() as client:
-                keys = sorted(client.scan_iter(count=1000))
-                kinds = client.pipeline(transaction=False)
-                for key in keys:
-                    kinds.type(key)
-                reads = client.pipeline(transaction=False)
-                for key, kind in zip(keys, kinds.execute(), strict=True):
-                    {
-                        b"string": reads.get,
-                        b"set": reads.smembers,
-                        b"list": lambda k: reads.lrange(k, 0, -1),
-                        b"zset": lambda k: reads.zrange(k, 0, -1, withscores=True),
-                        b"hash": reads.hgetall,
-                    }.get(kind, reads.type)(key)
-                    reads.execute_command("PEXPIRETIME", key)
-                values = reads.execute()
-                return {
-                    key.decode(): (repr(values[2 * i]), values[2 * i + 1])
-                    for i, key in enumerate(keys)
-                }
+            # One round trip: every key with its serialized value and its absolute expiry.
+            flat = self._redis_client().eval(SNAPSHOT_SCRIPT, 0)
+            return {flat[i].decode(): flat[i + 1 : i + 3] for i in range(0, len(flat), 3)}
         store: Any = Bridge.of(self.app).store
         handlers = store.cache._handlers
         return {
@@ -187,6 +191,7 @@ def stack(
     )
     server = LiveServer(app, server=server_name).start()
     http = httpx.Client(base_url=server.url, timeout=30, follow_redirects=False)
+    built: Stack | None = None
     try:
         assert settings_.site_cookie is not None
         site = str(
@@ -209,7 +214,7 @@ def stack(
         csrf = http.get("/session", headers={"Cookie": f"{BRIDGE_COOKIE}={bob}"}).json()
         http.cookies.clear()
         name, binding, state, _ = _start_login(http)  # this one is left half-way
-        yield Stack(
+        built = Stack(
             server=server,
             app=app,
             clock=clock,
@@ -226,9 +231,12 @@ def stack(
             binding=binding,
             state=state,
         )
+        yield built
     finally:
         http.close()
         server.stop()
+        if built is not None and built._client is not None:
+            built._client.close()
         if redis is not None:
             redis.stop()
 
@@ -480,3 +488,137 @@ def test_hostile_requests_on_a_live_bridge_change_nothing(stack: Stack) -> None:
 
     run()
     assert stack.sent - sent_before >= EXAMPLES
+
+
+# --- sentifyd-bridge serve, as a process ----------------------------------------------------------
+
+PROCESS_CONFIG = """
+[server]
+host = "127.0.0.1"
+public_url = "http://127.0.0.1:8000"
+asgi_server = "{server}"
+
+[session]
+cookie_secure = false
+idle_timeout = 7200
+
+[store]
+url = "{store_url}"
+
+[sentifyd]
+backend = "{backend}"
+retry_backoff = 0.01
+
+[[avatars]]
+name = "default"
+avatar_id = "{avatar_id}"
+api_key_env = "AVATAR_API_KEY"
+
+[[avatars]]
+name = "premium"
+avatar_id = "{premium_id}"
+api_key_env = "PREMIUM_AVATAR_API_KEY"
+allow = {{ groups = ["customers"] }}
+
+[login.cookie]
+name = "session"
+format = "flask"
+secret_key_env = "SITE_SECRET_KEY"
+max_age = 3600
+user_field = "user_id"
+claim_fields = ["groups"]
+login_url = "https://shop.example.com/login?next={{next}}"
+
+[limits]
+per_session = "off"
+per_ip = "off"
+login_per_ip = "off"
+
+[logging]
+level = "INFO"
+"""
+
+
+@pytest.fixture(scope="module", params=["uvicorn", "hypercorn"])
+def process_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """``sentifyd-bridge serve`` on Redis against a live stand-in Sentifyd; no SSO here (the
+    provider the tests control lives in-process), so its routes answer 404."""
+    directory = tmp_path_factory.mktemp("serve")
+    redis = RedisServer(directory).start()
+    fake = LiveServer(
+        create_fake_sentifyd({API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}, token_ttl=3600),
+        server="hypercorn",
+    ).start()
+    config = directory / "bridge.toml"
+    config.write_text(
+        PROCESS_CONFIG.format(
+            server=request.param,
+            store_url=redis.url,
+            backend=fake.url,
+            avatar_id=AVATAR_ID,
+            premium_id=PREMIUM_ID,
+        )
+    )
+    env = {"BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN, "BRIDGE_METRICS_TOKEN": METRICS_TOKEN}
+    bridge = BridgeProcess(directory, f"serve-{request.param}", config_path=config, env=env)
+    bridge.spawn()
+    http = httpx.Client(base_url=bridge.url, timeout=30, follow_redirects=False)
+    built: Stack | None = None
+    try:
+        bridge.wait_ready()
+        site_settings = load_settings(None, TEST_ENV, overrides=base_config()).site_cookie
+        assert site_settings is not None
+        site = str(
+            SiteCookieSource(site_settings).serializer.dumps(
+                {"user_id": "alice", "groups": ["customers"]}
+            )
+        )
+        alice, handle = _sign_in_site(http, site)
+        clock = Clock()  # the process keeps its own time; nothing reads this one
+        built = Stack(
+            server=fake,
+            app=fake.app,
+            clock=clock,
+            op=ControlledProvider(clock=clock),
+            redis=redis,
+            base=clock.now,
+            http=http,
+            site=site,
+            alice=alice,
+            handle=handle,
+            bob="no-such-session-" + "b" * 27,
+            csrf="no-such-csrf-token",
+            binding_name="sentifyd_bridge_login",
+            binding="no-such-binding-" + "c" * 27,
+            state="no-such-state-" + "d" * 29,
+        )
+        yield built
+    finally:
+        http.close()
+        bridge.stop()
+        fake.stop()
+        if built is not None and built._client is not None:
+            built._client.close()
+        redis.stop()
+
+
+def test_hostile_requests_to_serve_processes_change_nothing(process_stack: Stack) -> None:
+    stack = process_stack
+    for value in (stack.site, stack.alice, stack.handle):
+        support_leaks.credential(value)
+    requests = requests_st(stack)
+    sent_before = stack.sent
+
+    @settings(HOSTILE_LIVE, max_examples=PROCESS_EXAMPLES)
+    @given(data=st.data())
+    def run(data: st.DataObject) -> None:
+        req = data.draw(requests)
+        before = stack.snapshot()
+        response = send(stack, req)
+        check_answer(response)
+        check_unchanged(before, stack.snapshot(), req)
+
+    run()
+    assert stack.sent - sent_before >= PROCESS_EXAMPLES

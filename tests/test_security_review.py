@@ -359,3 +359,31 @@ def test_bad_host_is_a_logged_400_on_every_route(
     logged = [r for r in caplog.records if r.name == "bridge.request"]
     assert [r.fields["status"] for r in logged] == [400]  # type: ignore[attr-defined]
     assert logged[0].fields["request_id"] == headers["x-request-id"]  # type: ignore[attr-defined]
+
+
+# --- static files under a request that is cancelled -------------------------------------------
+
+
+@pytest.mark.integration
+def test_head_of_a_static_file_leaves_no_file_open(live_bridge: LiveServer) -> None:
+    """Found by tests/test_hostile_live.py: a HEAD whose connection closes cancelled the request
+    while Quart opened the file in a worker thread, and the file stayed open."""
+    import gc
+
+    for _ in range(3):
+        request = "HEAD /static/bridge.css HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", live_bridge.port), timeout=10) as sock:
+            sock.sendall(request.encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    gc.collect()  # an unclosed file warns here, and the warning fails the test
+
+
+async def test_static_files_keep_ranges_and_validators(client: Any) -> None:
+    whole = await client.get("/static/bridge.css")
+    data = await whole.get_data()
+    assert whole.status_code == 200 and whole.headers["ETag"]
+    part = await client.get("/static/bridge.css", headers={"Range": "bytes=2-9"})
+    assert part.status_code == 206 and await part.get_data() == data[2:10]
+    assert part.headers["Content-Length"] == "8"
+    again = await client.get("/static/bridge.css", headers={"If-None-Match": whole.headers["ETag"]})
+    assert again.status_code == 304
