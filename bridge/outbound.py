@@ -20,8 +20,11 @@ own fixed "unavailable" answer.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import zlib
 from collections.abc import AsyncIterator
+from typing import Any
+from urllib.request import getproxies
 
 import httpx
 
@@ -182,7 +185,57 @@ def bounded(
     timeout: float,
     max_bytes: int,
     limits: httpx.Limits | None = None,
-) -> BoundedTransport:
-    """Return ``transport`` (or a new real one) behind one deadline and a size cap."""
-    inner = transport or httpx.AsyncHTTPTransport(limits=limits or httpx.Limits())
-    return BoundedTransport(inner, timeout=timeout, max_bytes=max_bytes)
+) -> dict[str, Any]:
+    """Keyword arguments for an ``httpx.AsyncClient`` whose every transport is bounded.
+
+    ``transport`` (a test's) or a new real one carries every request; httpx stops reading
+    ``HTTP(S)_PROXY`` once it is given a transport, so the proxies the environment names are
+    mounted here, each behind the same deadline and cap.
+    """
+    limits = limits or httpx.Limits()
+
+    def wrap(inner: httpx.AsyncBaseTransport) -> BoundedTransport:
+        return BoundedTransport(inner, timeout=timeout, max_bytes=max_bytes)
+
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    if transport is None:
+        for pattern, proxy in environment_proxies().items():
+            mounts[pattern] = (
+                None
+                if proxy is None
+                else wrap(httpx.AsyncHTTPTransport(proxy=proxy, limits=limits))
+            )
+    return {
+        "transport": wrap(transport or httpx.AsyncHTTPTransport(limits=limits)),
+        "mounts": mounts,
+    }
+
+
+def environment_proxies() -> dict[str, str | None]:
+    """The proxies ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` name, as
+    httpx mounts them (None: go direct)."""
+    info = getproxies()
+    mounts: dict[str, str | None] = {}
+    for scheme in ("http", "https", "all"):
+        if info.get(scheme):
+            url = info[scheme]
+            mounts[f"{scheme}://"] = url if "://" in url else f"http://{url}"
+    for host in (h.strip() for h in info.get("no", "").split(",")):
+        if host == "*":
+            return {}
+        if not host:
+            continue
+        if "://" in host:
+            mounts[host] = None
+            continue
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        if isinstance(ip, ipaddress.IPv6Address):
+            mounts[f"all://[{host}]"] = None
+        elif ip is not None or host.lower() == "localhost":
+            mounts[f"all://{host}"] = None
+        else:
+            mounts[f"all://*{host}"] = None
+    return mounts

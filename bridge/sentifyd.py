@@ -132,7 +132,7 @@ class SentifydClient:
             timeout=httpx.Timeout(settings.timeout),
             # settings.timeout bounds each call as a whole, body included; the body is capped
             # while it streams (bridge.outbound).
-            transport=bounded(
+            **bounded(
                 transport,
                 timeout=settings.timeout,
                 max_bytes=settings.max_response_bytes,

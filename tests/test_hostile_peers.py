@@ -330,3 +330,25 @@ async def test_whoami_never_gets_a_cookie_value_that_is_not_cookie_octets(
     status, answer = await ask_whoami(whoami_app, cookie)
     assert (status, answer["error"]) == (401, "login_required")
     assert peer.on("/whoami") == []  # nothing was forwarded, so nothing was asked
+
+
+async def test_an_egress_proxy_named_in_the_environment_is_used_and_bounded(
+    peer: HostilePeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx ignores HTTP(S)_PROXY once given a transport; the bridge mounts them itself."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", peer.url)
+    upstream = "http://127.0.0.1:9"  # nothing listens there: only the proxy can answer
+    body = json.dumps(sentifyd_tokens()).encode()
+    peer.routes[upstream + LOGIN_PATH] = Answer(body=body.ljust(400), drip=DRIP)
+    settings = make_settings({"sentifyd": {"backend": upstream, "timeout": DEADLINE, "retries": 0}})
+    app = create_app(settings)
+    async with app.test_app():
+        status, answer = await ask_tokens(app)
+        assert (status, answer["error"]) == (504, "upstream_timeout")
+        (call,) = peer.on(upstream + LOGIN_PATH)
+        assert not call.finished
+        peer.routes[upstream + LOGIN_PATH] = Answer.json(sentifyd_tokens())
+        assert (await ask_tokens(app))[0] == 200

@@ -191,7 +191,7 @@ class OIDCProvider:
             code_challenge_method="S256",
             # One deadline per call (documents, JWKS, token, userinfo, revocation), body
             # included, and no answer longer than a provider document may be.
-            transport=bounded(transport, timeout=timeout, max_bytes=MAX_DOCUMENT_BYTES),
+            **bounded(transport, timeout=timeout, max_bytes=MAX_DOCUMENT_BYTES),
             timeout=timeout,
             follow_redirects=False,
             cookies=cookieless_jar(),

@@ -53,7 +53,7 @@ class SessionCheckSource:
         self.clock = clock
         self.http = httpx.AsyncClient(
             # settings.timeout bounds the whole check, body included; the answer is capped.
-            transport=bounded(transport, timeout=settings.timeout, max_bytes=MAX_ANSWER_BYTES),
+            **bounded(transport, timeout=settings.timeout, max_bytes=MAX_ANSWER_BYTES),
             timeout=settings.timeout,
             follow_redirects=False,
             cookies=cookieless_jar(),
