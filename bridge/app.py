@@ -157,7 +157,9 @@ def create_app(
         app.register_blueprint(metrics_routes.blueprint)
     elif settings.metrics.enabled:
         # Not unsafe, just not served: say so once, without raising an operator's alarm.
-        log.info("/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)")
+        log.info(
+            "/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)"
+        )
     requestlog.install(app, bridge, metrics)
 
     @app.before_request

@@ -604,10 +604,10 @@ def parse_rate(value: str, name: str) -> RateLimit:
         return RateLimit(0, 60)
     match = _RATE_RE.match(value.lower())
     if not match:
-        raise ConfigError(f'{name}: must look like "30/minute" or "100/5 minutes", or "off"')
+        raise ConfigError(f"{name}: must look like \"30/minute\" or \"100/5 minutes\", or \"off\"")
     count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
     if count < 1 or multiple < 1:
-        raise ConfigError(f'{name}: count and window must be positive (or "off")')
+        raise ConfigError(f"{name}: count and window must be positive (or \"off\")")
     return RateLimit(count, multiple * _RATE_UNITS[unit])
 
 

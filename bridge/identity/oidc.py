@@ -233,10 +233,10 @@ class OIDCProvider:
     async def metadata(self) -> dict[str, Any]:
         """Return the provider's discovery document (cached; a stale copy beats none)."""
         now = self.clock()
-        cached = self._cache.metadata
-        if cached is not None and now - self._cache.metadata_at < METADATA_MAX_AGE:
-            return cached
         cache = self._cache
+        cached = cache.metadata
+        if cached is not None and now - cache.metadata_at < METADATA_MAX_AGE:
+            return cached
         if now < cache.metadata_retry_at:
             if cached is not None:
                 return cached

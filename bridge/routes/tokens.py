@@ -94,3 +94,4 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
         response.headers["Access-Control-Allow-Origin"] = cors_origin
         response.headers["Access-Control-Allow-Credentials"] = "true"
     return response
+
