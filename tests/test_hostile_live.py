@@ -433,6 +433,7 @@ def send(stack: Stack, req: Req) -> httpx.Response:
 
 def check_answer(response: httpx.Response) -> None:
     assert response.status_code < 500, (response.status_code, response.text[:300])
+    assert "Traceback" not in response.text and 'File "' not in response.text
     mimetype = response.headers.get("content-type", "").split(";")[0]
     if response.status_code >= 400 and response.request.method != "HEAD":
         assert mimetype in ("application/json", "text/html"), mimetype
