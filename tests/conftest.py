@@ -178,9 +178,10 @@ class LiveServer:
         self._error: BaseException | None = None
 
     def _run(self) -> None:
-        from bridge.cli import _serve
+        from bridge.cli import _run, _serve
 
         async def main() -> None:
+            self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             task = asyncio.ensure_future(
                 _serve(self.app, "127.0.0.1", self.port, self.server, shutdown=self._stop)
@@ -188,14 +189,11 @@ class LiveServer:
             self._ready.set()
             await task
 
-        self._loop = asyncio.new_event_loop()
         try:
-            self._loop.run_until_complete(main())
+            _run(main(), self.server)  # uvloop under uvicorn, as serve runs it
         except BaseException as exc:  # noqa: BLE001 - reported by start()
             self._error = exc
             self._ready.set()
-        finally:
-            self._loop.close()
 
     def start(self) -> LiveServer:
         self._thread.start()
