@@ -121,7 +121,7 @@ def create_app(
         if settings.jwt:
             owned.append(JWTSource(settings.jwt, clock=clock))
         sources = list(owned)
-    limiter = RateLimiter(settings.limits, store, sessions, clock=clock)
+    limiter = RateLimiter(settings.limits, store, clock=clock)
     gate = Gate(sessions, sources, lifecycle, limiter)
     http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
     upstream = SentifydClient(settings.sentifyd, http, clock=clock)
