@@ -6,14 +6,18 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 from quart import Quart, Response, g, jsonify, request
+from quart.wrappers import BaseRequestWebsocket
+from quart.wrappers.response import FileBody
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
 
 from bridge import requestlog
 from bridge.broker import TokenBroker
-from bridge.errors import HTTPError, MethodNotAllowed, StoreUnavailable
+from bridge.errors import BadRequest, HTTPError, MethodNotAllowed, StoreUnavailable
 from bridge.gate import Gate
 from bridge.identity import IdentitySource
 from bridge.identity.jwt_login import JWTSource
@@ -43,6 +47,44 @@ _STATUS_CODES = {
 }
 
 
+UNBUILDABLE = "bridge.unbuildable_request"
+
+
+class BridgeQuart(Quart):
+    """Quart, answering requests it cannot build (a ``Host`` werkzeug refuses) like any other."""
+
+    def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
+        try:
+            return super().create_url_adapter(request)
+        except HTTPException:
+            if request is None:
+                raise
+            # werkzeug raises BadHost here, before any handler of the app runs (a bare 500, and
+            # no request log line). Route the request on no host at all instead, and let
+            # refuse_unbuildable answer it as the first step of handling it.
+            scope: dict[str, Any] = request.scope  # type: ignore[assignment]
+            scope[UNBUILDABLE] = True
+            return self.url_map.bind(
+                "",
+                script_name=request.root_path or None,
+                url_scheme=request.scheme,
+                default_method=request.method,
+                path_info=request.path,
+            )
+
+    async def send_static_file(self, filename: str) -> Response:
+        # Quart's FileBody opens the file in a worker thread once the answer is being sent; a
+        # request cancelled meanwhile (a HEAD, a client gone) leaves that file open. The static
+        # files are a few small assets: read here, whole, and answer from memory.
+        response = await super().send_static_file(filename)
+        body = response.response
+        if isinstance(body, FileBody):
+            with body.file_path.open("rb") as file:
+                file.seek(body.begin)
+                response.set_data(file.read(body.end - body.begin))
+        return response
+
+
 def create_app(
     settings: Settings,
     *,
@@ -53,7 +95,7 @@ def create_app(
     oidc_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Quart:
     """Build a bridge app. Tests pass a store, an upstream transport, a clock or sources."""
-    app = Quart(
+    app = BridgeQuart(
         "bridge",
         template_folder=str(WEB / "templates"),
         static_folder=str(WEB / "static"),
@@ -79,7 +121,7 @@ def create_app(
         if settings.jwt:
             owned.append(JWTSource(settings.jwt, clock=clock))
         sources = list(owned)
-    limiter = RateLimiter(settings.limits, store, sessions, clock=clock)
+    limiter = RateLimiter(settings.limits, store, clock=clock)
     gate = Gate(sessions, sources, lifecycle, limiter)
     http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
     upstream = SentifydClient(settings.sentifyd, http, clock=clock)
@@ -109,6 +151,7 @@ def create_app(
     app.extensions["bridge"] = bridge
 
     from bridge.routes import auth, health, pages, tokens
+    from bridge.routes.pages import content_security_policy
 
     app.register_blueprint(tokens.blueprint)
     app.register_blueprint(pages.blueprint)
@@ -124,14 +167,26 @@ def create_app(
         # Not unsafe, just not served: say so once, without raising an operator's alarm.
         log.info("/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)")
     requestlog.install(app, bridge, metrics)
+
+    @app.before_request
+    async def refuse_unbuildable() -> None:
+        if request.scope.get(UNBUILDABLE):
+            raise BadRequest("The request's Host header is not valid.")
+
     auth.install(app, bridge, oidc_transport=oidc_transport, add_sources=not sources_given)
     _register_error_handlers(app)
+
+    html_policy = content_security_policy(settings)
 
     @app.after_request
     async def finish(response: Response) -> Response:
         if g.get("session_ended") and sessions.cookie_name not in _set_cookie_names(response):
             sessions.clear_cookie(response)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if response.mimetype == "text/html":
+            # Every page may hold a sign-out or sign-in button: none may be framed elsewhere.
+            response.headers["Content-Security-Policy"] = html_policy
+            response.headers.setdefault("Referrer-Policy", "same-origin")
         if request.endpoint != "static":
             # Tokens, errors and pages are per visitor: never cached by a browser or a proxy.
             response.headers["Cache-Control"] = "no-store"

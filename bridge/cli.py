@@ -32,9 +32,17 @@ def _shutdown_event() -> asyncio.Event:
     return event
 
 
-async def _serve(app: Any, host: str, port: int, server: str = "hypercorn") -> None:
+async def _serve(
+    app: Any,
+    host: str,
+    port: int,
+    server: str = "hypercorn",
+    *,
+    shutdown: asyncio.Event | None = None,
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, or until ``shutdown`` is set (tests, in a thread)."""
     if server == "uvicorn":
-        await _serve_uvicorn(app, host, port)
+        await _serve_uvicorn(app, host, port, shutdown=shutdown)
         return
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -45,11 +53,18 @@ async def _serve(app: Any, host: str, port: int, server: str = "hypercorn") -> N
     config.errorlog = logging.getLogger("hypercorn.error")
     # Headers beyond this are refused by the server itself (a browser never sends more).
     config.h11_max_incomplete_size = MAX_HEADER_BYTES
-    event = _shutdown_event()
+    event = shutdown or _shutdown_event()
     await serve(app, config, shutdown_trigger=event.wait)
 
 
-async def _serve_uvicorn(app: Any, host: str, port: int, http: str = "httptools") -> None:
+async def _serve_uvicorn(
+    app: Any,
+    host: str,
+    port: int,
+    http: str = "httptools",
+    *,
+    shutdown: asyncio.Event | None = None,
+) -> None:
     import uvicorn
 
     from bridge.serving import BoundedHttpToolsProtocol
@@ -72,7 +87,20 @@ async def _serve_uvicorn(app: Any, host: str, port: int, http: str = "httptools"
         timeout_graceful_shutdown=3,  # hypercorn's default graceful_timeout
     )
     # uvicorn handles SIGINT/SIGTERM itself: stop accepting, finish in-flight requests, exit.
-    await uvicorn.Server(config).serve()
+    instance = uvicorn.Server(config)
+    if shutdown is None:
+        await instance.serve()
+        return
+
+    async def stop_on_shutdown() -> None:
+        await shutdown.wait()
+        instance.should_exit = True
+
+    stopper = asyncio.ensure_future(stop_on_shutdown())
+    try:
+        await instance.serve()
+    finally:
+        stopper.cancel()
 
 
 def _run(main: Any, server: str) -> None:

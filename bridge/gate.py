@@ -2,8 +2,10 @@
 right to an avatar, in that order, for the token endpoint and the pages alike.
 
 The gate is also where anonymous work is counted per client address: a visitor it cannot
-recognise (or may not admit) counts, a recognised one never does, and an address over its
-limit gets 429 before any identity check unless it brings a live bridge session.
+recognise (or may not admit) counts, and beyond the limit gets 429 instead of 401/403; a
+recognised, admitted one never counts and is never refused per address, however many share it.
+Only where recognising a visitor costs a call to another server (the site's "who am I" URL)
+is an address over its limit refused before that call, unless it brings a live bridge session.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class Gate:
         token = self.sessions.cookie_token(request)
         loaded = await self.sessions.load_raw(token) if token else None
         record, raw = loaded if loaded is not None else (None, b"")
-        if record is None:
+        if record is None and any(source.remote for source in self.sources):
             await self.limiter.check_address(request)
         identity: Identity | None = None
         # Ask the way in that made the session first, so a second login method the visitor

@@ -9,8 +9,10 @@ nothing here counts a signed-in visitor's traffic per address. What is counted:
 - per user: new sessions, each one a Sentifyd login (the session cap lives in
   :meth:`bridge.sessions.SessionManager.create`);
 - per client address: anonymous work only, that is refusals (401/403) and the identity checks
-  they cost; once an address is over, a request from it without a live bridge session is
-  refused before any identity work;
+  they cost: beyond the limit a refusal becomes 429, while a visitor who is recognised and
+  admitted is never refused per address. Only when recognising a visitor costs a call to the
+  site (the "who am I" source) is an address over its limit refused before that call, unless
+  the request brings a live bridge session;
 - per avatar, optionally: Sentifyd logins across every instance (503 ``upstream_busy``).
 
 Fixed windows aligned to the clock, counted with the store's ``incr`` (or in the session's
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from quart import Request
 
 from bridge.errors import RateLimited, UpstreamBusy
-from bridge.sessions import Count, SessionManager, SessionRecord
+from bridge.sessions import Count, SessionRecord
 from bridge.settings import AvatarSettings, LimitsSettings, RateLimit
 from bridge.store.base import Store
 
@@ -41,12 +43,10 @@ class RateLimiter:
         self,
         settings: LimitsSettings,
         store: Store,
-        sessions: SessionManager,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.sessions = sessions
         self.clock = clock
         # on_limited(scope): metrics hook, called once per refused request.
         self.on_limited: Callable[[str], None] | None = None
@@ -91,11 +91,8 @@ class RateLimiter:
             self._refuse("ip", window, limit)
 
     async def count_anonymous(self, request: Request) -> None:
-        """Count one piece of anonymous work (a refusal) against the client's address."""
-        limit = self.settings.per_ip
-        if limit.enabled:
-            _, key = self._window("ip", client_bucket(request.remote_addr), limit)
-            await self.store.incr(key, limit.window + 1)
+        """Count one piece of anonymous work (a refusal); raise RateLimited beyond the limit."""
+        await self._hit("ip", client_bucket(request.remote_addr), self.settings.per_ip)
 
     async def check_login(self, request: Request) -> None:
         """Count a login start; raise RateLimited when its IP starts too many."""

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from bridge.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
+from bridge.outbound import AnswerTooLarge, bounded
 from bridge.settings import AvatarSettings, SentifydSettings
 
 log = logging.getLogger("bridge.sentifyd")
@@ -53,7 +54,7 @@ def jwt_exp(token: str) -> float | None:
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     exp = payload.get("exp") if isinstance(payload, dict) else None
     if isinstance(exp, bool) or not isinstance(exp, int | float):
@@ -125,11 +126,18 @@ class SentifydClient:
     def build_http(
         settings: SentifydSettings, transport: httpx.AsyncBaseTransport | None = None
     ) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         return httpx.AsyncClient(
             base_url=settings.backend,
             timeout=httpx.Timeout(settings.timeout),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            transport=transport,
+            # settings.timeout bounds each call as a whole, body included; the body is capped
+            # while it streams (bridge.outbound).
+            **bounded(
+                transport,
+                timeout=settings.timeout,
+                max_bytes=settings.max_response_bytes,
+                limits=limits,
+            ),
             follow_redirects=False,
             headers={"User-Agent": "sentifyd-bridge", "Accept": "application/json"},
         )
@@ -179,6 +187,14 @@ class SentifydClient:
                     raise UpstreamUnavailable() from exc
                 await asyncio.sleep(self.settings.retry_backoff * 2**attempt)
                 continue
+            except AnswerTooLarge as exc:
+                limit = self.settings.max_response_bytes
+                log.warning("sentifyd %s answer exceeded %d bytes", call, limit)
+                raise UpstreamUnavailable() from exc
+            except httpx.RequestError as exc:
+                # An answer that does not decode (a broken Content-Encoding) is garbled, not late.
+                log.warning("sentifyd %s answer unreadable: %s", call, type(exc).__name__)
+                raise UpstreamUnavailable() from exc
             if status >= 500:
                 log.warning("sentifyd %s answered %d", call, status)
                 if last:
@@ -196,21 +212,12 @@ class SentifydClient:
         raise UpstreamUnavailable()  # unreachable: the loop returns or raises
 
     async def _post(self, path: str, body: dict[str, str]) -> tuple[int, Any]:
-        """POST and read at most ``max_response_bytes``; return (status, parsed JSON or None)."""
-        limit = self.settings.max_response_bytes
-        async with self.http.stream("POST", path, json=body) as response:
-            if response.status_code != 200:
-                return response.status_code, None
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    log.warning("sentifyd answer exceeded %d bytes", limit)
-                    raise UpstreamUnavailable()
-                chunks.append(chunk)
+        """POST; return (status, parsed JSON or None). The transport bounds time and size."""
+        response = await self.http.post(path, json=body)
+        if response.status_code != 200:
+            return response.status_code, None
         try:
-            return 200, json.loads(b"".join(chunks))
-        except ValueError:
+            return 200, json.loads(response.content)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
             log.warning("sentifyd answer was not JSON")
             return 200, None

@@ -239,6 +239,7 @@ class OIDCProviderSettings:
     title: str = ""
     leeway: int = 60
     max_session_age: int = 0
+    timeout: float = 5.0  # one deadline per call to the provider, its answer included
 
 
 @dataclass(frozen=True)
@@ -861,6 +862,13 @@ def _site_cookie(
     login_url = sec.str("login_url", "")
     if not login_url:
         raise ConfigError("login.cookie.login_url: not set (where a logged-out visitor signs in)")
+    if fmt == "itsdangerous" and not sec.str("salt", ""):
+        # With the library's default salt, any other token the site signs with this key (an
+        # e-mail confirmation carrying user_id) would pass as a login.
+        raise ConfigError(
+            "login.cookie.salt: required for format 'itsdangerous' (the salt the site's login "
+            "cookie, and nothing else it signs, uses)"
+        )
     name = sec.str("name", default_name)
     if not name:
         raise ConfigError(f"login.cookie.name: not set (format {fmt!r} has no default name)")
@@ -881,7 +889,7 @@ def _site_cookie(
         format=fmt,
         secret_key_env=key_env,
         secret_keys=keys,
-        salt=sec.str("salt", "cookie-session" if fmt == "flask" else "itsdangerous"),
+        salt=sec.str("salt", "cookie-session"),
         max_age=sec.int("max_age", 1209600, minimum=1),
         user_field=sec.str("user_field", default_user_field),
         login_url=login_url,
@@ -994,6 +1002,7 @@ _OIDC_KEYS = {
     "title",
     "leeway",
     "max_session_age",
+    "timeout",
 }
 
 
@@ -1074,6 +1083,7 @@ def _oidc_provider(
         title=sec.str("title", ""),
         leeway=sec.int("leeway", 60, minimum=0),
         max_session_age=sec.int("max_session_age", 0, minimum=0),
+        timeout=sec.float("timeout", 5.0),
     )
     if settings.leeway > 300:
         raise ConfigError(f"{where}.leeway: at most 300 seconds")

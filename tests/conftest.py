@@ -1,5 +1,6 @@
 """Shared fixtures: settings with test secrets, the stand-in Sentifyd, apps, clients, a fake
-clock, a site-login helper, and live servers on 127.0.0.1."""
+clock, a site-login helper, live servers on 127.0.0.1, and the leak guard around every test
+(``leak_guard``, see ``tests/support_leaks.py``)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from typing import Any
 
 import httpx
 import pytest
+import support_leaks
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from bridge.app import create_app
-from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.fake_sentifyd import FakeState, create_fake_sentifyd
+from bridge.identity.oidc import OIDCProvider
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge
+from bridge.secret import Secret
 from bridge.settings import Settings, load_settings
 
 API_KEY = "sk-test-avatar-key-0123456789abcdef"
@@ -34,6 +38,8 @@ TEST_ENV = {
     "PREMIUM_AVATAR_API_KEY": PREMIUM_API_KEY,
     "SITE_SECRET_KEY": SITE_KEY,
 }
+for _value in TEST_ENV.values():
+    support_leaks.always(_value)
 
 
 def base_config() -> dict[str, Any]:
@@ -133,7 +139,9 @@ def site_cookie(app: Quart, user: str = "alice", **claims: Any) -> str:
     bridge = Bridge.of(app)
     assert bridge.settings.site_cookie is not None
     payload = {"user_id": user, **claims}
-    return str(SiteCookieSource(bridge.settings.site_cookie).serializer.dumps(payload))
+    cookie = str(SiteCookieSource(bridge.settings.site_cookie).serializer.dumps(payload))
+    support_leaks.credential(cookie)
+    return cookie
 
 
 def login(client: Client, app: Quart, user: str = "alice", **claims: Any) -> None:
@@ -155,10 +163,12 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """An ASGI app under real hypercorn on 127.0.0.1, in a thread with its own event loop."""
+    """An ASGI app served on 127.0.0.1 exactly as ``sentifyd-bridge serve`` serves it (uvicorn,
+    its default, or hypercorn), in a thread with its own event loop."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, server: str = "uvicorn") -> None:
         self.app = app
+        self.server = server
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -168,28 +178,22 @@ class LiveServer:
         self._error: BaseException | None = None
 
     def _run(self) -> None:
-        from hypercorn.asyncio import serve
-        from hypercorn.config import Config
+        from bridge.cli import _run, _serve
 
         async def main() -> None:
+            self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            config = Config()
-            config.bind = [f"127.0.0.1:{self.port}"]
-            config.accesslog = None
-            config.h11_max_incomplete_size = 16 * 1024
-            config.graceful_timeout = 1
-            task = asyncio.ensure_future(serve(self.app, config, shutdown_trigger=self._stop.wait))
+            task = asyncio.ensure_future(
+                _serve(self.app, "127.0.0.1", self.port, self.server, shutdown=self._stop)
+            )
             self._ready.set()
             await task
 
-        self._loop = asyncio.new_event_loop()
         try:
-            self._loop.run_until_complete(main())
+            _run(main(), self.server)  # uvloop under uvicorn, as serve runs it
         except BaseException as exc:  # noqa: BLE001 - reported by start()
             self._error = exc
             self._ready.set()
-        finally:
-            self._loop.close()
 
     def start(self) -> LiveServer:
         self._thread.start()
@@ -213,7 +217,8 @@ class LiveServer:
 @pytest.fixture
 def live_fake() -> Iterator[LiveServer]:
     fake_app = create_fake_sentifyd({API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}, token_ttl=60)
-    server = LiveServer(fake_app).start()
+    # The stand-in is served by hypercorn, as its own command serves it ("reset" relies on it).
+    server = LiveServer(fake_app, server="hypercorn").start()
     yield server
     server.stop()
 
@@ -232,12 +237,90 @@ def real_op() -> Iterator[Any]:
 def live_bridge_factory() -> Iterator[Callable[..., tuple[LiveServer, Quart]]]:
     servers: list[LiveServer] = []
 
-    def start(settings: Settings, **kwargs: Any) -> tuple[LiveServer, Quart]:
+    def start(
+        settings: Settings, *, server_name: str = "uvicorn", **kwargs: Any
+    ) -> tuple[LiveServer, Quart]:
         application = create_app(settings, **kwargs)
-        server = LiveServer(application).start()
+        server = LiveServer(application, server=server_name).start()
         servers.append(server)
         return server, application
 
     yield start
     for server in servers:
         server.stop()
+
+
+# --- the leak guard --------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def leak_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[support_leaks.LeakGuard]:
+    """Fail any test in which a secret shows up in an answer, a log record or an exception.
+
+    Secrets the shared fixtures, the bridge's settings (every ``Secret``), the stand-in Sentifyd
+    and the OpenID provider create are collected here; a test that makes one of its own calls
+    ``support_leaks.secret(value)`` (never allowed anywhere) or ``support_leaks.credential(value)``
+    (allowed only in the answer that hands it out), and ``support_leaks.scan(text, where)`` for
+    text that passes no hook here (a subprocess's output). See ``tests/support_leaks.py``.
+    """
+    with support_leaks.guarding() as guard:
+        _install_leak_hooks(monkeypatch, guard)
+        yield guard
+    leaks = guard.leaks()
+    if leaks:
+        pytest.fail("secrets leaked:\n" + "\n".join(leaks), pytrace=False)
+
+
+def _install_leak_hooks(monkeypatch: pytest.MonkeyPatch, guard: support_leaks.LeakGuard) -> None:
+    secret_init = Secret.__init__
+
+    def new_secret(self: Secret, value: str) -> None:
+        secret_init(self, value)
+        guard.add(value, support_leaks.SECRET)
+
+    issue = FakeState.issue
+
+    def issued(self: FakeState, avatar_id: str) -> dict[str, Any]:
+        answer = issue(self, avatar_id)
+        guard.add(self.issued_refresh_tokens[-1], support_leaks.SECRET)
+        guard.add(self.issued_access_tokens[-1], support_leaks.CREDENTIAL)
+        guard.add(str(self.signing_key.as_dict(private=True)["k"]), support_leaks.SECRET)
+        return answer
+
+    token_request = OIDCProvider._token_request
+
+    async def provider_tokens(self: OIDCProvider, **kwargs: Any) -> dict[str, Any]:
+        answer = await token_request(self, **kwargs)
+        for name in ("access_token", "refresh_token"):
+            value = answer.get(name)
+            guard.add(value if isinstance(value, str) else None, support_leaks.SECRET)
+        if isinstance(answer.get("id_token"), str):
+            guard.add(answer["id_token"], support_leaks.CREDENTIAL)
+        return answer
+
+    process_response = Quart.process_response
+
+    async def answered(self: Quart, response: Any, *args: Any) -> Any:
+        response = await process_response(self, response, *args)
+        if self.name == "bridge":
+            from quart import request
+
+            endpoint = request.endpoint
+            body = ""
+            if endpoint != "static" and not getattr(response, "is_streamed", False):
+                body = await response.get_data(as_text=True)
+            support_leaks.register_answer(guard, response, body, endpoint)
+        return response
+
+    handle_user_exception = Quart.handle_user_exception
+
+    async def handled(self: Quart, error: Exception) -> Any:
+        if self.name == "bridge":
+            support_leaks.register_exception(guard, error)
+        return await handle_user_exception(self, error)
+
+    monkeypatch.setattr(Secret, "__init__", new_secret)
+    monkeypatch.setattr(FakeState, "issue", issued)
+    monkeypatch.setattr(OIDCProvider, "_token_request", provider_tokens)
+    monkeypatch.setattr(Quart, "process_response", answered)
+    monkeypatch.setattr(Quart, "handle_user_exception", handled)

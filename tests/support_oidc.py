@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
+import support_leaks
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from quart import Quart
@@ -33,6 +34,7 @@ from conftest import PUBLIC_URL, TEST_ENV, Clock, base_config, free_port
 OP_DIR = Path(__file__).resolve().parent / "oidc"
 PROVIDER_LOG = Path(tempfile.gettempdir()) / "sentifyd-bridge-test-oidc-provider.log"
 OP_CLIENT_SECRET = "op-client-secret-for-tests-0123456789"
+support_leaks.always(OP_CLIENT_SECRET)
 OIDC_ENV = {"OIDC_CLIENT_SECRET": OP_CLIENT_SECRET}
 
 

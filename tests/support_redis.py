@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import support_leaks
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -629,6 +630,8 @@ class BridgeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        # The process's log passes no hook of the leak guard: hand it over.
+        support_leaks.scan(self.log(), f"log of bridge process {self.name}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

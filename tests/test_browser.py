@@ -80,7 +80,7 @@ def component_is(condition: str) -> str:
 
 @pytest.fixture
 def demo() -> Iterator[LiveServer]:
-    """The embedded demo (site login, bridge, stand-in Sentifyd) under hypercorn on loopback."""
+    """The embedded demo (site login, bridge, stand-in Sentifyd) under uvicorn on loopback."""
     port = free_port()
     server = LiveServer(create_demo_app(port=port, token_ttl=TOKEN_TTL), port=port).start()
     yield server
@@ -341,12 +341,18 @@ async def test_witness_sees_a_planted_secret(
 # --- single sign-on --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sso(real_op: RealProvider) -> Iterator[tuple[LiveServer, LiveServer]]:
+@pytest.fixture(params=["uvicorn", "hypercorn"])
+def sso(
+    real_op: RealProvider, request: pytest.FixtureRequest
+) -> Iterator[tuple[LiveServer, LiveServer]]:
     """The bridge with SSO as its only way in, on the port the provider knows, with the demo's
-    stand-in component and a live stand-in Sentifyd whose tokens last TOKEN_TTL seconds."""
+    stand-in component and a live stand-in Sentifyd whose tokens last TOKEN_TTL seconds; under
+    uvicorn (serve's default) and once under hypercorn."""
     fake = LiveServer(
-        create_fake_sentifyd({API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}, token_ttl=TOKEN_TTL)
+        create_fake_sentifyd(
+            {API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}, token_ttl=TOKEN_TTL
+        ),
+        server="hypercorn",
     ).start()
     settings = oidc_settings(
         real_op.bridge_url,
@@ -359,7 +365,9 @@ def sso(real_op: RealProvider) -> Iterator[tuple[LiveServer, LiveServer]]:
         sentifyd={"backend": fake.url},
         component={"script": "/static/demo/sentifyd-bot.js"},
     )
-    bridge = LiveServer(create_app(settings), port=real_op.bridge_port).start()
+    bridge = LiveServer(
+        create_app(settings), port=real_op.bridge_port, server=request.param
+    ).start()
     yield bridge, fake
     bridge.stop()
     fake.stop()

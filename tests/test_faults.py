@@ -1,5 +1,6 @@
-"""The upstream fault matrix over real sockets: the bridge under hypercorn on 127.0.0.1, talking
-to the stand-in Sentifyd under hypercorn on 127.0.0.1, made to fail in every way it can.
+"""The upstream fault matrix over real sockets: the bridge under uvicorn (serve's default; the
+first-request matrix once more under hypercorn) on 127.0.0.1, talking to the stand-in Sentifyd
+under hypercorn on 127.0.0.1, made to fail in every way it can.
 
 Each fault must give its documented JSON error (502 ``upstream_unavailable``, 502
 ``upstream_rejected`` with ``upstream_status``, 504 ``upstream_timeout``), carry no stack trace
@@ -67,7 +68,7 @@ class Rig:
 
 def new_fake(port: int | None = None, **kwargs: Any) -> LiveServer:
     keys = {API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}
-    return LiveServer(create_fake_sentifyd(keys, **kwargs), port=port).start()
+    return LiveServer(create_fake_sentifyd(keys, **kwargs), port=port, server="hypercorn").start()
 
 
 def rig_settings(fake_url: str) -> Settings:
@@ -81,12 +82,12 @@ def rig_settings(fake_url: str) -> Settings:
     )
 
 
-def start_rig(**fake_kwargs: Any) -> Rig:
+def start_rig(server: str = "uvicorn", **fake_kwargs: Any) -> Rig:
     fake = new_fake(**fake_kwargs)
     settings = rig_settings(fake.url)
     clock = Clock(start=time.time())
     app = create_app(settings, clock=clock)
-    return Rig(fake, LiveServer(app).start(), app, settings, clock)
+    return Rig(fake, LiveServer(app, server=server).start(), app, settings, clock)
 
 
 def stop_rig(rig: Rig) -> None:
@@ -101,11 +102,29 @@ def shared_rig() -> Iterator[Rig]:
     stop_rig(rig)
 
 
+@pytest.fixture(scope="module")
+def hypercorn_rig() -> Iterator[Rig]:
+    rig = start_rig("hypercorn")
+    yield rig
+    stop_rig(rig)
+
+
 @pytest.fixture
 def rig(shared_rig: Rig) -> Iterator[Rig]:
     shared_rig.state.reset()
     yield shared_rig
     shared_rig.state.reset()
+
+
+@pytest.fixture(params=["uvicorn", "hypercorn"])
+def any_server_rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """The shared rig's bridge under uvicorn, and once more under hypercorn."""
+    rig: Rig = request.getfixturevalue(
+        "shared_rig" if request.param == "uvicorn" else "hypercorn_rig"
+    )
+    rig.state.reset()
+    yield rig
+    rig.state.reset()
 
 
 @pytest.fixture
@@ -167,8 +186,14 @@ FAULTS = [
 
 @pytest.mark.parametrize(("fail", "status", "code", "calls"), FAULTS)
 async def test_fault_on_first_request_is_a_clean_error_and_heals(
-    rig: Rig, bridge_logs: pytest.LogCaptureFixture, fail: str, status: int, code: str, calls: int
+    any_server_rig: Rig,
+    bridge_logs: pytest.LogCaptureFixture,
+    fail: str,
+    status: int,
+    code: str,
+    calls: int,
 ) -> None:
+    rig = any_server_rig
     rig.state.fail = fail
     async with rig.visitor() as visitor:
         started = time.monotonic()

@@ -3,7 +3,9 @@ at the token endpoint, the avatar pages, the demo's login, and the SSO callback,
 back-channel logout.
 
 The properties: never a 5xx; every token-endpoint refusal is JSON with a stable ``error`` code;
-no answer carries a secret; and a request without valid credentials changes nothing stored.
+no answer carries a secret; and a request without valid credentials changes nothing stored,
+neither a value nor its expiry, while the bridge's clock moves between requests.
+(``tests/test_hostile_live.py`` runs the same kinds of requests over real sockets.)
 Examples are derandomized and the example database is off, so CI runs the same cases every time.
 """
 
@@ -244,7 +246,9 @@ async def signed_in(app: Quart) -> Valid:
 
 
 def snapshot(app: Quart) -> dict[str, Any]:
-    return bridge_of(app).store.snapshot()  # type: ignore[attr-defined, no-any-return]
+    """Every stored value with its expiry (the memory store's deadline for the key)."""
+    store: Any = bridge_of(app).store
+    return {key: (value, store.expiry(key)) for key, value in store.snapshot().items()}
 
 
 def no_secrets(fake_state: Any, text: str) -> None:
@@ -270,6 +274,11 @@ async def send(
         data = body.data
         if body.content_type is not None:
             all_headers["Content-Type"] = body.content_type
+    clock = bridge_of(app).clock
+    if isinstance(clock, Clock):
+        # Time passes between requests: a refused request that re-saved a session would store
+        # a new last-seen time and a new expiry, and the snapshot would show it.
+        clock.advance(3)
     client = app.test_client(use_cookies=False)
     response = await client.open(path, method=method, headers=all_headers, data=data)
     return response.status_code, response.headers, await response.get_data()
@@ -608,7 +617,7 @@ async def sso(fake: Quart, clock: Clock) -> AsyncIterator[SSO]:
 def oidc_records_of(app: Quart) -> list[dict[str, Any]]:
     return [
         v
-        for v in (json.loads(raw) for raw in snapshot(app).values() if isinstance(raw, bytes))
+        for v in (json.loads(raw) for raw, _ in snapshot(app).values() if isinstance(raw, bytes))
         if isinstance(v, dict) and v.get("method") == "oidc"
     ]
 

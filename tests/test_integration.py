@@ -280,7 +280,9 @@ async def test_upstream_down_then_back(live_bridge_factory: Start) -> None:
     async with client_for(server, sign_site_cookie(settings, "alice")) as client:
         down = await client.get("/request_tokens")
         assert down.status_code == 502 and down.json()["error"] == "upstream_unavailable"
-        fake = LiveServer(create_fake_sentifyd({API_KEY: AVATAR_ID}), port=port).start()
+        fake = LiveServer(
+            create_fake_sentifyd({API_KEY: AVATAR_ID}), port=port, server="hypercorn"
+        ).start()
         try:
             up = await client.get("/request_tokens")
             assert up.status_code == 200

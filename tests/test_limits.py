@@ -173,6 +173,25 @@ async def test_refusals_count_per_address_and_live_sessions_still_pass(make_app:
         assert again.status_code == 200
 
 
+async def test_a_new_customer_is_served_at_an_address_over_its_limit(make_app: Any) -> None:
+    # The site's cookie is verified locally, so an address that anonymous traffic has pushed
+    # over its limit still admits a customer with no bridge session yet.
+    application = make_app(make_settings({"limits": {"per_ip": "2/minute"}}))
+    async with application.test_app():
+        stranger = application.test_client()
+        codes = [
+            (await stranger.get("/request_tokens", **client_at("203.0.113.8"))).status_code
+            for _ in range(3)
+        ]
+        assert codes == [401, 401, 429]
+        newcomer = application.test_client()
+        login(newcomer, application, "late-customer")
+        response = await newcomer.get("/request_tokens", **client_at("203.0.113.8"))
+        assert response.status_code == 200
+        page = await newcomer.get("/", **client_at("203.0.113.8"))
+        assert page.status_code == 200
+
+
 async def test_forbidden_answers_count_per_address(make_app: Any) -> None:
     application = make_app(make_settings({"limits": {"per_ip": "2/minute"}}))
     async with application.test_app():
@@ -280,3 +299,17 @@ def test_live_server_limits_anonymous_work_by_peer_address(
             assert codes == [401, 401, 429]
             assert 0 < int(stranger.get("/request_tokens").headers["Retry-After"]) <= 3600
         assert customer.get("/request_tokens").status_code == 200
+
+
+async def test_made_up_session_cookies_store_no_counters(make_app: Any) -> None:
+    # Counting per session only once the session is found: a flood of random cookies must not
+    # leave a counter in the store per cookie.
+    application = make_app(make_settings({"limits": {"per_ip": "off"}}))
+    async with application.test_app():
+        store = bridge_of(application).store
+        before = set(store.entries())  # type: ignore[attr-defined]
+        for n in range(20):
+            client = application.test_client()
+            client.set_cookie("localhost", "sentifyd_bridge", f"{n:043d}")
+            assert (await client.get("/request_tokens")).status_code == 401
+        assert set(store.entries()) == before  # type: ignore[attr-defined]

@@ -232,15 +232,16 @@ BAD_PATHS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def live_mounted() -> Iterator[tuple[LiveServer, Quart]]:
-    """One bridge under /avatar on real hypercorn, which passes paths on as the client sent
-    them (Quart's test client would decode %2F before the app sees it)."""
+@pytest.fixture(scope="module", params=["uvicorn", "hypercorn"])
+def live_mounted(request: pytest.FixtureRequest) -> Iterator[tuple[LiveServer, Quart]]:
+    """One bridge under /avatar on each ASGI server ``serve`` offers (uvicorn, the default, and
+    hypercorn), which pass paths on as the client sent them (Quart's test client would decode
+    %2F before the app sees it)."""
     fake = create_fake_sentifyd({API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID})
     application = create_app(
         make_settings(mounted()), sentifyd_transport=httpx.ASGITransport(app=fake)
     )
-    server = LiveServer(application).start()
+    server = LiveServer(application, server=request.param).start()
     yield server, application
     server.stop()
 

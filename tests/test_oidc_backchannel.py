@@ -3,6 +3,7 @@ and every malformed, forged or replayed one is a 400 that ends nothing."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -196,3 +197,21 @@ async def test_refused_tokens_change_nothing_stored(
     before = records(app)
     await post(app, op.sign(op.logout_claims(iss="https://evil.test")))
     assert records(app) == before
+
+
+async def test_token_without_exp_is_refused(
+    app: Quart, op: ControlledProvider, people: dict[str, Client]
+) -> None:
+    """Back-Channel Logout 1.0, 2.4: exp is required in a logout token."""
+    await assert_refused(app, people, op.sign(op.logout_claims(exp=None)))
+
+
+@pytest.mark.parametrize("payload_bytes", [9_000, 30_000])
+async def test_payload_nested_beyond_the_stack_is_refused(
+    app: Quart, people: dict[str, Client], payload_bytes: int
+) -> None:
+    """Under the token length cap, the unverified payload is parsed and must not crash; over it,
+    it is never parsed at all."""
+    nested = base64.urlsafe_b64encode(b"[" * payload_bytes).decode().rstrip("=")
+    header = base64.urlsafe_b64encode(b'{"alg":"RS256","kid":"k1"}').decode().rstrip("=")
+    await assert_refused(app, people, f"{header}.{nested}.c2ln")

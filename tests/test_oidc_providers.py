@@ -110,3 +110,11 @@ async def test_partner_token_is_no_good_for_a_corp_login(
     params = query_of(response.headers["Location"])
     corp.token_response = corp.tokens(partner.sign(partner.claims(params["nonce"])))
     assert (await callback(client, corp, params)).status_code == 400
+
+
+async def test_login_choice_page_cannot_be_framed(app: Quart) -> None:
+    response = await app.test_client().get("/login")
+    assert response.headers.getlist("Content-Security-Policy") == [
+        response.headers["Content-Security-Policy"]
+    ]
+    assert "frame-ancestors 'self'" in response.headers["Content-Security-Policy"]

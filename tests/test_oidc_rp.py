@@ -30,6 +30,7 @@ from support_oidc import (
 from test_redirects import OPEN_REDIRECTS
 
 from bridge.app import create_app
+from bridge.identity.oidc import FETCH_BACKOFF
 from bridge.runtime import Bridge
 from conftest import PUBLIC_URL, Clock
 
@@ -368,12 +369,19 @@ async def test_discovery_naming_another_issuer_is_refused(
     assert (await response.get_json())["error"] == "identity_provider_unavailable"
 
 
-async def test_provider_down_is_503_and_recovers(app: Quart, op: ControlledProvider) -> None:
+async def test_provider_down_is_503_and_recovers(
+    app: Quart, op: ControlledProvider, clock: Clock
+) -> None:
+    """After a failed fetch the provider is left alone for the backoff, then asked again."""
     client = app.test_client()
     op.down = True
     response = await client.get("/login")
     assert response.status_code == 503 and response.headers["Retry-After"]
     op.down = False
+    asked = len(op.requests)
+    assert (await client.get("/login")).status_code == 503
+    assert len(op.requests) == asked  # backing off: not asked again yet
+    clock.advance(FETCH_BACKOFF)
     assert (await client.get("/login")).status_code == 302
 
 

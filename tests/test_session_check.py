@@ -205,3 +205,25 @@ def test_bad_settings_are_refused(extra: dict[str, Any], message: str) -> None:
     data["login"] = {"session_check": {**check_config("https://shop.example.com/whoami"), **extra}}
     with pytest.raises(ConfigError, match=message):
         load_settings(None, TEST_ENV, overrides=data)
+
+
+async def test_an_address_over_its_limit_is_refused_before_the_site_is_asked(
+    site: tuple[Site, LiveServer], fake: Quart, clock: Clock
+) -> None:
+    data = base_config()
+    data["login"] = {"session_check": check_config(site[1].url + "/whoami")}
+    data["limits"] = {"per_ip": "2/minute"}
+    settings = load_settings(None, TEST_ENV, overrides=data)
+    application = create_app(
+        settings, sentifyd_transport=httpx.ASGITransport(app=fake), clock=clock
+    )
+    async with application.test_app():
+        codes = [(await visit(application, "unknown").get("/request_tokens")).status_code
+                 for _ in range(3)]
+        assert codes == [401, 401, 429]
+        asked = len(site[0].calls)
+        refused = await visit(application, "alice-session").get("/request_tokens")
+        assert refused.status_code == 429  # the site's who-am-I is not asked again
+        assert len(site[0].calls) == asked
+        clock.advance(60)
+        assert (await visit(application, "alice-session").get("/request_tokens")).status_code == 200

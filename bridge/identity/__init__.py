@@ -30,9 +30,14 @@ class SessionRevoked(BridgeError):
 
 
 class IdentitySource(Protocol):
-    """A way in. ``identify`` returns None when this source does not recognise the visitor."""
+    """A way in. ``identify`` returns None when this source does not recognise the visitor.
+
+    ``remote`` says whether recognising a visitor asks another server (the site's "who am I"
+    URL): anonymous floods are then held per address before that call, not only after it.
+    """
 
     method: str
+    remote: bool
 
     async def identify(self, request: Request, record: SessionRecord | None) -> Identity | None:
         """Recognise the visitor from the request (and, for sessions a login made, the record)."""

@@ -55,6 +55,7 @@ def pick_key(key_set: KeySet, kid: str | None, alg: str) -> Key | None:
 
 class JWTSource:
     method = "jwt"
+    remote = False
 
     def __init__(
         self,

@@ -13,10 +13,13 @@ log; the routes turn it into a fixed 400 answer, so nothing from the token reach
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.cookiejar
+import ipaddress
 import logging
 import secrets
+import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -27,12 +30,13 @@ from urllib.parse import urlencode, urlsplit
 import authlib.deprecate
 import httpx
 from joserfc import jws, jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import Key, KeySet
 from quart import Request
 
 from bridge.errors import BridgeError, IdentityProviderUnavailable
 from bridge.identity import Identity, SessionRevoked
+from bridge.outbound import bounded
 from bridge.sessions import SessionGone, SessionManager, SessionRecord
 from bridge.settings import LOOPBACK_HOSTS, OIDCProviderSettings, Settings
 
@@ -52,8 +56,11 @@ METHOD = "oidc"
 # Algorithms the bridge verifies: asymmetric only (an HS* token would be keyed with the
 # client secret, which the bridge does not want to double as a signing key), never "none".
 ASYMMETRIC_ALGS = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+    "EdDSA", "Ed25519",
 )  # fmt: skip
+# The key type each algorithm is verified with; EdDSA only on Ed25519 keys (OKP, RFC 8037).
+EDDSA_ALGS = ("EdDSA", "Ed25519")
 MAX_JWT_LENGTH = 16 * 1024
 MAX_DOCUMENT_BYTES = 512 * 1024
 METADATA_MAX_AGE = 3600.0
@@ -61,6 +68,10 @@ JWKS_MAX_AGE = 3600.0
 # An unknown kid refetches the JWKS at most this often, so forged tokens cannot make the
 # bridge hammer the provider.
 JWKS_MIN_REFETCH = 10.0
+# After a failed fetch of the provider's documents, wait this long (doubling per failure, up to
+# the cap) before asking again: meanwhile a cached copy is used, or the login fails at once.
+FETCH_BACKOFF = 5.0
+FETCH_BACKOFF_MAX = 300.0
 # Renew the provider's tokens this long before they expire.
 REFRESH_MARGIN = 30.0
 LOGOUT_TOKEN_MAX_AGE = 300
@@ -136,6 +147,15 @@ class _Cache:
     metadata_at: float = 0.0
     keys: KeySet | None = None
     keys_at: float = 0.0
+    # Failed fetches in a row, and when the next one may be tried.
+    metadata_failures: int = 0
+    metadata_retry_at: float = 0.0
+    keys_failures: int = 0
+    keys_retry_at: float = 0.0
+
+
+def _backoff(failures: int) -> float:
+    return float(min(FETCH_BACKOFF * 2 ** (failures - 1), FETCH_BACKOFF_MAX))
 
 
 class OIDCProvider:
@@ -148,9 +168,9 @@ class OIDCProvider:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
-        timeout: float = 5.0,
     ) -> None:
         self.settings = settings
+        timeout = settings.timeout
         self.name = settings.name
         self.issuer = settings.issuer
         self.issuer_hash = issuer_hash(settings.issuer)
@@ -158,6 +178,10 @@ class OIDCProvider:
         self.redirect_uri = self.public_url + settings.redirect_path
         self.post_logout_redirect_uri = self.public_url + settings.post_logout_redirect_path
         self.clock = clock
+        # Loopback and private endpoints are for a provider on this machine only (tests, a
+        # local IdP): a remote provider's discovery must not aim the bridge, or the client
+        # secret it sends to the token endpoint, at the bridge's own network.
+        self.local = _is_loopback_host(urlsplit(settings.issuer).hostname or "")
         self.client = AsyncOAuth2Client(
             client_id=settings.client_id,
             client_secret=settings.client_secret.reveal(),
@@ -165,7 +189,9 @@ class OIDCProvider:
             scope=" ".join(settings.scopes),
             redirect_uri=self.redirect_uri,
             code_challenge_method="S256",
-            transport=transport,
+            # One deadline per call (documents, JWKS, token, userinfo, revocation), body
+            # included, and no answer longer than a provider document may be.
+            **bounded(transport, timeout=timeout, max_bytes=MAX_DOCUMENT_BYTES),
             timeout=timeout,
             follow_redirects=False,
             cookies=cookieless_jar(),
@@ -198,7 +224,7 @@ class OIDCProvider:
             raise IdentityProviderUnavailable()
         try:
             data = response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested beyond the stack
             raise IdentityProviderUnavailable() from exc
         if not isinstance(data, dict):
             raise IdentityProviderUnavailable()
@@ -207,18 +233,26 @@ class OIDCProvider:
     async def metadata(self) -> dict[str, Any]:
         """Return the provider's discovery document (cached; a stale copy beats none)."""
         now = self.clock()
-        cached = self._cache.metadata
-        if cached is not None and now - self._cache.metadata_at < METADATA_MAX_AGE:
+        cache = self._cache
+        cached = cache.metadata
+        if cached is not None and now - cache.metadata_at < METADATA_MAX_AGE:
             return cached
+        if now < cache.metadata_retry_at:
+            if cached is not None:
+                return cached
+            raise IdentityProviderUnavailable()
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
             data = await self._get_json(url, "discovery")
             self._check_metadata(data)
         except IdentityProviderUnavailable:
+            cache.metadata_failures += 1
+            cache.metadata_retry_at = now + _backoff(cache.metadata_failures)
             if cached is not None:
                 return cached
             raise
-        self._cache.metadata, self._cache.metadata_at = data, now
+        cache.metadata, cache.metadata_at = data, now
+        cache.metadata_failures, cache.metadata_retry_at = 0, 0.0
         return data
 
     def _check_metadata(self, data: Mapping[str, Any]) -> None:
@@ -228,12 +262,22 @@ class OIDCProvider:
             raise IdentityProviderUnavailable()
         for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             value = data.get(key)
-            if not isinstance(value, str) or not _is_safe_endpoint(value):
+            if not isinstance(value, str) or not self.safe_endpoint(value):
                 log.warning(
                     "discovery endpoint unusable",
                     extra={"fields": {"provider": self.name, "endpoint": key}},
                 )
                 raise IdentityProviderUnavailable()
+
+    def safe_endpoint(self, url: str) -> bool:
+        """Whether the bridge may call (or send a browser to) this endpoint of the provider."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if not host or parts.scheme not in ("https", "http"):
+            return False
+        if self.local:
+            return parts.scheme == "https" or _is_loopback_host(host)
+        return parts.scheme == "https" and not _is_private_host(host)
 
     def signing_algs(self, metadata: Mapping[str, Any]) -> list[str]:
         offered = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
@@ -242,22 +286,37 @@ class OIDCProvider:
         return [alg for alg in offered if alg in ASYMMETRIC_ALGS]
 
     async def keys(self, *, refresh: bool = False) -> KeySet:
-        """Return the provider's signing keys; refetch when old or when asked (throttled)."""
+        """Return the provider's signing keys; refetch when old or when asked (throttled).
+
+        A failed refetch keeps the cached keys and backs off, so a provider that is down is
+        asked again only every few seconds to minutes, not on every login.
+        """
         now = self.clock()
-        cached = self._cache.keys
-        age = now - self._cache.keys_at
+        cache = self._cache
+        cached = cache.keys
+        age = now - cache.keys_at
         if cached is not None and age < JWKS_MAX_AGE and not (refresh and age >= JWKS_MIN_REFETCH):
             return cached
-        metadata = await self.metadata()
-        data = await self._get_json(metadata["jwks_uri"], "jwks")
-        try:
-            key_set = KeySet.import_key_set(data)  # type: ignore[arg-type]
-        except (JoseError, ValueError, TypeError, KeyError) as exc:
-            log.warning("provider jwks unusable", extra={"fields": {"provider": self.name}})
+        if now < cache.keys_retry_at:
             if cached is not None:
                 return cached
-            raise IdentityProviderUnavailable() from exc
-        self._cache.keys, self._cache.keys_at = key_set, now
+            raise IdentityProviderUnavailable()
+        try:
+            metadata = await self.metadata()
+            data = await self._get_json(metadata["jwks_uri"], "jwks")
+            try:
+                key_set = KeySet.import_key_set(data)  # type: ignore[arg-type]
+            except (JoseError, ValueError, TypeError, KeyError) as exc:
+                log.warning("provider jwks unusable", extra={"fields": {"provider": self.name}})
+                raise IdentityProviderUnavailable() from exc
+        except IdentityProviderUnavailable:
+            cache.keys_failures += 1
+            cache.keys_retry_at = now + _backoff(cache.keys_failures)
+            if cached is not None:
+                return cached
+            raise
+        cache.keys, cache.keys_at = key_set, now
+        cache.keys_failures, cache.keys_retry_at = 0, 0.0
         return key_set
 
     # --- tokens -----------------------------------------------------------------------------
@@ -284,9 +343,15 @@ class OIDCProvider:
         if key is None:
             raise TokenRejected("unknown_kid")
         try:
-            decoded = jwt.decode(token, key, algorithms=[alg])
+            with warnings.catch_warnings():
+                # joserfc warns that RFC 9864 deprecates the name "EdDSA" (for "Ed25519"), yet it
+                # is the name providers publish; the key picked is an Ed25519 key either way.
+                warnings.simplefilter("ignore", SecurityWarning)
+                decoded = jwt.decode(token, key, algorithms=[alg])
         except JoseError as exc:
             raise TokenRejected("bad_signature") from exc
+        except (ValueError, TypeError, RecursionError) as exc:  # claims that are not JSON
+            raise TokenRejected("malformed") from exc
         return header, dict(decoded.claims)
 
     @staticmethod
@@ -344,7 +409,7 @@ class OIDCProvider:
             raise TokenRejected("subject_changed")
         at_hash = claims.get("at_hash")
         if at_hash is not None and access_token is not None:
-            expected = create_half_hash(access_token, header["alg"])
+            expected = _half_hash(access_token, header["alg"])
             if expected is None or not secrets.compare_digest(
                 expected.decode("ascii"), str(at_hash)
             ):
@@ -357,7 +422,8 @@ class OIDCProvider:
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in LOGOUT_TOKEN_TYPES):
             raise TokenRejected("typ_not_logout")
-        registry = self._registry(jti={"essential": True})
+        # Back-Channel Logout 1.0, 2.4: exp is required, like iat and jti.
+        registry = self._registry(exp={"essential": True}, jti={"essential": True})
         try:
             registry.validate(claims)
         except JoseError as exc:
@@ -415,7 +481,7 @@ class OIDCProvider:
             raise RefreshRefused(str(exc.error)) from exc
         except httpx.HTTPError as exc:
             raise IdentityProviderUnavailable() from exc
-        except ValueError as exc:  # a non-JSON token response
+        except (ValueError, RecursionError) as exc:  # a token response that is not JSON
             raise IdentityProviderUnavailable() from exc
         finally:
             # The client is shared by every visitor; keep no one's tokens on it.
@@ -526,7 +592,7 @@ class OIDCProvider:
         """Fetch userinfo claims (only those configured); its ``sub`` must match the ID token's."""
         metadata = await self.metadata()
         url = metadata.get("userinfo_endpoint")
-        if not isinstance(url, str) or not _is_safe_endpoint(url):
+        if not isinstance(url, str) or not self.safe_endpoint(url):
             return {}
         # A signed (JWT) userinfo answer is not JSON, and not supported: unavailable.
         data = await self._get_json(
@@ -546,7 +612,7 @@ class OIDCProvider:
         except IdentityProviderUnavailable:
             return None
         endpoint = metadata.get("end_session_endpoint")
-        if not isinstance(endpoint, str) or not _is_safe_endpoint(endpoint):
+        if not isinstance(endpoint, str) or not self.safe_endpoint(endpoint):
             return None
         params = {
             "client_id": self.settings.client_id,
@@ -562,7 +628,7 @@ class OIDCProvider:
         try:
             metadata = await self.metadata()
             endpoint = metadata.get("revocation_endpoint")
-            if isinstance(endpoint, str) and _is_safe_endpoint(endpoint):
+            if isinstance(endpoint, str) and self.safe_endpoint(endpoint):
                 await self.client.revoke_token(
                     endpoint,
                     token=refresh_token,
@@ -572,12 +638,17 @@ class OIDCProvider:
             log.info("provider token revocation failed", extra={"fields": {"provider": self.name}})
 
 
+def _key_fits(key: Key, alg: str) -> bool:
+    if alg in EDDSA_ALGS:
+        return key.key_type == "OKP" and key.get("crv") == "Ed25519"
+    return key.key_type == {"R": "RSA", "P": "RSA", "E": "EC"}[alg[0]]
+
+
 def _pick_key(key_set: KeySet, kid: str | None, alg: str) -> Key | None:
-    kty = {"R": "RSA", "P": "RSA", "E": "EC"}.get(alg[0], "OKP")
     candidates = [
         key
         for key in key_set.keys
-        if key.key_type == kty and key.get("use") in (None, "sig") and key.get("alg") in (None, alg)
+        if _key_fits(key, alg) and key.get("use") in (None, "sig") and key.get("alg") in (None, alg)
     ]
     if kid is not None:
         candidates = [key for key in candidates if key.kid == kid]
@@ -585,11 +656,42 @@ def _pick_key(key_set: KeySet, kid: str | None, alg: str) -> Key | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _is_safe_endpoint(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
+def _half_hash(value: str, alg: str) -> bytes | None:
+    """at_hash for ``alg`` (OpenID Connect Core 3.1.3.6); Ed25519 hashes with SHA-512."""
+    if alg in EDDSA_ALGS:
+        digest = hashlib.sha512(value.encode("ascii")).digest()
+        return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=")
+    half: bytes | None = create_half_hash(value, alg)
+    return half
+
+
+def _ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # "2130706433", "0x7f.1" and "127.1" reach 127.0.0.1 too
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _is_loopback_host(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host in LOOPBACK_HOSTS or host.endswith(".localhost"):
         return True
-    return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
+    ip = _ip_of(host)
+    return ip is not None and ip.is_loopback
+
+
+def _is_private_host(host: str) -> bool:
+    """Whether ``host`` names this machine or a non-public network (by name or address)."""
+    if _is_loopback_host(host):
+        return True
+    ip = _ip_of(host.lower().rstrip("."))
+    return ip is not None and not ip.is_global
 
 
 def session_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
@@ -610,6 +712,7 @@ class OIDCSource:
     """The identity of a session an OIDC login made, while the provider keeps it alive."""
 
     method = METHOD
+    remote = False
 
     def __init__(
         self,

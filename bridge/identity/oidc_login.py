@@ -25,6 +25,7 @@ from bridge.errors import InvalidLogoutToken, LoginFailed, UnknownProvider
 from bridge.identity import Identity
 from bridge.identity.oidc import (
     LOGOUT_TOKEN_MAX_AGE,
+    MAX_JWT_LENGTH,
     METHOD,
     OIDCProvider,
     OIDCSource,
@@ -287,7 +288,7 @@ class OIDCLogin:
         return ended
 
     async def _validate_logout_token(self, token: Any) -> tuple[OIDCProvider, dict[str, Any]]:
-        if not isinstance(token, str) or not token:
+        if not isinstance(token, str) or not token or len(token) > MAX_JWT_LENGTH:
             raise InvalidLogoutToken()
         issuer = _unverified_issuer(token)
         rejected: TokenRejected | None = None
@@ -310,7 +311,7 @@ def _unverified_issuer(token: str) -> str | None:
     try:
         payload = jws.extract_compact(token.encode("ascii")).payload
         claims = json.loads(payload)
-    except (JoseError, ValueError, TypeError, UnicodeError):
+    except (JoseError, ValueError, TypeError, UnicodeError, RecursionError):
         return None
     iss = claims.get("iss") if isinstance(claims, dict) else None
     return iss if isinstance(iss, str) else None

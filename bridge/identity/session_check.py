@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from quart import Request
 from bridge.errors import IdentityProviderUnavailable
 from bridge.identity import Identity
 from bridge.identity.oidc import cookieless_jar
+from bridge.outbound import bounded
 from bridge.settings import SessionCheckSettings
 
 log = logging.getLogger("bridge.session_check")
@@ -31,10 +33,15 @@ log = logging.getLogger("bridge.session_check")
 MAX_CACHE_ENTRIES = 10_000
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_COOKIE_LENGTH = 4096
+# RFC 6265, 4.1.1: what a cookie value may hold unquoted. A browser's quoted value comes out of
+# the parser unescaped ("x\073 other=1" is "x; other=1"), and pasted into our Cookie header it
+# would be two cookies: such a value is not forwarded at all.
+COOKIE_OCTETS = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+")
 
 
 class SessionCheckSource:
     method = "session_check"
+    remote = True  # one call to the site per visitor not yet known
 
     def __init__(
         self,
@@ -46,7 +53,8 @@ class SessionCheckSource:
         self.settings = settings
         self.clock = clock
         self.http = httpx.AsyncClient(
-            transport=transport,
+            # settings.timeout bounds the whole check, body included; the answer is capped.
+            **bounded(transport, timeout=settings.timeout, max_bytes=MAX_ANSWER_BYTES),
             timeout=settings.timeout,
             follow_redirects=False,
             cookies=cookieless_jar(),
@@ -58,11 +66,12 @@ class SessionCheckSource:
         await self.http.aclose()
 
     def _forwarded(self, request: Request) -> dict[str, str]:
-        return {
-            name: request.cookies[name]
-            for name in self.settings.cookies
-            if request.cookies.get(name) and len(request.cookies[name]) <= MAX_COOKIE_LENGTH
-        }
+        forwarded = {}
+        for name in self.settings.cookies:
+            value = request.cookies.get(name, "")
+            if len(value) <= MAX_COOKIE_LENGTH and COOKIE_OCTETS.fullmatch(value):
+                forwarded[name] = value
+        return forwarded
 
     async def identify(self, request: Request, record: object = None) -> Identity | None:
         cookies = self._forwarded(request)
@@ -103,7 +112,7 @@ class SessionCheckSource:
             raise IdentityProviderUnavailable()
         try:
             body: Any = response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise IdentityProviderUnavailable() from exc
         if not isinstance(body, dict):
             raise IdentityProviderUnavailable()

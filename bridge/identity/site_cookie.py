@@ -28,6 +28,7 @@ VERIFIED_CACHE_SIZE = 4096  # at most ~4096 x 4 KB of cookie values kept
 
 class SiteCookieSource:
     method = "site_cookie"
+    remote = False
 
     def __init__(
         self, settings: SiteCookieSettings, *, clock: Callable[[], float] = time.time

@@ -11,6 +11,7 @@ from bridge.access import is_allowed
 from bridge.csrf import csrf_token
 from bridge.errors import UnknownAvatar
 from bridge.runtime import Bridge
+from bridge.settings import Settings
 
 blueprint = Blueprint("pages", __name__)
 
@@ -69,13 +70,9 @@ async def _page(avatar_name: str | None) -> Response:
         avatars=others,
         demo=settings.demo,
     )
+    # The Content-Security-Policy is the app's, on every HTML answer (bridge.app).
     response = Response(body, content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
-    # Signing out of SSO answers the form with a redirect to the provider's end-session endpoint,
-    # and browsers hold a form's redirects to form-action too.
-    providers = [_origin(provider.issuer) for provider in settings.oidc]
-    response.headers["Content-Security-Policy"] = _csp(settings.component.script, providers)
-    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
@@ -90,6 +87,14 @@ def _sign_out(bridge: Bridge) -> dict[str, str] | None:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def content_security_policy(settings: Settings) -> str:
+    """The one policy of every HTML answer: the avatar page, the sign-in and error pages."""
+    # Signing out of SSO answers the form with a redirect to the provider's end-session endpoint,
+    # and browsers hold a form's redirects to form-action too.
+    providers = [_origin(provider.issuer) for provider in settings.oidc]
+    return _csp(settings.component.script, providers)
 
 
 def _csp(script: str, form_targets: Sequence[str] = ()) -> str:

@@ -32,7 +32,8 @@ async def read_handle() -> str | None:
         if request.is_json:
             try:
                 body = await request.get_json(silent=True)
-            except UnicodeDecodeError as exc:  # "silent" covers bad JSON, not bad UTF-8
+            # "silent" covers bad JSON, not bad UTF-8 nor JSON nested beyond Python's stack.
+            except (UnicodeDecodeError, RecursionError) as exc:
                 raise BadRequest("The body is not valid UTF-8 JSON.") from exc
             handle = body.get("refreshToken") if isinstance(body, dict) else None
         else:
@@ -61,6 +62,8 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
         if ctx is None:
             # A refresh needs the session that issued the handle; never start one for it.
             raise InvalidRefreshToken()
+        # The per-session limits count in the live session's record (the broker's write), so
+        # a made-up cookie stores no counter.
         if handle is None:
             answer = await bridge.broker.issue(ctx, avatar)
         else:

@@ -229,6 +229,16 @@ class MemoryStore(Store):
     async def ping(self) -> bool:
         return True
 
+    def entries(self) -> dict[str, tuple[Any, float]]:
+        """Return a deep copy of every live key's raw value and deadline, counters included."""
+        now = time.monotonic()
+        return {k: copy.deepcopy(e) for k, e in list(self._data.items()) if e[1] > now}
+
+    def expiry(self, key: str) -> float | None:
+        """Return when ``key`` expires (monotonic time), None if there is no such key."""
+        entry = self._data.get(key)
+        return entry[1] if entry is not None else None
+
     def snapshot(self) -> dict[str, Any]:
         """Return a deep copy of every live raw value (tests use it to prove nothing changed).
 
