@@ -25,11 +25,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.errors import InvalidRefreshToken, RateLimited, UpstreamError, UpstreamRejected
+from bridge.errors import (
+    InvalidRefreshToken,
+    RateLimited,
+    SessionGone,
+    UpstreamError,
+    UpstreamRejected,
+)
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import digest, open_with_handle, seal_with_handle
 from bridge.sentifyd import SentifydClient, UpstreamTokens
-from bridge.sessions import Chain, SessionContext, SessionGone, SessionManager, SessionRecord
+from bridge.sessions import Chain, SessionContext, SessionManager, SessionRecord
 from bridge.settings import AvatarSettings, Settings
 from bridge.store.base import Lease, Store
 

@@ -1,10 +1,16 @@
 """The bridge's exceptions.
 
 One root, :class:`BridgeError`. Errors that reach a client know their HTTP status and a stable
-JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON.
+JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON. The signals branch
+is raised and caught inside the bridge and is never an answer by itself.
 
     BridgeError
     ├── ConfigError                     (start-up only; never an HTTP answer)
+    ├── Signal                          (internal; caught where it is meant to be)
+    │   ├── TokenRejected               a token or provider answer failed a check (+ reason)
+    │   ├── RefreshRefused              the provider refused to renew a session's tokens
+    │   ├── LoginEnded                  an identity source knows the login is over (+ reason)
+    │   └── SessionGone                 the session ended while a request worked on it
     └── HTTPError
         ├── BadRequest                  400 bad_request
         │   ├── LoginFailed             400 login_failed
@@ -46,6 +52,34 @@ class BridgeError(Exception):
 
 class ConfigError(BridgeError):
     """A setting is missing or unsafe; start-up stops with this one-line message."""
+
+
+class Signal(BridgeError):
+    """Raised and caught inside the bridge; never turned into an answer as it is."""
+
+
+class TokenRejected(Signal):
+    """A token or provider answer failed a check; ``reason`` names which (for the log)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RefreshRefused(Signal):
+    """The provider refused to renew a session's tokens: the provider session is over."""
+
+
+class LoginEnded(Signal):
+    """A source knows the session's login is over, and why (e.g. the provider refused a refresh)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SessionGone(Signal):
+    """The session ended while this request worked on it (revoked, logged out, expired)."""
 
 
 class HTTPError(BridgeError):

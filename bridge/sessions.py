@@ -22,7 +22,7 @@ from typing import Any
 
 from quart import Request, Response, g, has_request_context
 
-from bridge.errors import BridgeError, SessionRevoked
+from bridge.errors import SessionGone, SessionRevoked
 from bridge.identity import Identity
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
@@ -30,10 +30,6 @@ from bridge.settings import Settings
 from bridge.store.base import Lease, Store
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
-
-
-class SessionGone(BridgeError):
-    """The session ended while this request worked on it (revoked, logged out, expired)."""
 
 
 @dataclass

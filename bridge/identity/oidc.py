@@ -34,10 +34,16 @@ from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import Key, KeySet
 from quart import Request
 
-from bridge.errors import BridgeError, IdentityProviderUnavailable
-from bridge.identity import Identity, SessionRevoked
+from bridge.errors import (
+    IdentityProviderUnavailable,
+    LoginEnded,
+    RefreshRefused,
+    SessionGone,
+    TokenRejected,
+)
+from bridge.identity import Identity
 from bridge.outbound import bounded
-from bridge.sessions import SessionGone, SessionManager, SessionRecord
+from bridge.sessions import SessionManager, SessionRecord
 from bridge.settings import LOOPBACK_HOSTS, OIDCProviderSettings, Settings
 
 # authlib 1.9 prefers the "httpx2" package and warns when it falls back to httpx; the bridge
@@ -83,18 +89,6 @@ TOKEN_CLAIMS = frozenset(
      "auth_time", "s_hash", "events", "typ"}
 )  # fmt: skip
 MAX_CLAIMS_BYTES = 8 * 1024
-
-
-class TokenRejected(BridgeError):
-    """A token or provider answer failed a check; ``reason`` names which (for the log)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class RefreshRefused(BridgeError):
-    """The provider refused to renew a session's tokens: the provider session is over."""
 
 
 class _NoCookies(http.cookiejar.CookiePolicy):
@@ -752,7 +746,7 @@ class OIDCSource:
         refresh_ends = data.get("refresh_expires_at")
         if refresh_ends is not None and self.clock() >= float(refresh_ends):
             # The provider said when its session would lapse unless renewed; it has.
-            raise SessionRevoked("upstream_refused")
+            raise LoginEnded("upstream_refused")
         # Without a refresh token the session's own expiry is already the tokens' expiry.
         if not data.get("refreshable") or (
             self.clock() < float(data.get("expires_at", 0)) - REFRESH_MARGIN
@@ -773,7 +767,7 @@ class OIDCSource:
         ) as lease:
             fresh = await self.sessions.load_by_id(record.id)
             if fresh is None:
-                raise SessionRevoked("upstream_refused")
+                raise LoginEnded("upstream_refused")
             data = fresh.extra["oidc"]
             if self.clock() < float(data.get("expires_at", 0)) - REFRESH_MARGIN:
                 # Another request renewed them while this one waited.
@@ -782,7 +776,7 @@ class OIDCSource:
             sealed = self.sessions.sealer.open(cookie_token, fresh.id, data.get("tokens", ""))
             refresh_token = (sealed or {}).get("refresh_token")
             if not refresh_token:
-                raise SessionRevoked("upstream_refused")
+                raise LoginEnded("upstream_refused")
             try:
                 tokens = await provider.refresh(refresh_token, data["sub"])
             except RefreshRefused as exc:
@@ -790,7 +784,7 @@ class OIDCSource:
                     "provider refused refresh",
                     extra={"fields": {"provider": provider.name, "error": str(exc)[:64]}},
                 )
-                raise SessionRevoked("upstream_refused") from exc
+                raise LoginEnded("upstream_refused") from exc
             if tokens.id_token:
                 # The provider's current word replaces the old one (a removed group is gone).
                 fresh.claims = session_claims(tokens.claims)
@@ -807,7 +801,7 @@ class OIDCSource:
                 await self.sessions.save(fresh, fence=lease)
             except SessionGone as exc:
                 # Ended (logged out, revoked) while the provider answered: it stays ended.
-                raise SessionRevoked("logout") from exc
+                raise LoginEnded("logout") from exc
             record.claims = fresh.claims
             return Identity(subject=fresh.subject, method=METHOD, claims=dict(fresh.claims))
 
@@ -817,8 +811,6 @@ __all__ = [
     "OIDCProvider",
     "OIDCSource",
     "ProviderTokens",
-    "RefreshRefused",
-    "TokenRejected",
     "cookieless_jar",
     "issuer_hash",
     "session_claims",

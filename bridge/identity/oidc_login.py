@@ -21,7 +21,7 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import JoseError
 
-from bridge.errors import InvalidLogoutToken, LoginFailed, UnknownProvider
+from bridge.errors import InvalidLogoutToken, LoginFailed, TokenRejected, UnknownProvider
 from bridge.identity import Identity
 from bridge.identity.oidc import (
     LOGOUT_TOKEN_MAX_AGE,
@@ -29,7 +29,6 @@ from bridge.identity.oidc import (
     METHOD,
     OIDCProvider,
     OIDCSource,
-    TokenRejected,
     session_claims,
 )
 from bridge.redirects import safe_next
