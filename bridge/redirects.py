@@ -24,3 +24,8 @@ def safe_next(value: str | None, default: str = "/") -> str:
         if parts.scheme or parts.netloc:
             return default
     return value
+
+
+def is_local_path(value: str) -> bool:
+    """Whether ``value`` is a path on this site (``//host`` is not: a browser leaves for host)."""
+    return safe_next(value, "") == value

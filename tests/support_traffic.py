@@ -109,7 +109,8 @@ class Stack:
 
     @property
     def oidc(self) -> OIDCLogin:
-        login: OIDCLogin = self.bridge.extras["oidc_login"]
+        login = self.bridge.oidc_login
+        assert login is not None
         return login
 
     def stop(self) -> None:

@@ -387,3 +387,26 @@ async def test_static_files_keep_ranges_and_validators(client: Any) -> None:
     assert part.headers["Content-Length"] == "8"
     again = await client.get("/static/bridge.css", headers={"If-None-Match": whole.headers["ETag"]})
     assert again.status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("logout_url", "as_form"), [("/logout", True), ("//elsewhere.example/logout", False)]
+)
+async def test_only_a_path_on_this_site_signs_out_with_a_form_on_every_page(
+    make_app: Callable[..., Quart], logout_url: str, as_form: bool
+) -> None:
+    # A form would POST the page's CSRF-bearing sign-out to //host, another site.
+    app = make_app(make_settings({"login": {"cookie": {"logout_url": logout_url}}}))
+    async with app.test_app():
+        client = app.test_client()
+        login(client, app, "alice", groups=["customers"])
+        page = await (await client.get("/")).get_data(as_text=True)
+        assert (f'<form class="inline" method="post" action="{logout_url}">' in page) is as_form
+        assert (f'href="{logout_url}">Sign out</a>' in page) is not as_form
+        answer = await client.get("/session", headers={"Sec-Fetch-Site": "same-origin"})
+        session = await answer.get_json()
+        assert session["session"] is None  # a site-cookie visitor signs out at the site
+        assert session["logout"] == {"url": logout_url, "method": "POST" if as_form else "GET"}
+        login(client, app, "bob", groups=["staff"])
+        refused = await (await client.get("/avatars/premium")).get_data(as_text=True)
+        assert (f'method="post" action="{logout_url}">' in refused) is as_form
