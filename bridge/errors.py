@@ -5,7 +5,7 @@ JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON. The 
 is raised and caught inside the bridge and is never an answer by itself.
 
     BridgeError
-    ├── ConfigError                     (start-up only; never an HTTP answer)
+    ├── ConfigError                     (start-up only; never an HTTP answer; a ValueError)
     ├── Signal                          (internal; caught where it is meant to be)
     │   ├── TokenRejected               a token or provider answer failed a check (+ reason)
     │   ├── RefreshRefused              the provider refused to renew a session's tokens
@@ -50,8 +50,12 @@ class BridgeError(Exception):
     """Root of every error the bridge raises on purpose."""
 
 
-class ConfigError(BridgeError):
-    """A setting is missing or unsafe; start-up stops with this one-line message."""
+class ConfigError(BridgeError, ValueError):
+    """A setting is missing or unsafe; start-up stops with this one-line message.
+
+    A ValueError too: raised inside a settings value or structure, msgspec adds the setting's
+    path (``$.session.idle_timeout``), which the loader turns into the dotted name.
+    """
 
 
 class Signal(BridgeError):
