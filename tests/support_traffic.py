@@ -104,7 +104,7 @@ class Stack:
 
     def site_cookie(self, user: str, **claims: Any) -> str:
         assert self.settings.site_cookie is not None
-        source = SiteCookieSource(self.settings.site_cookie)
+        source = SiteCookieSource(self.settings.site_cookie, clock=self.clock)
         return str(source.serializer.dumps({"user_id": user, **claims}))
 
     @property

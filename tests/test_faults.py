@@ -60,7 +60,8 @@ class Rig:
         """A new visitor, signed in to the site (each test its own, on the shared rig)."""
         assert self.settings.site_cookie is not None
         user = "user-" + secrets.token_hex(4)
-        cookie = SiteCookieSource(self.settings.site_cookie).serializer.dumps({"user_id": user})
+        source = SiteCookieSource(self.settings.site_cookie, clock=self.clock)  # the bridge's
+        cookie = source.serializer.dumps({"user_id": user})
         client = httpx.AsyncClient(base_url=self.bridge.url, timeout=30)
         client.cookies.set("session", str(cookie), domain="127.0.0.1")
         return client

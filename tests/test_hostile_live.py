@@ -194,8 +194,8 @@ def stack(
     built: Stack | None = None
     try:
         assert settings_.site_cookie is not None
-        site = str(
-            SiteCookieSource(settings_.site_cookie).serializer.dumps(
+        site = str(  # signed on the bridge's clock, which the properties move
+            SiteCookieSource(settings_.site_cookie, clock=clock).serializer.dumps(
                 {"user_id": "alice", "groups": ["customers"]}
             )
         )
