@@ -39,7 +39,7 @@ WARMUP = 500
 
 def upstream_answers(token_ttl: int) -> Callable[[], dict[str, Any]]:
     """Answer every login like the stand-in Sentifyd does (its ``wrapped_snake`` shape)."""
-    from bridge.fake_sentifyd import AVATAR_PARAMS
+    from bridge.doubles.fake_sentifyd import AVATAR_PARAMS
 
     key = OctKey.generate_key(256)
 

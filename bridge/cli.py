@@ -143,7 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bridge.demo import create_demo_app
+    from bridge.doubles.demo import create_demo_app
     from bridge.logs import configure_logging
 
     configure_logging("INFO")
@@ -156,7 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_fake_sentifyd(args: argparse.Namespace) -> int:
-    from bridge.fake_sentifyd import serve_fake_sentifyd
+    from bridge.doubles.fake_sentifyd import serve_fake_sentifyd
     from bridge.logs import configure_logging
 
     configure_logging("INFO")

@@ -17,7 +17,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from bridge.app import create_app
-from bridge.fake_sentifyd import FakeState, create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import FakeState, create_fake_sentifyd
 from bridge.identity.oidc import OIDCProvider
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge

@@ -23,7 +23,7 @@ from support_oidc import OIDC_ENV, ControlledProvider
 from support_redis import RedisServer
 
 from bridge.app import create_app
-from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.oidc_login import OIDCLogin
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge

@@ -23,7 +23,7 @@ import pytest
 from quart import Quart
 
 from bridge.app import create_app
-from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings import Settings
 from conftest import (
@@ -155,7 +155,7 @@ def assert_clean_logs(rig: Rig, logs: pytest.LogCaptureFixture) -> None:
     ours = [
         r
         for r in logs.records
-        if r.name.startswith("bridge") and not r.name.startswith("bridge.fake_sentifyd")
+        if r.name.startswith("bridge") and not r.name.startswith("bridge.doubles.fake_sentifyd")
     ]
     for record in ours:
         assert record.exc_info is None, record.getMessage()

@@ -53,7 +53,7 @@ from test_hostile import (
 )
 
 from bridge.app import create_app
-from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge
 from bridge.settings import load_settings

@@ -274,7 +274,7 @@ async def test_bad_input_gets_4xx_and_changes_nothing_stored(
 
 
 async def test_upstream_down_then_back(live_bridge_factory: Start) -> None:
-    from bridge.fake_sentifyd import create_fake_sentifyd
+    from bridge.doubles.fake_sentifyd import create_fake_sentifyd
     from conftest import AVATAR_ID, free_port
 
     port = free_port()

@@ -28,7 +28,7 @@ from support_oidc import (
     sign_in,
 )
 
-from bridge.demo import create_demo_app
+from bridge.doubles.demo import create_demo_app
 from bridge.errors import ConfigError
 from bridge.identity.oidc import FETCH_BACKOFF, JWKS_MAX_AGE, OIDCProvider, _half_hash
 from bridge.settings import load_settings
