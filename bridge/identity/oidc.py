@@ -46,14 +46,16 @@ from bridge.outbound import bounded
 from bridge.sessions import SessionManager, SessionRecord
 from bridge.settings import LOOPBACK_HOSTS, OIDCProviderSettings, Settings
 
-# authlib 1.9 prefers the "httpx2" package and warns when it falls back to httpx; the bridge
-# uses plain httpx on purpose (one HTTP stack), so that one warning is silenced here.
-warnings.filterwarnings(
-    "ignore",
-    message="The httpx module is deprecated",
-    category=authlib.deprecate.AuthlibDeprecationWarning,
-)
-from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError  # noqa: E402
+# authlib 1.9 prefers the "httpx2" package and warns, once, on importing its httpx client when it
+# falls back to httpx; the bridge uses plain httpx on purpose (one HTTP stack). Silenced for that
+# import alone: the process's own warning filters stay as they are.
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore",
+        message="The httpx module is deprecated",
+        category=authlib.deprecate.AuthlibDeprecationWarning,
+    )
+    from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from authlib.oidc.core.util import create_half_hash  # noqa: E402
 
 log = logging.getLogger("bridge.oidc")
