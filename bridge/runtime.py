@@ -17,8 +17,7 @@ from bridge.broker import TokenBroker
 from bridge.gate import Gate
 from bridge.identity import IdentitySource
 from bridge.identity.jwt_login import JWTSource
-from bridge.identity.oidc import OIDCProvider, OIDCSource
-from bridge.identity.oidc_login import OIDCLogin
+from bridge.identity.oidc import OIDCLogin, OIDCProvider, OIDCSource
 from bridge.identity.session_check import SessionCheckSource
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.lifecycle import Lifecycle

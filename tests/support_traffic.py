@@ -24,7 +24,7 @@ from support_redis import RedisServer
 
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from bridge.identity.oidc_login import OIDCLogin
+from bridge.identity.oidc import OIDCLogin
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge
 from bridge.settings import Settings, _deep_merge, load_settings

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import OKPKey, RSAKey
 from quart import Quart
@@ -30,7 +30,8 @@ from support_oidc import (
 
 from bridge.doubles.demo import create_demo_app
 from bridge.errors import ConfigError
-from bridge.identity.oidc import FETCH_BACKOFF, JWKS_MAX_AGE, OIDCProvider, _half_hash
+from bridge.identity.oidc import FETCH_BACKOFF, JWKS_MAX_AGE, OIDCProvider
+from bridge.identity.oidc.tokens import _half_hash
 from bridge.settings import load_settings
 from conftest import (
     PUBLIC_URL,
@@ -196,11 +197,16 @@ async def test_itsdangerous_token_under_another_salt_is_no_login(fake: Quart, cl
     """An e-mail confirmation the site signed with the library's default salt is not a login."""
     from bridge.app import create_app
 
+    class OnTheBridgesClock(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(clock())
+
     settings = itsdangerous_settings(salt="shop-login")
     app = create_app(settings, sentifyd_transport=httpx.ASGITransport(app=fake), clock=clock)
     async with app.test_app():
         for salt, status in (("itsdangerous", 401), ("shop-login", 200)):
-            token = URLSafeTimedSerializer(SITE_KEY, salt=salt).dumps({"user_id": "alice"})
+            serializer = URLSafeTimedSerializer(SITE_KEY, salt=salt, signer=OnTheBridgesClock)
+            token = serializer.dumps({"user_id": "alice"})
             client = app.test_client()
             client.set_cookie("localhost", "session", str(token))
             assert (await client.get("/request_tokens")).status_code == status

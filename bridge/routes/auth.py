@@ -20,7 +20,7 @@ from bridge.access import is_allowed
 from bridge.csrf import check_csrf_token, csrf_token
 from bridge.errors import HTTPError, InvalidCSRFToken, NotFound
 from bridge.identity.oidc import METHOD as OIDC
-from bridge.identity.oidc_login import STATE_TTL, OIDCLogin
+from bridge.identity.oidc import STATE_TTL, OIDCLogin
 from bridge.origin import check_same_origin
 from bridge.redirects import is_local_path, safe_next
 from bridge.runtime import Bridge
