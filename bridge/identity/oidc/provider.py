@@ -5,32 +5,19 @@ state, nonce), the code exchange and refreshes (authlib, ``client_secret_basic``
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import authlib.deprecate
 import httpx
+from authlib.integrations.base_client import OAuthError
 
 from bridge.errors import (
     IdentityProviderUnavailable,
     RefreshRefused,
     TokenRejected,
 )
-
-# authlib 1.9 prefers the "httpx2" package and warns, once, on importing its httpx client when it
-# falls back to httpx; the bridge uses plain httpx on purpose (one HTTP stack). Silenced for that
-# import alone: the process's own warning filters stay as they are.
-with warnings.catch_warnings():
-    warnings.filterwarnings(
-        "ignore",
-        message="The httpx module is deprecated",
-        category=authlib.deprecate.AuthlibDeprecationWarning,
-    )
-    from authlib.integrations.httpx_client import OAuthError
-
 from bridge.identity.oidc.tokens import TOKEN_CLAIMS, TokenChecks
 
 log = logging.getLogger("bridge.oidc")

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
-import authlib.deprecate
 from quart import Request
 
 from bridge.errors import (
@@ -19,21 +17,10 @@ from bridge.errors import (
     SessionGone,
 )
 from bridge.identity import Identity
-from bridge.sessions import SessionManager, SessionRecord
-from bridge.settings import Settings
-
-# authlib 1.9 prefers the "httpx2" package and warns, once, on importing its httpx client when it
-# falls back to httpx; the bridge uses plain httpx on purpose (one HTTP stack). Silenced for that
-# import alone: the process's own warning filters stay as they are.
-with warnings.catch_warnings():
-    warnings.filterwarnings(
-        "ignore",
-        message="The httpx module is deprecated",
-        category=authlib.deprecate.AuthlibDeprecationWarning,
-    )
-
 from bridge.identity.oidc.provider import OIDCProvider
 from bridge.identity.oidc.tokens import session_claims
+from bridge.sessions import SessionManager, SessionRecord
+from bridge.settings import Settings
 
 log = logging.getLogger("bridge.oidc")
 

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import authlib.deprecate
+from authlib.oidc.core.util import create_half_hash
 from joserfc import jws, jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import Key, KeySet
@@ -20,18 +20,6 @@ from joserfc.jwk import Key, KeySet
 from bridge.errors import (
     TokenRejected,
 )
-
-# authlib 1.9 prefers the "httpx2" package and warns, once, on importing its httpx client when it
-# falls back to httpx; the bridge uses plain httpx on purpose (one HTTP stack). Silenced for that
-# import alone: the process's own warning filters stay as they are.
-with warnings.catch_warnings():
-    warnings.filterwarnings(
-        "ignore",
-        message="The httpx module is deprecated",
-        category=authlib.deprecate.AuthlibDeprecationWarning,
-    )
-from authlib.oidc.core.util import create_half_hash  # noqa: E402
-
 from bridge.identity.oidc.documents import ProviderDocuments
 
 # The key type each algorithm is verified with; EdDSA only on Ed25519 keys (OKP, RFC 8037).
