@@ -206,10 +206,8 @@ class MethodNotAllowed(HTTPError):
         return {"Allow": ", ".join(self.allowed)} if self.allowed else {}
 
 
-class RateLimited(HTTPError):
-    status = 429
-    code = "rate_limited"
-    message = "Too many token requests; try again later."
+class _RetryAfter(HTTPError):
+    """An answer that says, in seconds, when to try again (body and ``Retry-After``)."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(None, retry_after=retry_after)
@@ -217,6 +215,12 @@ class RateLimited(HTTPError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimited(_RetryAfter):
+    status = 429
+    code = "rate_limited"
+    message = "Too many token requests; try again later."
 
 
 class StoreUnavailable(HTTPError):
@@ -232,17 +236,10 @@ class LeaseLost(StoreUnavailable):
     """The session's lock lapsed while its holder worked; what it meant to write was dropped."""
 
 
-class UpstreamBusy(HTTPError):
+class UpstreamBusy(_RetryAfter):
     status = 503
     code = "upstream_busy"
     message = "The avatar's Sentifyd logins are spent for now; try again shortly."
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(None, retry_after=retry_after)
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class IdentityProviderUnavailable(HTTPError):
