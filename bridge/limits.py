@@ -29,7 +29,6 @@ from collections.abc import Callable
 from quart import Request
 
 from bridge.errors import RateLimited, UpstreamBusy
-from bridge.sessions import SessionManager
 from bridge.settings import AvatarSettings, LimitsSettings, RateLimit
 from bridge.store.base import Store
 
@@ -42,24 +41,19 @@ class RateLimiter:
         self,
         settings: LimitsSettings,
         store: Store,
-        sessions: SessionManager,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.sessions = sessions
         self.clock = clock
         # on_limited(scope): metrics hook, called once per refused request.
         self.on_limited: Callable[[str], None] | None = None
 
-    async def check(self, request: Request, *, first: bool) -> None:
-        """Count a token request against its session; ``first`` (no handle) also starts a chain."""
-        # Keyed by the cookie's hash, known without a store read; a request with no (or a
-        # made-up) cookie is held by the per-user and per-address limits instead.
-        token = self.sessions.cookie_token(request)
-        if token is None:
-            return
-        session_id = self.sessions.session_id(token)
+    async def check(self, session_id: str, *, first: bool) -> None:
+        """Count a live session's token request; ``first`` (no handle) also starts a chain.
+
+        A request with no (or a made-up) cookie is held by the per-user and per-address limits.
+        """
         await self._hit("session", session_id, self.settings.per_session)
         if first:
             await self._hit("chain", session_id, self.settings.new_chains_per_session)

@@ -126,7 +126,7 @@ def assemble(
         closers.extend(p.aclose for p in providers)
     if sources is not None:
         ways = list(sources)  # a test's own sources stand in for the configured ones
-    limiter = RateLimiter(settings.limits, store, sessions, clock=clock)
+    limiter = RateLimiter(settings.limits, store, clock=clock)
     gate = Gate(sessions, ways, lifecycle, limiter)
     http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
     closers.append(http.aclose)

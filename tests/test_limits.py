@@ -299,3 +299,17 @@ def test_live_server_limits_anonymous_work_by_peer_address(
             assert codes == [401, 401, 429]
             assert 0 < int(stranger.get("/request_tokens").headers["Retry-After"]) <= 3600
         assert customer.get("/request_tokens").status_code == 200
+
+
+async def test_made_up_session_cookies_store_no_counters(make_app: Any) -> None:
+    # Counting per session only once the session is found: a flood of random cookies must not
+    # leave a counter in the store per cookie.
+    application = make_app(make_settings({"limits": {"per_ip": "off"}}))
+    async with application.test_app():
+        store = bridge_of(application).store
+        before = set(store.cache._cache)  # type: ignore[attr-defined]
+        for n in range(20):
+            client = application.test_client()
+            client.set_cookie("localhost", "sentifyd_bridge", f"{n:043d}")
+            assert (await client.get("/request_tokens")).status_code == 401
+        assert set(store.cache._cache) == before  # type: ignore[attr-defined]

@@ -56,13 +56,15 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
         raise UnknownAvatar()
     g.avatar = avatar.name  # named in the request log and in the lifecycle events it causes
     handle = await read_handle()
-    await bridge.limiter.check(request, first=handle is None)
     page = bridge.page_path(avatar.name)
     _, ctx = await bridge.gate.admit(request, avatar, next_path=page, create=handle is None)
     try:
         if ctx is None:
             # A refresh needs the session that issued the handle; never start one for it.
             raise InvalidRefreshToken()
+        if not ctx.is_new:
+            # Counted only for a live session, so a made-up cookie stores no counter.
+            await bridge.limiter.check(ctx.record.id, first=handle is None)
         if handle is None:
             answer = await bridge.broker.issue(ctx, avatar)
         else:
