@@ -1,8 +1,8 @@
 """Memory per idle session in the memory store, measured in-process.
 
-Method: build the bridge's real parts (MemoryStore, Lifecycle, SessionManager, TokenBroker,
-SentifydClient) in this process, with the upstream answered by an in-process
-stub in the stand-in Sentifyd's shape (a signed JWT access token, a
+Method: build the bridge's real parts with ``bridge.runtime.assemble`` (MemoryStore, Lifecycle,
+SessionManager, TokenBroker, SentifydClient) in this process, the upstream answered in-process
+by a stub in the stand-in Sentifyd's shape (a signed JWT access token, a
 refresh token, the avatar parameters). Warm up with a few hundred sessions, collect garbage,
 take a baseline, then make N sessions exactly as the token endpoint does (``sessions.create``
 then ``broker.issue``: one login, the sealed tokens, one handle chain, the user index, two
@@ -39,7 +39,7 @@ WARMUP = 500
 
 def upstream_answers(token_ttl: int) -> Callable[[], dict[str, Any]]:
     """Answer every login like the stand-in Sentifyd does (its ``wrapped_snake`` shape)."""
-    from bridge.fake_sentifyd import AVATAR_PARAMS
+    from bridge.doubles.fake_sentifyd import AVATAR_PARAMS
 
     key = OctKey.generate_key(256)
 
@@ -59,32 +59,22 @@ def upstream_answers(token_ttl: int) -> Callable[[], dict[str, Any]]:
 
 
 async def measure(sessions: int, method: str) -> dict[str, object]:
-    from bridge.broker import TokenBroker
+    import httpx
+
     from bridge.identity import Identity
-    from bridge.lifecycle import Lifecycle
-    from bridge.sentifyd import SentifydClient
-    from bridge.sessions import SessionManager
+    from bridge.runtime import assemble
     from bridge.settings import load_settings
-    from bridge.store import open_store
 
     keys = Secrets()
     config = write_bridge_config(Path(tempfile.mkdtemp(prefix="bench-mem-")), 8000, 9, "hypercorn")
     settings = load_settings(config, keys.env())
     logging.disable(logging.INFO)  # lifecycle lines would only be formatted and dropped
-    store = open_store(settings.store)
-    lifecycle = Lifecycle(store)
-    manager = SessionManager(settings, store, lifecycle)
     answer = upstream_answers(3600)
-
-    class InProcessSentifyd(SentifydClient):
-        # Only the HTTP round trip is skipped (it holds nothing per session); the answer is
-        # parsed, checked and cached exactly as a real one.
-        async def _post(self, path: str, body: dict[str, str]) -> tuple[int, Any]:
-            return 200, answer()
-
-    http = SentifydClient.build_http(settings.sentifyd)
-    broker = TokenBroker(settings, store, manager, InProcessSentifyd(settings.sentifyd, http),
-                         lifecycle)
+    # Only the network is skipped (it holds nothing per session); the answer is parsed, checked
+    # and cached exactly as a real one.
+    upstream = httpx.MockTransport(lambda request: httpx.Response(200, json=answer()))
+    bridge = assemble(settings, sentifyd_transport=upstream)
+    store, manager, broker = bridge.store, bridge.sessions, bridge.broker
     avatar = settings.avatars[0]
 
     async def make(first: int, count: int) -> None:
@@ -111,7 +101,7 @@ async def measure(sessions: int, method: str) -> dict[str, object]:
         after = rss_kb(os.getpid()) * 1024
     sample = await store.get(manager.record_key(next(iter(
         [k.rsplit(":", 1)[1] async for k in store.scan(store.key("session", "*"))]))))
-    await http.aclose()
+    await bridge.aclose()
     return {
         "sessions": sessions,
         "method": method,

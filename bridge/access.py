@@ -1,4 +1,5 @@
-"""Per-avatar access rules over the identity's claims.
+"""Per-avatar access rules over the identity's claims (checked at start-up by
+:class:`bridge.settings.AccessRules`).
 
 A rule table is a conjunction: every key must hold. Known keys:
 
@@ -16,29 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.errors import ConfigError
 from bridge.identity import Identity
-
-KNOWN_RULES = ("groups", "email_verified", "email_domains", "users", "claims")
-
-
-def validate_rules(rules: Mapping[str, Any], name: str) -> None:
-    """Refuse a rule table that would not mean what its author thinks."""
-    for key, value in rules.items():
-        if key not in KNOWN_RULES:
-            raise ConfigError(f"{name}.{key}: unknown rule (known: {', '.join(KNOWN_RULES)})")
-        if key in ("groups", "email_domains", "users"):
-            if (
-                not isinstance(value, list)
-                or not value
-                or not all(isinstance(v, str) for v in value)
-            ):
-                raise ConfigError(f"{name}.{key}: must be a non-empty list of strings")
-        elif key == "email_verified":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{name}.{key}: must be true or false")
-        elif key == "claims" and not isinstance(value, Mapping):
-            raise ConfigError(f"{name}.{key}: must be a table")
 
 
 def _as_set(value: Any) -> set[str]:
@@ -85,6 +64,6 @@ def is_allowed(rules: Mapping[str, Any], identity: Identity) -> bool:
             for claim, want in expected.items():
                 if claim not in claims or not _claim_matches(claims[claim], want):
                     return False
-        else:  # validate_rules keeps this unreachable; refuse rather than allow
+        else:  # AccessRules keeps this unreachable; refuse rather than allow
             return False
     return True

@@ -16,21 +16,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
 from bridge import requestlog
-from bridge.broker import TokenBroker
 from bridge.errors import BadRequest, HTTPError, MethodNotAllowed, StoreUnavailable
-from bridge.gate import Gate
 from bridge.identity import IdentitySource
-from bridge.identity.jwt_login import JWTSource
-from bridge.identity.site_cookie import SiteCookieSource
-from bridge.lifecycle import Lifecycle
-from bridge.limits import RateLimiter
-from bridge.metrics import Metrics
 from bridge.mount import install
-from bridge.runtime import Bridge
-from bridge.sentifyd import SentifydClient
-from bridge.sessions import SessionManager
+from bridge.runtime import assemble
 from bridge.settings import Settings
-from bridge.store import Store, open_store
+from bridge.store import Store
 
 log = logging.getLogger("bridge.app")
 
@@ -104,50 +95,15 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the contract's key order
 
-    store = store or open_store(settings.store)
-    lifecycle = Lifecycle(
-        store,
-        retention=settings.lifecycle.retention,
-        max_events=settings.lifecycle.max_events,
-        record_client=settings.lifecycle.record_client,
-        clock=clock,
-    )
-    sessions = SessionManager(settings, store, lifecycle, clock=clock)
-    sources_given = sources is not None
-    owned: list[SiteCookieSource | JWTSource] = []  # closed after serving
-    if sources is None:
-        if settings.site_cookie:
-            owned.append(SiteCookieSource(settings.site_cookie, clock=clock))
-        if settings.jwt:
-            owned.append(JWTSource(settings.jwt, clock=clock))
-        sources = list(owned)
-    limiter = RateLimiter(settings.limits, store, clock=clock)
-    gate = Gate(sessions, sources, lifecycle, limiter)
-    http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
-    upstream = SentifydClient(settings.sentifyd, http, clock=clock)
-    broker = TokenBroker(settings, store, sessions, upstream, lifecycle, clock=clock)
-    broker.before_login = limiter.spend_upstream_login
-    broker.count_request = limiter.count_session
-    metrics = Metrics([a.name for a in settings.avatars])
-    upstream.observer = metrics.observe_upstream
-    broker.on_cache = metrics.observe_cache
-    lifecycle.listeners.append(metrics.observe_event)
-    limiter.on_limited = broker.on_limited = metrics.observe_rate_limited
-    bridge = Bridge(
-        settings=settings,
+    bridge = assemble(
+        settings,
         store=store,
-        lifecycle=lifecycle,
-        sessions=sessions,
-        gate=gate,
-        upstream=upstream,
-        broker=broker,
-        http=http,
+        sentifyd_transport=sentifyd_transport,
+        oidc_transport=oidc_transport,
         clock=clock,
-        metrics=metrics,
-        limiter=limiter,
+        sources=sources,
     )
-    if settings.site_cookie and settings.site_cookie.logout_url:
-        bridge.extras["logout_url"] = settings.site_cookie.logout_url
+    sessions = bridge.sessions
     app.extensions["bridge"] = bridge
 
     from bridge.routes import auth, health, pages, tokens
@@ -166,14 +122,14 @@ def create_app(
     elif settings.metrics.enabled:
         # Not unsafe, just not served: say so once, without raising an operator's alarm.
         log.info("/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)")
-    requestlog.install(app, bridge, metrics)
+    requestlog.install(app, bridge, bridge.metrics)
 
     @app.before_request
     async def refuse_unbuildable() -> None:
         if request.scope.get(UNBUILDABLE):
             raise BadRequest("The request's Host header is not valid.")
 
-    auth.install(app, bridge, oidc_transport=oidc_transport, add_sources=not sources_given)
+    app.register_blueprint(auth.make_blueprint([p.redirect_path for p in settings.oidc]))
     _register_error_handlers(app)
 
     html_policy = content_security_policy(settings)
@@ -195,10 +151,8 @@ def create_app(
 
     @app.after_serving
     async def close() -> None:
-        for source in owned:
-            await source.aclose()
-        await http.aclose()
-        await store.close()
+        await bridge.aclose()
+        await bridge.store.close()
 
     install(app, settings.server)  # base_path, canonical paths, trusted forwarded headers
     return app

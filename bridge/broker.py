@@ -29,7 +29,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.errors import InvalidRefreshToken, RateLimited, UpstreamError, UpstreamRejected
+from bridge.errors import (
+    InvalidRefreshToken,
+    RateLimited,
+    SessionGone,
+    UpstreamError,
+    UpstreamRejected,
+)
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import digest, open_with_handle, seal_with_handle
 from bridge.sentifyd import SentifydClient, UpstreamTokens
@@ -38,7 +44,6 @@ from bridge.sessions import (
     Grace,
     SessionBusy,
     SessionContext,
-    SessionGone,
     SessionManager,
     SessionRecord,
     TokenEntry,

@@ -143,7 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bridge.demo import create_demo_app
+    from bridge.doubles.demo import create_demo_app
     from bridge.logs import configure_logging
 
     configure_logging("INFO")
@@ -156,7 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_fake_sentifyd(args: argparse.Namespace) -> int:
-    from bridge.fake_sentifyd import serve_fake_sentifyd
+    from bridge.doubles.fake_sentifyd import serve_fake_sentifyd
     from bridge.logs import configure_logging
 
     configure_logging("INFO")
@@ -191,8 +191,7 @@ def _operate(args: argparse.Namespace, action: Callable[[Admin], Awaitable[Any]]
     """Run ``action`` against the store the config names (or the one a test injects)."""
     from bridge.admin import Admin
     from bridge.errors import StoreUnavailable
-    from bridge.lifecycle import Lifecycle
-    from bridge.sessions import SessionManager
+    from bridge.runtime import assemble
     from bridge.settings import load_settings
     from bridge.store import open_store
 
@@ -210,17 +209,15 @@ def _operate(args: argparse.Namespace, action: Callable[[Admin], Awaitable[Any]]
         store = open_store(settings.store)
 
     async def run() -> Any:
-        lifecycle = Lifecycle(
-            store,
-            retention=settings.lifecycle.retention,
-            max_events=settings.lifecycle.max_events,
-        )
-        sessions = SessionManager(settings, store, lifecycle)
+        bridge = assemble(settings, store=store)
         try:
-            return await action(Admin(settings, store, sessions, lifecycle, actor="cli"))
+            return await action(
+                Admin(settings, bridge.store, bridge.sessions, bridge.lifecycle, actor="cli")
+            )
         finally:
+            await bridge.aclose()
             if getattr(args, "store", None) is None:
-                await store.close()
+                await bridge.store.close()
 
     try:
         result = asyncio.run(run())

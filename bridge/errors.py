@@ -1,10 +1,16 @@
 """The bridge's exceptions.
 
 One root, :class:`BridgeError`. Errors that reach a client know their HTTP status and a stable
-JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON.
+JSON ``error`` code; one handler in :mod:`bridge.app` turns them into JSON. The signals branch
+is raised and caught inside the bridge and is never an answer by itself.
 
     BridgeError
-    ├── ConfigError                     (start-up only; never an HTTP answer)
+    ├── ConfigError                     (start-up only; never an HTTP answer; a ValueError)
+    ├── Signal                          (internal; caught where it is meant to be)
+    │   ├── TokenRejected               a token or provider answer failed a check (+ reason)
+    │   ├── RefreshRefused              the provider refused to renew a session's tokens
+    │   ├── LoginEnded                  an identity source knows the login is over (+ reason)
+    │   └── SessionGone                 the session ended while a request worked on it
     └── HTTPError
         ├── BadRequest                  400 bad_request
         │   ├── LoginFailed             400 login_failed
@@ -44,8 +50,40 @@ class BridgeError(Exception):
     """Root of every error the bridge raises on purpose."""
 
 
-class ConfigError(BridgeError):
-    """A setting is missing or unsafe; start-up stops with this one-line message."""
+class ConfigError(BridgeError, ValueError):
+    """A setting is missing or unsafe; start-up stops with this one-line message.
+
+    A ValueError too: raised inside a settings value or structure, msgspec adds the setting's
+    path (``$.session.idle_timeout``), which the loader turns into the dotted name.
+    """
+
+
+class Signal(BridgeError):
+    """Raised and caught inside the bridge; never turned into an answer as it is."""
+
+
+class TokenRejected(Signal):
+    """A token or provider answer failed a check; ``reason`` names which (for the log)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RefreshRefused(Signal):
+    """The provider refused to renew a session's tokens: the provider session is over."""
+
+
+class LoginEnded(Signal):
+    """A source knows the session's login is over, and why (e.g. the provider refused a refresh)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SessionGone(Signal):
+    """The session ended while this request worked on it (revoked, logged out, expired)."""
 
 
 class HTTPError(BridgeError):
@@ -168,10 +206,8 @@ class MethodNotAllowed(HTTPError):
         return {"Allow": ", ".join(self.allowed)} if self.allowed else {}
 
 
-class RateLimited(HTTPError):
-    status = 429
-    code = "rate_limited"
-    message = "Too many token requests; try again later."
+class _RetryAfter(HTTPError):
+    """An answer that says, in seconds, when to try again (body and ``Retry-After``)."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(None, retry_after=retry_after)
@@ -179,6 +215,12 @@ class RateLimited(HTTPError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimited(_RetryAfter):
+    status = 429
+    code = "rate_limited"
+    message = "Too many token requests; try again later."
 
 
 class StoreUnavailable(HTTPError):
@@ -194,17 +236,10 @@ class LeaseLost(StoreUnavailable):
     """The session's lock lapsed while its holder worked; what it meant to write was dropped."""
 
 
-class UpstreamBusy(HTTPError):
+class UpstreamBusy(_RetryAfter):
     status = 503
     code = "upstream_busy"
     message = "The avatar's Sentifyd logins are spent for now; try again shortly."
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(None, retry_after=retry_after)
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class IdentityProviderUnavailable(HTTPError):

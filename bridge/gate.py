@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from quart import Request
 
 from bridge.access import is_allowed
-from bridge.errors import Forbidden, LoginRequired
-from bridge.identity import Identity, IdentitySource, SessionRevoked
+from bridge.errors import Forbidden, LoginEnded, LoginRequired
+from bridge.identity import Identity, IdentitySource
 from bridge.lifecycle import Lifecycle
 from bridge.limits import RateLimiter
 from bridge.sessions import SessionContext, SessionManager, SessionRecord
@@ -69,7 +69,7 @@ class Gate:
         for source in sources:
             try:
                 identity = await source.identify(request, record)
-            except SessionRevoked as exc:
+            except LoginEnded as exc:
                 identity, end_reason = None, exc.reason
                 continue
             if identity is not None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
-
-MAX_TARGET_LENGTH = 2048
+from bridge.settings import local_path_or
 
 
 def safe_next(value: str | None, default: str = "/") -> str:
@@ -13,14 +11,9 @@ def safe_next(value: str | None, default: str = "/") -> str:
     Refused: anything not starting with one '/', scheme-relative ``//host``, backslashes (which
     browsers read as '/'), control characters, and their percent-encoded forms.
     """
-    if not value or len(value) > MAX_TARGET_LENGTH:
-        return default
-    for text in (value, unquote(value), unquote(unquote(value))):
-        if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in text):
-            return default
-        if "\\" in text or not text.startswith("/") or text.startswith("//"):
-            return default
-        parts = urlsplit(text)
-        if parts.scheme or parts.netloc:
-            return default
-    return value
+    return local_path_or(value, default)
+
+
+def is_local_path(value: str) -> bool:
+    """Whether ``value`` is a path on this site (``//host`` is not: a browser leaves for host)."""
+    return safe_next(value, "") == value

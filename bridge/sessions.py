@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import msgspec
 from quart import Request, Response, g, has_request_context
 
-from bridge.errors import BridgeError, SessionRevoked, StoreUnavailable
+from bridge.errors import SessionGone, SessionRevoked, StoreUnavailable
 from bridge.identity import Identity
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
@@ -34,10 +34,6 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _T = TypeVar("_T")
 # Writes of one session that meet re-apply their change; this many in a row is a storm.
 MAX_SWAPS = 16
-
-
-class SessionGone(BridgeError):
-    """The session ended while this request worked on it (revoked, logged out, expired)."""
 
 
 class SessionBusy(StoreUnavailable):
@@ -115,7 +111,14 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
 
 # Records are JSON (msgspec's codec, typed on the way in): readable with redis-cli as before,
 # and nothing in them is secret (handles are hashes, the Sentifyd tokens are sealed).
-_encode = msgspec.json.Encoder().encode
+def _plain(value: object) -> object:
+    # Settings' value types (an avatar's Name) are str subclasses: stored as plain text.
+    if isinstance(value, str):
+        return str(value)
+    raise NotImplementedError(type(value).__name__)
+
+
+_encode = msgspec.json.Encoder(enc_hook=_plain).encode
 _decode_record = msgspec.json.Decoder(SessionRecord).decode
 _decode_tokens = msgspec.json.Decoder(dict[str, TokenEntry]).decode
 

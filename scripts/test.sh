@@ -32,4 +32,8 @@ for dir in tests/oidc tests/cookie_formats examples/express_site; do
   fi
 done
 
+# Lint and types first: a suite that passes on code ruff or mypy refuses is not green.
+.venv/bin/ruff check bridge tests bench
+.venv/bin/mypy --strict bridge
+
 exec .venv/bin/python -m pytest "$@"

@@ -17,7 +17,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from bridge.app import create_app
-from bridge.fake_sentifyd import FakeState, create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import FakeState, create_fake_sentifyd
 from bridge.identity.oidc import OIDCProvider
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge
@@ -139,7 +139,9 @@ def site_cookie(app: Quart, user: str = "alice", **claims: Any) -> str:
     bridge = Bridge.of(app)
     assert bridge.settings.site_cookie is not None
     payload = {"user_id": user, **claims}
-    cookie = str(SiteCookieSource(bridge.settings.site_cookie).serializer.dumps(payload))
+    # Signed on the app's clock, as the site and the bridge share the time of day.
+    source = SiteCookieSource(bridge.settings.site_cookie, clock=bridge.clock)
+    cookie = str(source.serializer.dumps(payload))
     support_leaks.credential(cookie)
     return cookie
 

@@ -23,8 +23,8 @@ from support_oidc import OIDC_ENV, ControlledProvider
 from support_redis import RedisServer
 
 from bridge.app import create_app
-from bridge.fake_sentifyd import create_fake_sentifyd
-from bridge.identity.oidc_login import OIDCLogin
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
+from bridge.identity.oidc import OIDCLogin
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge
 from bridge.settings import Settings, _deep_merge, load_settings
@@ -104,12 +104,13 @@ class Stack:
 
     def site_cookie(self, user: str, **claims: Any) -> str:
         assert self.settings.site_cookie is not None
-        source = SiteCookieSource(self.settings.site_cookie)
+        source = SiteCookieSource(self.settings.site_cookie, clock=self.clock)
         return str(source.serializer.dumps({"user_id": user, **claims}))
 
     @property
     def oidc(self) -> OIDCLogin:
-        login: OIDCLogin = self.bridge.extras["oidc_login"]
+        login = self.bridge.oidc_login
+        assert login is not None
         return login
 
     def stop(self) -> None:

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from bridge.access import is_allowed, validate_rules
+from bridge.access import is_allowed
 from bridge.errors import ConfigError
 from bridge.identity import Identity
+from bridge.settings import AccessRules
 
 
 def who(subject: str = "u1", **claims: Any) -> Identity:
@@ -43,8 +44,7 @@ def who(subject: str = "u1", **claims: Any) -> Identity:
     ],
 )
 def test_rules(rules: dict[str, Any], identity: Identity, allowed: bool) -> None:
-    validate_rules(rules, "allow")
-    assert is_allowed(rules, identity) is allowed
+    assert is_allowed(AccessRules.parse(rules), identity) is allowed
 
 
 @pytest.mark.parametrize(
@@ -59,4 +59,4 @@ def test_rules(rules: dict[str, Any], identity: Identity, allowed: bool) -> None
 )
 def test_wrong_rules_are_config_errors(rules: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
-        validate_rules(rules, "avatars[0].allow")
+        AccessRules.parse(rules)

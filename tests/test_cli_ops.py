@@ -23,7 +23,7 @@ from quart import Quart
 
 from bridge.app import create_app
 from bridge.cli import main
-from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.runtime import Bridge
 from bridge.settings import load_settings
 from bridge.store.base import Store

@@ -8,7 +8,7 @@ import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from bridge.demo import create_demo_app
+from bridge.doubles.demo import create_demo_app
 
 
 @pytest.fixture

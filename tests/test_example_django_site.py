@@ -16,7 +16,7 @@ import httpx
 import pytest
 from support_redis import BridgeProcess, _wait
 
-from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from conftest import API_KEY, LiveServer, free_port
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from support_redis import BridgeProcess, RedisServer, _wait
 
-from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.cookie_formats.express import ExpressSession
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings import load_settings

@@ -15,9 +15,8 @@ from joserfc import jwt
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-import bridge.fake_sentifyd as fake_module
-from bridge.errors import UpstreamRejected, UpstreamUnavailable
-from bridge.fake_sentifyd import (
+import bridge.doubles.fake_sentifyd as fake_module
+from bridge.doubles.fake_sentifyd import (
     DEFAULT_AVATAR,
     SHAPES,
     ConnectionAborted,
@@ -26,6 +25,7 @@ from bridge.fake_sentifyd import (
     key_fingerprint,
     serve_fake_sentifyd,
 )
+from bridge.errors import UpstreamRejected, UpstreamUnavailable
 from bridge.secret import Secret
 from bridge.sentifyd import SentifydClient, jwt_exp, parse_tokens
 from bridge.settings import AvatarSettings, SentifydSettings
@@ -504,4 +504,5 @@ async def test_under_real_hypercorn(caplog: pytest.LogCaptureFixture) -> None:
     messages = [record.getMessage() for record in caplog.records]
     assert any(f"Running on http://127.0.0.1:{port}" in m for m in messages)
     assert not any(API_KEY in m for m in messages) and API_KEY not in caplog.text
-    assert not any(r.name == "bridge.fake_sentifyd.server" and r.exc_info for r in caplog.records)
+    server = "bridge.doubles.fake_sentifyd.server"
+    assert not any(r.name == server and r.exc_info for r in caplog.records)

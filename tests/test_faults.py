@@ -23,7 +23,7 @@ import pytest
 from quart import Quart
 
 from bridge.app import create_app
-from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings import Settings
 from conftest import (
@@ -60,7 +60,8 @@ class Rig:
         """A new visitor, signed in to the site (each test its own, on the shared rig)."""
         assert self.settings.site_cookie is not None
         user = "user-" + secrets.token_hex(4)
-        cookie = SiteCookieSource(self.settings.site_cookie).serializer.dumps({"user_id": user})
+        source = SiteCookieSource(self.settings.site_cookie, clock=self.clock)  # the bridge's
+        cookie = source.serializer.dumps({"user_id": user})
         client = httpx.AsyncClient(base_url=self.bridge.url, timeout=30)
         client.cookies.set("session", str(cookie), domain="127.0.0.1")
         return client
@@ -154,7 +155,7 @@ def assert_clean_logs(rig: Rig, logs: pytest.LogCaptureFixture) -> None:
     ours = [
         r
         for r in logs.records
-        if r.name.startswith("bridge") and not r.name.startswith("bridge.fake_sentifyd")
+        if r.name.startswith("bridge") and not r.name.startswith("bridge.doubles.fake_sentifyd")
     ]
     for record in ours:
         assert record.exc_info is None, record.getMessage()

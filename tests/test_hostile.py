@@ -28,7 +28,7 @@ from support_oidc import ControlledProvider, b64, oidc_settings, query_of, sessi
 from werkzeug.datastructures import Headers
 
 from bridge.app import create_app
-from bridge.demo import CSRF_COOKIE, create_demo_app
+from bridge.doubles.demo import CSRF_COOKIE, create_demo_app
 from conftest import (
     API_KEY,
     PREMIUM_API_KEY,

@@ -53,7 +53,7 @@ from test_hostile import (
 )
 
 from bridge.app import create_app
-from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge
 from bridge.settings import load_settings
@@ -190,8 +190,8 @@ def stack(
     built: Stack | None = None
     try:
         assert settings_.site_cookie is not None
-        site = str(
-            SiteCookieSource(settings_.site_cookie).serializer.dumps(
+        site = str(  # signed on the bridge's clock, which the properties move
+            SiteCookieSource(settings_.site_cookie, clock=clock).serializer.dumps(
                 {"user_id": "alice", "groups": ["customers"]}
             )
         )

@@ -31,9 +31,12 @@ def bridge_settings(live_fake: LiveServer, **session: Any) -> Settings:
     )
 
 
-def sign_site_cookie(settings: Settings, user: str, **claims: Any) -> str:
+def sign_site_cookie(
+    settings: Settings, user: str, clock: Callable[[], float] = time.time, **claims: Any
+) -> str:
     assert settings.site_cookie is not None
-    return str(SiteCookieSource(settings.site_cookie).serializer.dumps({"user_id": user, **claims}))
+    source = SiteCookieSource(settings.site_cookie, clock=clock)  # the bridge's clock
+    return str(source.serializer.dumps({"user_id": user, **claims}))
 
 
 def expired_site_cookie(settings: Settings, user: str) -> str:
@@ -142,7 +145,7 @@ async def test_concurrent_requests_of_one_session_make_one_upstream_call(
     settings = bridge_settings(live_fake)
     server, _ = live_bridge_factory(settings, clock=clock)
     fake_state.latency = 0.05
-    async with client_for(server, sign_site_cookie(settings, "alice")) as client:
+    async with client_for(server, sign_site_cookie(settings, "alice", clock)) as client:
         assert (await client.get("/request_tokens")).status_code == 200  # the session exists
         assert fake_state.login_calls == 1
         clock.advance(120)  # its 60 s tokens are stale now
@@ -271,7 +274,7 @@ async def test_bad_input_gets_4xx_and_changes_nothing_stored(
 
 
 async def test_upstream_down_then_back(live_bridge_factory: Start) -> None:
-    from bridge.fake_sentifyd import create_fake_sentifyd
+    from bridge.doubles.fake_sentifyd import create_fake_sentifyd
     from conftest import AVATAR_ID, free_port
 
     port = free_port()

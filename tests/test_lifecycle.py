@@ -170,6 +170,7 @@ async def test_reason_absolute_timeout(app: Quart, clock: Clock) -> None:
     settings = bridge_of(app).settings.session
     for _ in range(settings.absolute_timeout // settings.idle_timeout + 1):
         clock.advance(settings.idle_timeout - 1)
+        login(client, app)  # the site renews its own login cookie (max_age 1 h) as she uses it
         await client.get("/request_tokens")
     assert await ended_reason(app) == "absolute_timeout"
 

@@ -15,8 +15,8 @@ from quart.typing import TestClientProtocol as Client
 from support_deploy import raw_request
 
 from bridge.app import create_app
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.errors import ConfigError
-from bridge.fake_sentifyd import create_fake_sentifyd
 from bridge.mount import Mount, path_problem
 from bridge.runtime import Bridge
 from conftest import (

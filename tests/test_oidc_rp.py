@@ -5,6 +5,8 @@ logout with its CSRF token, and /session."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -838,3 +840,16 @@ async def test_login_starts_are_rate_limited_per_ip(
         assert Bridge.of(application).store.snapshot() == before  # type: ignore[attr-defined]
         clock.advance(61)
         assert (await client.get("/login")).status_code == 302
+
+
+def test_importing_the_relying_party_leaves_the_warning_filters_alone() -> None:
+    # A fresh interpreter: the import that silences authlib's httpx2 notice does so for itself.
+    # (authlib.deprecate adds its own "always" filter when imported: the library's, not ours.)
+    code = (
+        "import warnings, authlib.deprecate\n"
+        "warnings.simplefilter('error'); before = list(warnings.filters)\n"
+        "import bridge.identity.oidc\n"
+        "assert warnings.filters == before, 'the import changed the filters'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-500:]

@@ -13,7 +13,7 @@ from support_oidc import ControlledProvider, sign_in
 from support_traffic import ADMIN_TOKEN
 
 from bridge.app import create_app
-from bridge.demo import create_demo_app
+from bridge.doubles.demo import create_demo_app
 from bridge.runtime import Bridge
 from bridge.settings import _deep_merge, load_settings
 from conftest import PUBLIC_URL, TEST_ENV, base_config, login

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.redirects import safe_next
+from bridge.redirects import is_local_path, safe_next
 
 OPEN_REDIRECTS = [
     "//evil.com",
@@ -62,3 +62,13 @@ def test_same_origin_paths_pass(target: str) -> None:
 
 def test_corpus_is_big_enough() -> None:
     assert len(OPEN_REDIRECTS) >= 30
+
+
+@pytest.mark.parametrize("target", ["//evil.com/logout", "https://evil.com/", "/\\evil.com"])
+def test_a_scheme_relative_or_absolute_url_is_not_a_local_path(target: str) -> None:
+    assert not is_local_path(target)
+
+
+@pytest.mark.parametrize("target", ["/", "/logout", "/account/sign-out?next=/"])
+def test_a_path_on_this_site_is_local(target: str) -> None:
+    assert is_local_path(target)

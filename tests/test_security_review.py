@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import OKPKey, RSAKey
 from quart import Quart
@@ -28,9 +28,10 @@ from support_oidc import (
     sign_in,
 )
 
-from bridge.demo import create_demo_app
+from bridge.doubles.demo import create_demo_app
 from bridge.errors import ConfigError
-from bridge.identity.oidc import FETCH_BACKOFF, JWKS_MAX_AGE, OIDCProvider, _half_hash
+from bridge.identity.oidc import FETCH_BACKOFF, JWKS_MAX_AGE, OIDCProvider
+from bridge.identity.oidc.tokens import _half_hash
 from bridge.settings import load_settings
 from conftest import (
     PUBLIC_URL,
@@ -196,11 +197,16 @@ async def test_itsdangerous_token_under_another_salt_is_no_login(fake: Quart, cl
     """An e-mail confirmation the site signed with the library's default salt is not a login."""
     from bridge.app import create_app
 
+    class OnTheBridgesClock(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(clock())
+
     settings = itsdangerous_settings(salt="shop-login")
     app = create_app(settings, sentifyd_transport=httpx.ASGITransport(app=fake), clock=clock)
     async with app.test_app():
         for salt, status in (("itsdangerous", 401), ("shop-login", 200)):
-            token = URLSafeTimedSerializer(SITE_KEY, salt=salt).dumps({"user_id": "alice"})
+            serializer = URLSafeTimedSerializer(SITE_KEY, salt=salt, signer=OnTheBridgesClock)
+            token = serializer.dumps({"user_id": "alice"})
             client = app.test_client()
             client.set_cookie("localhost", "session", str(token))
             assert (await client.get("/request_tokens")).status_code == status
@@ -387,3 +393,26 @@ async def test_static_files_keep_ranges_and_validators(client: Any) -> None:
     assert part.headers["Content-Length"] == "8"
     again = await client.get("/static/bridge.css", headers={"If-None-Match": whole.headers["ETag"]})
     assert again.status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("logout_url", "as_form"), [("/logout", True), ("//elsewhere.example/logout", False)]
+)
+async def test_only_a_path_on_this_site_signs_out_with_a_form_on_every_page(
+    make_app: Callable[..., Quart], logout_url: str, as_form: bool
+) -> None:
+    # A form would POST the page's CSRF-bearing sign-out to //host, another site.
+    app = make_app(make_settings({"login": {"cookie": {"logout_url": logout_url}}}))
+    async with app.test_app():
+        client = app.test_client()
+        login(client, app, "alice", groups=["customers"])
+        page = await (await client.get("/")).get_data(as_text=True)
+        assert (f'<form class="inline" method="post" action="{logout_url}">' in page) is as_form
+        assert (f'href="{logout_url}">Sign out</a>' in page) is not as_form
+        answer = await client.get("/session", headers={"Sec-Fetch-Site": "same-origin"})
+        session = await answer.get_json()
+        assert session["session"] is None  # a site-cookie visitor signs out at the site
+        assert session["logout"] == {"url": logout_url, "method": "POST" if as_form else "GET"}
+        login(client, app, "bob", groups=["staff"])
+        refused = await (await client.get("/avatars/premium")).get_data(as_text=True)
+        assert (f'method="post" action="{logout_url}">' in refused) is as_form

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,27 @@ def test_secret_never_formats() -> None:
     settings = make_settings()
     key = settings.avatars[0].api_key
     assert API_KEY not in f"{key} {key!r} {settings!r} {settings.avatars}"
+
+
+def test_settings_import_nothing_from_the_domain() -> None:
+    # Settings are the bottom layer: the domain reads them, never the reverse.
+    allowed = {"bridge.errors", "bridge.secret"}
+    for module in sorted((ROOT / "bridge" / "settings").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name == "bridge" or name.startswith("bridge."):
+                    assert name in allowed or name.startswith("bridge.settings"), (module, name)
+
+
+def test_a_section_built_in_code_is_checked_too() -> None:
+    from bridge.settings import StoreSettings
+
+    assert StoreSettings(url="redis://127.0.0.1:6390/2").address is not None
+    with pytest.raises(ConfigError, match="^url: "):
+        StoreSettings(url="postgres://x")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from test_site_cookie import flask_cookie, source
 
 import bridge.identity.site_cookie as site_cookie_module
+from conftest import Clock
 
 
 def test_a_verified_cookie_is_served_from_the_cache() -> None:
@@ -19,12 +18,14 @@ def test_a_verified_cookie_is_served_from_the_cache() -> None:
     assert src.read(value) == first
 
 
-def test_a_cached_cookie_expires_on_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    src = source(max_age=60)
-    value = flask_cookie({"user_id": "alice"})
+def test_a_cached_cookie_expires_on_time() -> None:
+    clock = Clock()
+    src = source(max_age=60, clock=clock)
+    value = str(src.serializer.dumps({"user_id": "alice"}))  # signed on the same clock
     assert src.read(value) is not None
-    later = time.time() + 61
-    monkeypatch.setattr(site_cookie_module.time, "time", lambda: later)
+    clock.advance(60)
+    assert src.read(value) is not None  # from the cache, still within max_age
+    clock.advance(1)
     assert src.read(value) is None
     assert value not in src._verified
 

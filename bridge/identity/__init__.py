@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from quart import Request
 
-from bridge.errors import BridgeError
+from bridge.errors import LoginEnded
 
 if TYPE_CHECKING:
     from bridge.sessions import SessionRecord
@@ -19,14 +19,6 @@ class Identity:
     subject: str
     method: str  # "site_cookie", "jwt", "oidc", "session_check"
     claims: Mapping[str, Any] = field(default_factory=dict)
-
-
-class SessionRevoked(BridgeError):
-    """A source knows the session's login is over, and why (e.g. the provider refused a refresh)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class IdentitySource(Protocol):
@@ -45,4 +37,4 @@ class IdentitySource(Protocol):
     def login_url(self, next_path: str) -> str: ...
 
 
-__all__ = ["Identity", "IdentitySource", "SessionRevoked"]
+__all__ = ["Identity", "IdentitySource", "LoginEnded"]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from quart import Request
 from quart.json.tag import TaggedJSONSerializer
 
@@ -24,6 +24,17 @@ from bridge.settings import SiteCookieSettings
 # Browsers cap a cookie at 4096 bytes; anything longer did not come from the site.
 MAX_COOKIE_LENGTH = 4096
 VERIFIED_CACHE_SIZE = 4096  # at most ~4096 x 4 KB of cookie values kept
+
+
+class _Signer(TimestampSigner):
+    """itsdangerous's timestamp signer on the bridge's clock (its ``get_timestamp`` seam)."""
+
+    def __init__(self, *args: Any, clock: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self.clock())
 
 
 class SiteCookieSource:
@@ -40,16 +51,22 @@ class SiteCookieSource:
             self.format = open_format(settings, clock)
         # itsdangerous wants the newest key last; our config lists it first.
         keys = [key.reveal() for key in reversed(settings.secret_keys)]
+        self.clock = clock
         if settings.format == "flask":
             # Exactly Flask's SecureCookieSessionInterface: HMAC key derivation, SHA-1, tagged JSON.
             self.serializer = URLSafeTimedSerializer(
                 keys,
                 salt=settings.salt,
                 serializer=TaggedJSONSerializer(),
-                signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha1},
+                signer=_Signer,
+                signer_kwargs={
+                    "key_derivation": "hmac", "digest_method": hashlib.sha1, "clock": clock,
+                },  # fmt: skip
             )
         else:
-            self.serializer = URLSafeTimedSerializer(keys, salt=settings.salt)
+            self.serializer = URLSafeTimedSerializer(
+                keys, salt=settings.salt, signer=_Signer, signer_kwargs={"clock": clock}
+            )
         # Cookie values whose signature was verified, with their signing time: the key
         # derivation and HMAC checks were an eighth of the token endpoint's time, and a
         # visitor sends the same cookie on every request. Only an exact, fully verified value
@@ -64,8 +81,8 @@ class SiteCookieSource:
         hit = self._verified.get(value)
         if hit is not None:
             payload, signed_at = hit
-            # The same age rule itsdangerous applies (whole seconds, never from the future).
-            if 0 <= int(time.time()) - signed_at <= self.settings.max_age:
+            # A hit skips the HMAC, not the age: the entry lives as long as the signature would.
+            if signed_at <= int(self.clock()) <= signed_at + self.settings.max_age:
                 return payload
             del self._verified[value]
             return None

@@ -3,14 +3,11 @@ and ``/session``."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 from quart import (
     Blueprint,
-    Quart,
     Response,
     current_app,
     jsonify,
@@ -23,18 +20,16 @@ from bridge.access import is_allowed
 from bridge.csrf import check_csrf_token, csrf_token
 from bridge.errors import HTTPError, InvalidCSRFToken, NotFound
 from bridge.identity.oidc import METHOD as OIDC
-from bridge.identity.oidc import OIDCProvider, OIDCSource
-from bridge.identity.oidc_login import STATE_TTL, OIDCLogin
-from bridge.identity.session_check import SessionCheckSource
+from bridge.identity.oidc import STATE_TTL, OIDCLogin
 from bridge.origin import check_same_origin
-from bridge.redirects import safe_next
+from bridge.redirects import is_local_path, safe_next
 from bridge.runtime import Bridge
 
 LOGOUT_PATH = "/logout"
 
 
 def _oidc(bridge: Bridge) -> OIDCLogin:
-    login: OIDCLogin | None = bridge.extras.get("oidc_login")
+    login = bridge.oidc_login
     if login is None:
         raise NotFound()
     return login
@@ -122,7 +117,7 @@ async def logout() -> Response:
     bridge = Bridge.of(current_app)
     check_same_origin(request, bridge.settings.server)
     form = await request.form
-    oidc: OIDCLogin | None = bridge.extras.get("oidc_login")
+    oidc = bridge.oidc_login
     default = "/"
     if oidc is not None:
         default = bridge.url(next(iter(oidc.providers.values())).settings.post_logout_redirect_path)
@@ -199,11 +194,10 @@ async def session() -> Response:
             "method": "POST",
             "csrf_token": csrf_token(bridge.settings.secret_keys, record.id),
         }
-    elif bridge.extras.get("logout_url"):
-        url = bridge.extras["logout_url"]
+    elif bridge.logout_url:
+        url = bridge.logout_url
         # The same rule as the avatar page: a path on this site is a POST form, else a link.
-        local = url.startswith("/") and not url.startswith("//")
-        body["logout"] = {"url": url, "method": "POST" if local else "GET"}
+        body["logout"] = {"url": url, "method": "POST" if is_local_path(url) else "GET"}
     response = jsonify(body)
     response.vary.add("Cookie")
     return _no_store(response)
@@ -221,43 +215,3 @@ def make_blueprint(callback_paths: list[str]) -> Blueprint:
     )
     blueprint.add_url_rule("/session", "session", session, methods=["GET"])
     return blueprint
-
-
-def install(
-    app: Quart,
-    bridge: Bridge,
-    *,
-    oidc_transport: httpx.AsyncBaseTransport | None = None,
-    add_sources: bool = True,
-) -> None:
-    """Wire the configured ways in (session check, OIDC providers) and these routes."""
-    settings = bridge.settings
-    closers: list[Callable[[], Awaitable[None]]] = []
-    if settings.session_check is not None and add_sources:
-        checker = SessionCheckSource(settings.session_check, clock=bridge.clock)
-        bridge.gate.sources.append(checker)
-        closers.append(checker.aclose)
-    if settings.oidc:
-        providers = [
-            OIDCProvider(
-                # The bridge's own base URL: redirect URIs live under base_path too.
-                p,
-                settings.server.url_for("/").rstrip("/"),
-                transport=oidc_transport,
-                clock=bridge.clock,
-            )
-            for p in settings.oidc
-        ]
-        source = OIDCSource(settings, providers, bridge.sessions, clock=bridge.clock)
-        if add_sources:
-            bridge.gate.sources.append(source)
-        bridge.extras["oidc_login"] = OIDCLogin(
-            settings, bridge.store, bridge.sessions, source, clock=bridge.clock
-        )
-        closers.extend(p.aclose for p in providers)
-    app.register_blueprint(make_blueprint([p.redirect_path for p in settings.oidc]))
-
-    @app.after_serving
-    async def close_sign_in() -> None:
-        for close in closers:
-            await close()

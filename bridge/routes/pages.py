@@ -10,6 +10,7 @@ from quart import Blueprint, Response, current_app, redirect, render_template, r
 from bridge.access import is_allowed
 from bridge.csrf import csrf_token
 from bridge.errors import UnknownAvatar
+from bridge.redirects import is_local_path
 from bridge.runtime import Bridge
 from bridge.settings import Settings
 
@@ -44,7 +45,7 @@ async def _page(avatar_name: str | None) -> Response:
         )
         return Response(body, status=403, content_type="text/html; charset=utf-8")
     settings = bridge.settings
-    logout_url, csrf = bridge.extras.get("logout_url"), None
+    logout_url, csrf = bridge.logout_url or None, None
     if visitor.record is not None and visitor.record.method == "oidc":
         # An SSO session signs out here (then at the provider), with a token no other site has.
         logout_url = bridge.url("/logout")
@@ -66,6 +67,7 @@ async def _page(avatar_name: str | None) -> Response:
         attributes=attributes,
         user=str(identity.claims.get("name") or identity.claims.get("email") or identity.subject),
         logout_url=logout_url,
+        logout_local=bool(logout_url) and is_local_path(logout_url or ""),
         csrf_token=csrf,
         avatars=others,
         demo=settings.demo,
@@ -78,10 +80,10 @@ async def _page(avatar_name: str | None) -> Response:
 
 
 def _sign_out(bridge: Bridge) -> dict[str, str] | None:
-    url = bridge.extras.get("logout_url")
+    url = bridge.logout_url
     if not url:
         return None
-    return {"url": url, "label": "Sign out", "method": "post" if url.startswith("/") else "get"}
+    return {"url": url, "label": "Sign out", "method": "post" if is_local_path(url) else "get"}
 
 
 def _origin(url: str) -> str:

@@ -6,12 +6,12 @@ from typing import Any
 
 from quart import Blueprint, Response, current_app, g, jsonify, request
 
-from bridge.broker import SessionGone
 from bridge.errors import (
     BadRequest,
     InvalidRefreshToken,
     LoginRequired,
     RequestTooLarge,
+    SessionGone,
     UnknownAvatar,
 )
 from bridge.origin import check_same_origin

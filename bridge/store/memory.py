@@ -24,7 +24,16 @@ from bridge.errors import LeaseLost, StoreUnavailable
 from bridge.store.base import Changed, Lease, Store
 
 SWEEP_INTERVAL = 10.0
-_encode = msgspec.json.encode
+
+
+def _plain(value: object) -> object:
+    # Settings' value types (an avatar's Name) are str subclasses: stored as plain text.
+    if isinstance(value, str):
+        return str(value)
+    raise NotImplementedError(type(value).__name__)
+
+
+_encode = msgspec.json.Encoder(enc_hook=_plain).encode
 _decode = msgspec.json.decode
 
 

@@ -35,9 +35,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -47,8 +45,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from bridge.errors import ConfigError, LeaseLost, StoreUnavailable
-from bridge.secret import Secret
-from bridge.settings import StoreSettings
+from bridge.settings import RedisAddress, StoreSettings
+from bridge.settings import parse_url as parse_url  # the store URL reader, for callers here
 from bridge.store.base import Changed, Lease, Store
 
 log = logging.getLogger("bridge.store")
@@ -127,118 +125,6 @@ _LOCK_EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-
-SCHEMES = {
-    "redis": ("single", False),
-    "rediss": ("single", True),
-    "redis+sentinel": ("sentinel", False),
-    "rediss+sentinel": ("sentinel", True),
-    "redis+cluster": ("cluster", False),
-    "rediss+cluster": ("cluster", True),
-}
-_DEFAULT_PORT = {"single": 6379, "sentinel": 26379, "cluster": 6379}
-_SHAPES = {
-    "single": "redis://host:6379/0",
-    "sentinel": "redis+sentinel://host:26379,host:26379/SERVICE/0",
-    "cluster": "redis+cluster://host:6379,host:6379",
-}
-
-
-@dataclass(frozen=True)
-class RedisAddress:
-    """Where Redis is and how to reach it, from a ``store.url``.
-
-    ``nodes`` are the server for one Redis, the sentinels for Sentinel, the nodes to learn the
-    slot map from for a cluster. Credentials and TLS are those of the data nodes.
-    """
-
-    nodes: tuple[tuple[str, int], ...]
-    topology: str = "single"
-    service: str | None = None
-    db: int = 0
-    username: str | None = None
-    password: Secret | None = None
-    tls: bool = False
-    ca_certs: str | None = None
-
-    @property
-    def host(self) -> str:
-        return self.nodes[0][0]
-
-    @property
-    def port(self) -> int:
-        return self.nodes[0][1]
-
-
-def parse_url(url: str) -> RedisAddress:
-    """Parse a ``store.url`` for Redis.
-
-    ``redis[s]://[[user]:password@]host[:port][/db]``,
-    ``redis[s]+sentinel://[[user]:password@]host[:port][,host[:port]...]/SERVICE[/db]``,
-    ``redis[s]+cluster://[[user]:password@]host[:port][,host[:port]...]``, each with an optional
-    ``?ssl_ca_certs=path`` for TLS.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ConfigError("store.url: not a valid redis:// URL") from exc
-    if parts.scheme not in SCHEMES:
-        raise ConfigError(
-            "store.url: must start with redis://, rediss://, redis+sentinel://, "
-            "rediss+sentinel://, redis+cluster:// or rediss+cluster://"
-        )
-    topology, tls = SCHEMES[parts.scheme]
-    userinfo, _, hostlist = parts.netloc.rpartition("@")
-    nodes = tuple(_node(text, _DEFAULT_PORT[topology]) for text in hostlist.split(","))
-    if not all(host for host, _ in nodes):
-        raise ConfigError(f"store.url: name the Redis host ({_SHAPES[topology]})")
-    if topology == "single" and len(nodes) > 1:
-        raise ConfigError("store.url: one host for redis://; several need +sentinel or +cluster")
-    path = [p for p in parts.path.split("/") if p]
-    service = None
-    if topology == "sentinel":
-        if not path:
-            raise ConfigError(f"store.url: name the Sentinel service ({_SHAPES[topology]})")
-        service = unquote(path.pop(0))
-    db_text = path[0] if path else "0"
-    if len(path) > 1 or not db_text.isdigit():
-        raise ConfigError(f"store.url: the path must be a database number ({_SHAPES[topology]})")
-    if topology == "cluster" and db_text != "0":
-        raise ConfigError("store.url: a Redis Cluster has database 0 only")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = set(query) - {"ssl_ca_certs"}
-    if unknown:
-        raise ConfigError(f"store.url: unknown option {sorted(unknown)[0]!r}")
-    ca_certs = query.get("ssl_ca_certs", [""])[-1] or None
-    if ca_certs and not tls:
-        raise ConfigError("store.url: ssl_ca_certs needs TLS (rediss://)")
-    username, colon, password = userinfo.partition(":")
-    return RedisAddress(
-        nodes=nodes,
-        topology=topology,
-        service=service,
-        db=int(db_text),
-        username=unquote(username) if username else None,
-        password=Secret(unquote(password)) if colon and password else None,
-        tls=tls,
-        ca_certs=ca_certs,
-    )
-
-
-def _node(text: str, default_port: int) -> tuple[str, int]:
-    """Split ``host[:port]`` or ``[v6 address][:port]``."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest and not rest.startswith(":"):
-            raise ConfigError("store.url: not a valid host")
-        port_text = rest[1:]
-    elif ":" in text:
-        host, _, port_text = text.rpartition(":")
-    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
-        raise ConfigError("store.url: not a valid port")
-    return host, int(port_text) if port_text else default_port
-
 
 def connect(address: RedisAddress, timeout: float) -> tuple[Redis | RedisCluster, Sentinel | None]:
     """Build redis-py's client for the address's topology (and, for Sentinel, its sentinels)."""
@@ -320,8 +206,10 @@ class RedisStore(Store):
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> RedisStore:
         """Build the store that ``[store]`` describes."""
+        if settings.address is None:
+            raise ConfigError("store.url: not a Redis URL")
         return cls(
-            parse_url(settings.url),
+            settings.address,
             prefix=settings.prefix,
             timeout=settings.timeout,
             lease=settings.lock_lease,

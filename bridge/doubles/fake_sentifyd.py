@@ -52,7 +52,7 @@ HANG_SECONDS = 3600.0  # far beyond any client timeout; the sleep is cancelled o
 HUGE_BYTES = 10 * 1024 * 1024
 MAX_REMEMBERED = 10_000  # tokens kept per list: a long-running demo or load test must not grow
 
-server_log = logging.getLogger("bridge.fake_sentifyd.server")
+server_log = logging.getLogger("bridge.doubles.fake_sentifyd.server")
 
 
 def key_fingerprint(api_key: str) -> str:

@@ -21,17 +21,11 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import JoseError
 
-from bridge.errors import InvalidLogoutToken, LoginFailed, UnknownProvider
+from bridge.errors import InvalidLogoutToken, LoginFailed, TokenRejected, UnknownProvider
 from bridge.identity import Identity
-from bridge.identity.oidc import (
-    LOGOUT_TOKEN_MAX_AGE,
-    MAX_JWT_LENGTH,
-    METHOD,
-    OIDCProvider,
-    OIDCSource,
-    TokenRejected,
-    session_claims,
-)
+from bridge.identity.oidc.provider import OIDCProvider
+from bridge.identity.oidc.source import METHOD, OIDCSource
+from bridge.identity.oidc.tokens import LOGOUT_TOKEN_MAX_AGE, MAX_JWT_LENGTH, session_claims
 from bridge.redirects import safe_next
 from bridge.sealing import digest
 from bridge.sessions import SessionContext, SessionManager, SessionRecord

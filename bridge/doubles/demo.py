@@ -12,14 +12,14 @@ import httpx
 from quart import Blueprint, Quart, Response, current_app, redirect, render_template, request
 
 from bridge.app import create_app
-from bridge.fake_sentifyd import create_fake_sentifyd
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.origin import check_same_origin
 from bridge.redirects import safe_next
 from bridge.runtime import Bridge
 from bridge.settings import Settings, load_settings
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 DEMO_TOKEN_TTL = 30  # short, so the demo shows a refresh within a minute
 CSRF_COOKIE = "demo_csrf"
 

@@ -1,0 +1,294 @@
+"""One provider's documents: discovery metadata and its JWKS, cached, bounded and refetched
+with backoff, over a cookieless HTTP client that reaches only the issuer's own hosts."""
+
+from __future__ import annotations
+
+import hashlib
+import http.cookiejar
+import ipaddress
+import logging
+import socket
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import authlib.deprecate
+import httpx
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from bridge.errors import (
+    IdentityProviderUnavailable,
+)
+from bridge.outbound import bounded
+from bridge.settings import LOOPBACK_HOSTS, OIDCProviderSettings
+
+# authlib 1.9 prefers the "httpx2" package and warns, once, on importing its httpx client when it
+# falls back to httpx; the bridge uses plain httpx on purpose (one HTTP stack). Silenced for that
+# import alone: the process's own warning filters stay as they are.
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore",
+        message="The httpx module is deprecated",
+        category=authlib.deprecate.AuthlibDeprecationWarning,
+    )
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+log = logging.getLogger("bridge.oidc")
+
+# Algorithms the bridge verifies: asymmetric only (an HS* token would be keyed with the
+# client secret, which the bridge does not want to double as a signing key), never "none".
+ASYMMETRIC_ALGS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+    "EdDSA", "Ed25519",
+)  # fmt: skip
+MAX_DOCUMENT_BYTES = 512 * 1024
+METADATA_MAX_AGE = 3600.0
+JWKS_MAX_AGE = 3600.0
+# An unknown kid refetches the JWKS at most this often, so forged tokens cannot make the
+# bridge hammer the provider.
+JWKS_MIN_REFETCH = 10.0
+# After a failed fetch of the provider's documents, wait this long (doubling per failure, up to
+# the cap) before asking again: meanwhile a cached copy is used, or the login fails at once.
+FETCH_BACKOFF = 5.0
+FETCH_BACKOFF_MAX = 300.0
+
+
+class _NoCookies(http.cookiejar.CookiePolicy):
+    """Keep no cookie from a provider: one client serves every visitor."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Any) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Any) -> bool:
+        return False
+
+
+def cookieless_jar() -> http.cookiejar.CookieJar:
+    """Return a cookie jar that never stores or sends a cookie."""
+    return http.cookiejar.CookieJar(policy=_NoCookies())
+
+
+def issuer_hash(issuer: str) -> str:
+    return hashlib.sha256(issuer.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class _Cache:
+    metadata: dict[str, Any] | None = None
+    metadata_at: float = 0.0
+    keys: KeySet | None = None
+    keys_at: float = 0.0
+    # Failed fetches in a row, and when the next one may be tried.
+    metadata_failures: int = 0
+    metadata_retry_at: float = 0.0
+    keys_failures: int = 0
+    keys_retry_at: float = 0.0
+
+
+def _backoff(failures: int) -> float:
+    return float(min(FETCH_BACKOFF * 2 ** (failures - 1), FETCH_BACKOFF_MAX))
+
+
+class ProviderDocuments:
+    """One provider's client and documents; :class:`OIDCProvider` adds the checks and flows."""
+
+    def __init__(
+        self,
+        settings: OIDCProviderSettings,
+        public_url: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        timeout = settings.timeout
+        self.name = settings.name
+        self.issuer = settings.issuer
+        self.issuer_hash = issuer_hash(settings.issuer)
+        self.public_url = public_url.rstrip("/")
+        self.redirect_uri = self.public_url + settings.redirect_path
+        self.post_logout_redirect_uri = self.public_url + settings.post_logout_redirect_path
+        self.clock = clock
+        # Loopback and private endpoints are for a provider on this machine only (tests, a
+        # local IdP): a remote provider's discovery must not aim the bridge, or the client
+        # secret it sends to the token endpoint, at the bridge's own network.
+        self.local = _is_loopback_host(urlsplit(settings.issuer).hostname or "")
+        self.client = AsyncOAuth2Client(
+            client_id=settings.client_id,
+            client_secret=settings.client_secret.reveal(),
+            token_endpoint_auth_method=settings.token_endpoint_auth_method,
+            scope=" ".join(settings.scopes),
+            redirect_uri=self.redirect_uri,
+            code_challenge_method="S256",
+            # One deadline per call (documents, JWKS, token, userinfo, revocation), body
+            # included, and no answer longer than a provider document may be.
+            **bounded(transport, timeout=timeout, max_bytes=MAX_DOCUMENT_BYTES),
+            timeout=timeout,
+            follow_redirects=False,
+            cookies=cookieless_jar(),
+        )
+        self._cache = _Cache()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # --- provider documents -----------------------------------------------------------------
+
+    async def _get_json(
+        self, url: str, what: str, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """GET a JSON object from the provider; anything else is IdentityProviderUnavailable."""
+        try:
+            response = await self.client.request("GET", url, withhold_token=True, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning(
+                "provider unreachable", extra={"fields": {"provider": self.name, "what": what}}
+            )
+            raise IdentityProviderUnavailable() from exc
+        if response.status_code != 200 or len(response.content) > MAX_DOCUMENT_BYTES:
+            log.warning(
+                "provider answer unusable",
+                extra={
+                    "fields": {"provider": self.name, "what": what, "status": response.status_code}
+                },
+            )
+            raise IdentityProviderUnavailable()
+        try:
+            data = response.json()
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested beyond the stack
+            raise IdentityProviderUnavailable() from exc
+        if not isinstance(data, dict):
+            raise IdentityProviderUnavailable()
+        return data
+
+    async def metadata(self) -> dict[str, Any]:
+        """Return the provider's discovery document (cached; a stale copy beats none)."""
+        now = self.clock()
+        cache = self._cache
+        cached = cache.metadata
+        if cached is not None and now - cache.metadata_at < METADATA_MAX_AGE:
+            return cached
+        if now < cache.metadata_retry_at:
+            if cached is not None:
+                return cached
+            raise IdentityProviderUnavailable()
+        url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        try:
+            data = await self._get_json(url, "discovery")
+            self._check_metadata(data)
+        except IdentityProviderUnavailable:
+            cache.metadata_failures += 1
+            cache.metadata_retry_at = now + _backoff(cache.metadata_failures)
+            if cached is not None:
+                return cached
+            raise
+        cache.metadata, cache.metadata_at = data, now
+        cache.metadata_failures, cache.metadata_retry_at = 0, 0.0
+        return data
+
+    def _check_metadata(self, data: Mapping[str, Any]) -> None:
+        # OpenID Connect Discovery 1.0, 4.3: the document must name exactly our issuer.
+        if data.get("issuer") != self.issuer:
+            log.warning("discovery issuer mismatch", extra={"fields": {"provider": self.name}})
+            raise IdentityProviderUnavailable()
+        for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            value = data.get(key)
+            if not isinstance(value, str) or not self.safe_endpoint(value):
+                log.warning(
+                    "discovery endpoint unusable",
+                    extra={"fields": {"provider": self.name, "endpoint": key}},
+                )
+                raise IdentityProviderUnavailable()
+
+    def safe_endpoint(self, url: str) -> bool:
+        """Whether the bridge may call (or send a browser to) this endpoint of the provider."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if not host or parts.scheme not in ("https", "http"):
+            return False
+        if self.local:
+            return parts.scheme == "https" or _is_loopback_host(host)
+        return parts.scheme == "https" and not _is_private_host(host)
+
+    def signing_algs(self, metadata: Mapping[str, Any]) -> list[str]:
+        offered = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
+        if not isinstance(offered, list):
+            return []
+        return [alg for alg in offered if alg in ASYMMETRIC_ALGS]
+
+    async def keys(self, *, refresh: bool = False) -> KeySet:
+        """Return the provider's signing keys; refetch when old or when asked (throttled).
+
+        A failed refetch keeps the cached keys and backs off, so a provider that is down is
+        asked again only every few seconds to minutes, not on every login.
+        """
+        now = self.clock()
+        cache = self._cache
+        cached = cache.keys
+        age = now - cache.keys_at
+        if cached is not None and age < JWKS_MAX_AGE and not (refresh and age >= JWKS_MIN_REFETCH):
+            return cached
+        if now < cache.keys_retry_at:
+            if cached is not None:
+                return cached
+            raise IdentityProviderUnavailable()
+        try:
+            metadata = await self.metadata()
+            data = await self._get_json(metadata["jwks_uri"], "jwks")
+            try:
+                key_set = KeySet.import_key_set(data)  # type: ignore[arg-type]
+            except (JoseError, ValueError, TypeError, KeyError) as exc:
+                log.warning("provider jwks unusable", extra={"fields": {"provider": self.name}})
+                raise IdentityProviderUnavailable() from exc
+        except IdentityProviderUnavailable:
+            cache.keys_failures += 1
+            cache.keys_retry_at = now + _backoff(cache.keys_failures)
+            if cached is not None:
+                return cached
+            raise
+        cache.keys, cache.keys_at = key_set, now
+        cache.keys_failures, cache.keys_retry_at = 0, 0.0
+        return key_set
+
+
+def _ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # "2130706433", "0x7f.1" and "127.1" reach 127.0.0.1 too
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _is_loopback_host(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host in LOOPBACK_HOSTS or host.endswith(".localhost"):
+        return True
+    ip = _ip_of(host)
+    return ip is not None and ip.is_loopback
+
+
+def _is_private_host(host: str) -> bool:
+    """Whether ``host`` names this machine or a non-public network (by name or address)."""
+    if _is_loopback_host(host):
+        return True
+    ip = _ip_of(host.lower().rstrip("."))
+    return ip is not None and not ip.is_global

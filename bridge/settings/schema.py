@@ -1,0 +1,526 @@
+"""The settings, declared once: each section a frozen msgspec Struct shaped like the TOML file.
+
+Each default and constraint is written here once: in the field (type, ``Meta`` bounds, default)
+or, for a rule across fields, in the section's ``__post_init__``, which names the field it
+refuses (``"idle_timeout: ..."``; the loader adds the section). A field named ``env:...`` is
+not a TOML key: the loader fills it from the environment (secrets) or from another section.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Meta, field
+from msgspec.structs import force_setattr, replace
+
+from bridge.errors import ConfigError
+from bridge.secret import Secret
+from bridge.settings.values import (
+    LOOPBACK_HOSTS,
+    AccessRules,
+    Attributes,
+    BasePath,
+    LocalPath,
+    Name,
+    Network,
+    Origin,
+    RateLimit,
+    RedisAddress,
+    SecureURL,
+    SiteURL,
+    StoreURL,
+    Strings,
+    UpstreamURL,
+    UserField,
+    masked_url,
+)
+
+Seconds = Annotated[float, Meta(gt=0)]
+Count = Annotated[int, Meta(ge=0)]
+AtMost300 = Annotated[int, Meta(ge=0, le=300)]
+NO_SECRET = Secret("")
+
+
+def _env(name: str, default: Any = None) -> Any:
+    return field(default=default, name=f"env:{name}")
+
+
+class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerSettings(Section, frozen=True):
+    host: str = "127.0.0.1"
+    port: Count = 8000
+    public_url: Origin = Origin("http://127.0.0.1:8000")
+    allowed_origins: tuple[Origin, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
+    base_path: BasePath = BasePath("/")
+    asgi_server: Literal["hypercorn", "uvicorn"] = "uvicorn"
+
+    def __post_init__(self) -> None:
+        if not self.is_https and urlsplit(self.public_url).hostname not in LOOPBACK_HOSTS:
+            raise ConfigError("public_url: plain http is allowed for localhost only; use https")
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+    @property
+    def is_https(self) -> bool:
+        return self.public_url.lower().startswith("https://")
+
+    @property
+    def prefix(self) -> str:
+        """Return ``base_path`` without its trailing '/': "" at the root, else e.g. "/avatar"."""
+        return "" if self.base_path == "/" else self.base_path
+
+    def path_for(self, path: str) -> str:
+        """Return the browser-visible path of the bridge's ``path`` (which starts with '/')."""
+        if not path.startswith("/"):
+            raise ValueError("path_for: the path must start with '/'")
+        return self.prefix + path
+
+    def url_for(self, path: str) -> str:
+        """Return the absolute URL of the bridge's ``path``, from ``public_url``, never a header."""
+        return self.public_origin + self.path_for(path)
+
+
+class SessionSettings(Section, frozen=True):
+    cookie_secure: bool = True
+    cookie_name: Name = Name("sentifyd_bridge")
+    idle_timeout: Annotated[int, Meta(ge=60)] = 1800
+    absolute_timeout: Annotated[int, Meta(ge=60)] = 43200
+    refresh_grace: Count = 10
+    max_chains: Annotated[int, Meta(ge=1)] = 64
+    cookie_path: str = _env("cookie_path", "/")  # always server.base_path
+
+    def __post_init__(self) -> None:
+        if self.idle_timeout > self.absolute_timeout:
+            raise ConfigError("idle_timeout: must not exceed session.absolute_timeout")
+
+    @property
+    def effective_cookie_name(self) -> str:
+        # The __Host- prefix makes the browser refuse the cookie unless it is Secure, host-only
+        # and Path=/, which is exactly the scope we want at the root. Under a base path, Path=/
+        # would send the cookie to every page of the site, so it gets Path=base_path and the
+        # __Secure- prefix (Secure enforced by the browser; host-only because no Domain is set).
+        if not self.cookie_secure:
+            return self.cookie_name
+        prefix = "__Host-" if self.cookie_path == "/" else "__Secure-"
+        return prefix + self.cookie_name
+
+
+class StoreSettings(Section, frozen=True):
+    url: StoreURL = StoreURL("memory://")
+    prefix: str = "sbridge"
+    timeout: Seconds = 2.0
+    lock_wait: Seconds = 30.0
+    lock_lease: Seconds = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, StoreURL):  # built in code from a plain string
+            force_setattr(self, "url", _named("url", StoreURL, self.url))
+        if "{" in self.prefix or "}" in self.prefix:
+            # A hash tag in the prefix would put every key in one Redis Cluster slot.
+            raise ConfigError("prefix: must not contain '{' or '}'")
+        if self.address is not None and self.lock_lease < 3 * self.timeout:
+            # A renewal is tried every third of the lease and may take a whole timeout.
+            raise ConfigError("lock_lease: must be at least three times store.timeout")
+
+    @property
+    def address(self) -> RedisAddress | None:
+        """The Redis ``url`` names, parsed once; None for ``memory://``."""
+        return self.url.address
+
+
+class SentifydSettings(Section, frozen=True):
+    backend: UpstreamURL = UpstreamURL("https://serve.sentifyd.io")
+    login_path: str = "/api/v1/chatbot/login"
+    refresh_path: str = ""
+    timeout: Seconds = 10.0
+    retries: Count = 2
+    retry_backoff: Seconds = 0.2
+    default_expires_in: Annotated[int, Meta(ge=1)] = 55
+    refresh_margin: Count = 30
+    max_response_bytes: Annotated[int, Meta(ge=1024)] = 1_000_000
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "backend", self.backend.rstrip("/"))
+        if not self.login_path:
+            raise ConfigError("login_path: must not be empty")
+        for key in ("login_path", "refresh_path"):
+            if getattr(self, key) and not getattr(self, key).startswith("/"):
+                raise ConfigError(f"{key}: must start with '/'")
+
+
+class ComponentSettings(Section, frozen=True):
+    script: str = "https://frontend.sentifyd.io/sentifyd-bot/main.js"
+    script_type: Literal["module", "defer"] = "module"
+    element: Literal["sentifyd-bot", "sentifyd-realtime"] = "sentifyd-bot"
+    attributes: Attributes = field(default_factory=Attributes)
+
+
+class AvatarSettings(Section, frozen=True):
+    name: Name = Name("")  # the first avatar is "default" unless named
+    avatar_id: str = ""
+    api_key_env: str = "AVATAR_API_KEY"
+    api_key: Secret = _env("api_key", NO_SECRET)
+    title: str = ""
+    allow: AccessRules = field(default_factory=AccessRules)
+    attributes: Attributes = field(default_factory=Attributes)
+
+
+class SiteCookieSettings(Section, frozen=True):
+    """The site's own login cookie (``[login.cookie]``); see ``COOKIE_FORMATS`` in the loader."""
+
+    name: str = ""
+    format: Literal[
+        "flask", "itsdangerous", "django", "rails", "express", "authjs", "next-auth-v4",
+        "react-router",
+    ] = "flask"  # fmt: skip
+    secret_key_env: str = "SITE_SECRET_KEY"  # noqa: S105 - a variable's name
+    secret_keys: tuple[Secret, ...] = _env("secret_keys", ())
+    salt: str = "cookie-session"
+    max_age: Annotated[int, Meta(ge=1)] = 1209600
+    user_field: UserField = UserField("user_id")
+    login_url: str = ""
+    claim_fields: tuple[str, ...] = ()
+    logout_url: str = ""
+    key_digest: Literal["sha256", "sha1"] = "sha256"  # rails: PBKDF2's (sha1 before Rails 7)
+    store_url: str = ""  # express: the site's own Redis, where connect-redis keeps sessions
+    store_prefix: str = "sess:"
+    store_timeout: Seconds = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.login_url:
+            raise ConfigError("login_url: not set (where a logged-out visitor signs in)")
+        if not self.name:
+            raise ConfigError(f"name: not set (format {self.format!r} has no default name)")
+        if self.format == "express":
+            if not self.store_url:
+                raise ConfigError("store_url: not set (the site's Redis, redis://...)")
+            if _named("store_url", RedisAddress.parse, self.store_url).topology != "single":
+                raise ConfigError("store_url: must be redis:// or rediss:// (one Redis)")
+
+
+class JWTLoginSettings(Section, frozen=True, kw_only=True):
+    """A site whose login is a JWT signed by its identity provider (``[login.jwt]``)."""
+
+    jwks_url: SecureURL
+    issuer: str = ""
+    audience: Strings = Strings()
+    algorithms: tuple[str, ...] = ()
+    login_url: str = ""
+    cookie: str = ""
+    header: str = ""
+    user_field: UserField = UserField("sub")
+    claim_fields: tuple[str, ...] = ()
+    leeway: AtMost300 = 30
+    timeout: Seconds = 5.0
+
+    # Signature algorithms a JWKS (public keys) can verify; never "none", never HMAC.
+    ALGORITHMS = (
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if not self.issuer:
+            raise ConfigError("issuer: not set (the iss every token must carry)")
+        if not self.audience:
+            raise ConfigError("audience: not set (the aud meant for this site)")
+        if not self.algorithms:
+            raise ConfigError('algorithms: not set (e.g. ["RS256"])')
+        for alg in self.algorithms:
+            if alg not in self.ALGORITHMS:
+                raise ConfigError(
+                    f"algorithms: {alg!r} is not allowed; public-key algorithms only "
+                    f"({', '.join(self.ALGORITHMS)})"
+                )
+        if bool(self.cookie) == bool(self.header):
+            raise ConfigError('set exactly one of cookie = "NAME" or header = "Authorization"')
+        if self.header and self.header.lower() != "authorization":
+            raise ConfigError('header: only "Authorization" (a Bearer token) is supported')
+        if self.header:
+            force_setattr(self, "header", "Authorization")
+        if not self.login_url:
+            raise ConfigError("login_url: not set (where a visitor signs in)")
+
+
+_RESERVED_PATHS = {
+    "/", "/login", "/logout", "/session", "/backchannel-logout", "/request_tokens",
+    "/healthz", "/readyz", "/metrics",
+}  # fmt: skip
+
+
+class OIDCProviderSettings(Section, frozen=True, kw_only=True):
+    """One OpenID provider the bridge signs visitors in with (``[login.oidc]``)."""
+
+    name: str = _env("name", "default")  # the table's name under [login.oidc.<name>]
+    issuer: SecureURL
+    client_id: str = ""
+    client_secret_env: str = "OIDC_CLIENT_SECRET"  # noqa: S105 - a variable's name
+    client_secret: Secret = _env("client_secret", NO_SECRET)
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    redirect_path: LocalPath = LocalPath("/callback")
+    post_logout_redirect_path: LocalPath = LocalPath("/")
+    # True: every userinfo claim; a list: only these; empty: the ID token's claims alone.
+    claims_from_userinfo: bool | tuple[str, ...] = False
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = (
+        "client_secret_basic"  # noqa: S105 - a method name
+    )
+    title: str = ""
+    leeway: AtMost300 = 60
+    max_session_age: Count = 0
+    timeout: Seconds = 5.0  # one deadline per call to the provider, its answer included
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.issuer)
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ConfigError("issuer: must not have a query, fragment or userinfo")
+        if not self.client_id:
+            raise ConfigError("client_id: not set")
+        if "openid" not in self.scopes:
+            raise ConfigError("scopes: must include 'openid'")
+        path = self.redirect_path
+        if path in _RESERVED_PATHS or path.startswith(
+            ("/avatars/", "/static/", "/request_tokens/", "/admin")
+        ):
+            raise ConfigError(f"redirect_path: {path!r} is a bridge route")
+
+
+class SessionCheckSettings(Section, frozen=True, kw_only=True):
+    """The site's own "who am I" URL, for cookies the bridge cannot verify itself."""
+
+    url: SiteURL
+    cookies: tuple[str, ...] = ()
+    login_url: str = ""
+    user_field: str = "user_id"
+    claim_fields: tuple[str, ...] = ()
+    timeout: Seconds = 2.0
+    cache_ttl: AtMost300 = 10
+
+    def __post_init__(self) -> None:
+        if not self.cookies:
+            raise ConfigError("cookies: name the cookie(s) to forward")
+        if not self.login_url:
+            raise ConfigError("login_url: not set (where a visitor signs in)")
+        if not self.user_field:
+            raise ConfigError("user_field: must not be empty")
+
+
+class LoginSettings(Section, frozen=True):
+    cookie: SiteCookieSettings | None = None
+    jwt: JWTLoginSettings | None = None
+    oidc: tuple[OIDCProviderSettings, ...] = ()  # [login.oidc] or [login.oidc.<name>]...
+    session_check: SessionCheckSettings | None = None
+
+
+class LoggingSettings(Section, frozen=True):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class LifecycleSettings(Section, frozen=True):
+    retention: Annotated[int, Meta(ge=60)] = 7 * 86400
+    max_events: Annotated[int, Meta(ge=1)] = 200
+    record_client: bool = False
+
+
+class LimitsSettings(Section, frozen=True):
+    """What costs is guarded; cached answers to signed-in visitors are not (README, limits)."""
+
+    # A backstop on one session's requests of any kind: each one writes its record.
+    per_session: RateLimit = RateLimit(120, 60)
+    # First requests (new handle chains) of one session.
+    new_chains_per_session: RateLimit = RateLimit(30, 60)
+    # New stored sessions (each one a Sentifyd login) of one user, and how many may live.
+    new_sessions_per_user: RateLimit = RateLimit(10, 60)
+    sessions_per_user: Count = 10
+    # Anonymous work per client address: refusals (401/403) and identity checks they cause.
+    per_ip: RateLimit = RateLimit(120, 60)
+    # Each SSO login start stores a short-lived state record: anonymous, so held per IP.
+    login_per_ip: RateLimit = RateLimit(20, 60)
+    # The avatar's Sentifyd quota, across every instance (off unless set).
+    upstream_logins_per_avatar: RateLimit = RateLimit(0, 60)
+
+
+class MetricsSettings(Section, frozen=True):
+    enabled: bool = True
+    require_token: bool = True
+
+
+class AdminSettings(Section, frozen=True):
+    revoke_block: Count = 3600
+
+
+class Settings(Section, frozen=True):
+    """Everything the bridge reads at start-up; built by :func:`bridge.settings.load_settings`."""
+
+    demo: bool = False
+    server: ServerSettings = ServerSettings()
+    session: SessionSettings = SessionSettings()
+    store: StoreSettings = StoreSettings()
+    sentifyd: SentifydSettings = SentifydSettings()
+    component: ComponentSettings = ComponentSettings()
+    avatars: tuple[AvatarSettings, ...] = ()
+    login: LoginSettings = LoginSettings()
+    logging: LoggingSettings = LoggingSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    limits: LimitsSettings = LimitsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    admin: AdminSettings = AdminSettings()
+    secret_keys: tuple[Secret, ...] = _env("secret_keys", ())
+    admin_token: Secret | None = _env("admin_token")
+    metrics_token: Secret | None = _env("metrics_token")
+    source: str = _env("source", "")
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "session", replace(self.session, cookie_path=self.server.base_path))
+        if not self.session.cookie_secure and self.server.is_https:
+            raise ConfigError("session.cookie_secure: must be true when server.public_url is https")
+        avatars = self.avatars or (AvatarSettings(),)
+        if not avatars[0].name:
+            avatars = (replace(avatars[0], name=Name("default")), *avatars[1:])
+        force_setattr(self, "avatars", avatars)
+        seen: set[str] = set()
+        for index, avatar in enumerate(avatars):
+            if not avatar.name:
+                raise ConfigError(f"avatars[{index}].name: letters, digits, '_' and '-' only")
+            if avatar.name in seen:
+                raise ConfigError(f"avatars[{index}].name: {avatar.name!r} is configured twice")
+            seen.add(avatar.name)
+            if not avatar.avatar_id:
+                raise ConfigError(f"avatars[{index}].avatar_id: not set (or AVATAR_ID)")
+        login = self.login
+        if not (login.cookie or login.jwt or login.oidc or login.session_check):
+            raise ConfigError(
+                "login: configure at least one way in ([login.cookie], [login.jwt], "
+                "[login.oidc] or [login.session_check])"
+            )
+
+    @property
+    def site_cookie(self) -> SiteCookieSettings | None:
+        return self.login.cookie
+
+    @property
+    def jwt(self) -> JWTLoginSettings | None:
+        return self.login.jwt
+
+    @property
+    def oidc(self) -> tuple[OIDCProviderSettings, ...]:
+        return self.login.oidc
+
+    @property
+    def session_check(self) -> SessionCheckSettings | None:
+        return self.login.session_check
+
+    @property
+    def log_level(self) -> str:
+        return self.logging.level
+
+    def avatar(self, name: str | None) -> AvatarSettings | None:
+        if name is None:
+            return self.avatars[0]
+        for avatar in self.avatars:
+            if avatar.name == name:
+                return avatar
+        return None
+
+    def masked(self) -> dict[str, Any]:
+        """Return the effective settings as plain data, every secret masked (``check-config``)."""
+        plain: dict[str, Any] = {
+            "secret_keys": _plain(self.secret_keys),
+            "avatars": _plain(self.avatars),
+            **{name: _plain(getattr(self, name)) for name in _MASKED_SECTIONS},
+            "site_cookie": _plain(self.site_cookie),
+            "log_level": self.log_level,
+            "demo": self.demo,
+            "source": self.source,
+            **{name: _plain(getattr(self, name)) for name in _MASKED_OPERATIONS},
+            "admin_token": _plain(self.admin_token),
+            "metrics_token": _plain(self.metrics_token),
+            "oidc": _plain(self.oidc),
+            "session_check": _plain(self.session_check),
+            "jwt": _plain(self.jwt),
+        }
+        plain["store"]["url"] = masked_url(self.store.url)
+        if self.site_cookie is not None:
+            cookie, fmt = plain["site_cookie"], self.site_cookie.format
+            cookie["store_url"] = masked_url(self.site_cookie.store_url)
+            for key in _COOKIE_FORMAT_ONLY - set(COOKIE_FORMATS[fmt][2]):
+                cookie.pop(key, None)  # a setting this format does not read
+            cookie["verified_as"] = COOKIE_FORMAT_NOTES[fmt]
+        if plain["jwt"]:
+            plain["jwt"]["verified_as"] = JWT_NOTE
+        return plain
+
+
+_MASKED_SECTIONS = ("server", "session", "store", "sentifyd", "component")
+_MASKED_OPERATIONS = ("lifecycle", "limits", "metrics", "admin")
+
+
+def _plain(value: Any) -> Any:
+    """Plain data for ``masked``: structs by attribute name, secrets masked."""
+    if isinstance(value, Secret):
+        return "********" if value else ""
+    if isinstance(value, RateLimit):
+        return {"count": value.count, "window": value.window}
+    if isinstance(value, msgspec.Struct):
+        return {name: _plain(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+# Per format: the default cookie name and user field, and the settings it takes beyond the
+# common ones (name, secret_key_env, user_field, claim_fields, login_url, logout_url).
+COOKIE_FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "flask": ("session", "user_id", ("salt", "max_age")),
+    "itsdangerous": ("session", "user_id", ("salt", "max_age")),
+    "django": ("sessionid", "_auth_user_id", ("max_age",)),
+    "rails": ("", "user_id", ("key_digest",)),
+    "express": ("connect.sid", "/passport/user", ("store_url", "store_prefix", "store_timeout")),
+    "authjs": ("authjs.session-token", "sub", ()),
+    "next-auth-v4": ("next-auth.session-token", "sub", ()),
+    "react-router": ("__session", "userId", ()),
+}
+_COOKIE_FORMAT_ONLY = {
+    "salt", "max_age", "key_digest", "store_url", "store_prefix", "store_timeout",
+}  # fmt: skip
+# What check-config says each format checks (and which settings it reads).
+COOKIE_FORMAT_NOTES = {
+    "flask": "Flask's session cookie: itsdangerous, salt, HMAC-SHA1, tagged JSON; max_age",
+    "itsdangerous": "an itsdangerous URLSafeTimedSerializer token: salt, max_age",
+    "django": "Django's signed_cookies session: TimestampSigner HMAC-SHA256 under SECRET_KEY and "
+    "its fallbacks, salt django.contrib.sessions.backends.signed_cookies, max_age "
+    "(SESSION_COOKIE_AGE)",
+    "rails": "Rails' encrypted cookie: AES-256-GCM, key by PBKDF2 of secret_key_base (salt "
+    "'authenticated encrypted cookie', 1000 iterations, key_digest), purpose cookie.<name>, exp",
+    "express": "express-session's signed id (HMAC-SHA256, cookie-signature) and the session "
+    "connect-redis keeps at store_prefix + id in store_url; missing there means signed out",
+    "authjs": "Auth.js v5's JWE (dir + A256CBC-HS512, HKDF key from AUTH_SECRET salted with the "
+    "cookie name), chunked cookies joined, exp with 15 s tolerance",
+    "next-auth-v4": "NextAuth v4's JWE (dir + A256GCM, HKDF key from NEXTAUTH_SECRET), chunked "
+    "cookies joined, exp with 15 s tolerance",
+    "react-router": "React Router / Remix createCookieSessionStorage: base64 JSON signed with "
+    "HMAC-SHA256 under any of the secrets",
+}
+JWT_NOTE = (
+    "a JWT from the cookie or the Bearer header, signed with a key from jwks_url (cached; an "
+    "unknown kid refetched at most every 10 s) in one of algorithms; iss, aud and exp required"
+)
+
+
+def _named(name: str, parse: Any, value: Any) -> Any:
+    """Parse ``value``, naming the field in the error (a section's own field)."""
+    try:
+        return parse(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
