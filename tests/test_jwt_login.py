@@ -34,6 +34,7 @@ class JWKSServer:
     fetches: int = 0
     status: int = 200
     url: str = ""
+    raw: bytes | None = None  # answered as is, instead of the key set
 
 
 @pytest.fixture
@@ -44,6 +45,8 @@ def jwks() -> Iterator[JWKSServer]:
     @app.get("/.well-known/jwks.json")
     async def serve() -> Any:
         state.fetches += 1
+        if state.raw is not None:
+            return state.raw, state.status, {"Content-Type": "application/json"}
         return {"keys": state.keys}, state.status
 
     server = LiveServer(app).start()
@@ -307,3 +310,23 @@ async def test_concurrent_requests_share_one_jwks_fetch(
     await asyncio.gather(*(identify(src, unknown[i % 2]) for i in range(10)))
     assert jwks.fetches == 2  # ten requests with unknown kids, one refetch
     await src.aclose()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000,  # nested beyond Python's stack
+        b'{"keys": []}' + b" " * (600 * 1024),  # past the JWKS cap
+    ],
+    ids=["nested", "too-large"],
+)
+async def test_a_hostile_jwks_answer_is_a_503(
+    jwks: JWKSServer, key1: RSAKey, raw: bytes
+) -> None:
+    clock = Clock()
+    jwks.raw = raw
+    src = source(jwks, clock)
+    with pytest.raises(IdentityProviderUnavailable):
+        await identify(src, sign(key1, clock))
+    await src.aclose()
+

@@ -29,6 +29,7 @@ from bridge.errors import IdentityProviderUnavailable
 from bridge.identity import Identity
 from bridge.identity.fields import claims_of, subject_of
 from bridge.identity.oidc import cookieless_jar
+from bridge.outbound import bounded
 from bridge.settings import JWTLoginSettings
 
 log = logging.getLogger("bridge.jwt_login")
@@ -67,7 +68,8 @@ class JWTSource:
         self.settings = settings
         self.clock = clock
         self.http = httpx.AsyncClient(
-            transport=transport,
+            # settings.timeout bounds the whole fetch, body included; the answer is capped.
+            **bounded(transport, timeout=settings.timeout, max_bytes=MAX_JWKS_BYTES),
             timeout=settings.timeout,
             follow_redirects=False,
             cookies=cookieless_jar(),
@@ -162,24 +164,19 @@ class JWTSource:
 
     async def _fetch(self) -> KeySet:
         try:
-            async with asyncio.timeout(self.settings.timeout):
-                async with self.http.stream("GET", self.settings.jwks_url) as response:
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > MAX_JWKS_BYTES:
-                            break
-        except (httpx.HTTPError, TimeoutError) as exc:
+            response = await self.http.get(self.settings.jwks_url)
+        except httpx.HTTPError as exc:  # refused, past the deadline, too large, not decodable
             log.warning("jwks unreachable")
             raise IdentityProviderUnavailable() from exc
-        if response.status_code != 200 or len(body) > MAX_JWKS_BYTES:
+        if response.status_code != 200:
             log.warning("jwks answer unusable", extra={"fields": {"status": response.status_code}})
             raise IdentityProviderUnavailable()
         try:
-            data = json.loads(body)
+            data = json.loads(response.content)
             if not isinstance(data, Mapping):
                 raise ValueError("not an object")
             return KeySet.import_key_set(data)  # type: ignore[arg-type]
-        except (JoseError, ValueError, TypeError, KeyError) as exc:
+        # RecursionError: JSON nested beyond Python's stack
+        except (JoseError, ValueError, TypeError, KeyError, RecursionError) as exc:
             log.warning("jwks unusable")
             raise IdentityProviderUnavailable() from exc
