@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
+import os
 import sys
 import tempfile
 import time
@@ -66,7 +66,6 @@ async def measure(requests: int) -> dict[str, Any]:
     config = write_bridge_config(Path(tempfile.mkdtemp(prefix="bench-micro-")), 8000, 9,
                                  "hypercorn")
     settings = load_settings(config, keys.env())
-    logging.disable(logging.INFO)
     fake = create_fake_sentifyd([keys.api_key], token_ttl=3600)
     app = create_app(settings, sentifyd_transport=httpx.ASGITransport(app=fake))
     ceiling = ceiling_app()
@@ -121,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.requests <= 1_000_000:
         parser.error("--requests must be in (0, 1000000]")
-    print(json.dumps(asyncio.run(measure(args.requests))))
+    from bridge.logs import configure_logging
+
+    # As ``serve`` does: one JSON line per request, here into a file nobody reads.
+    with open(os.devnull, "w") as sink:
+        configure_logging("INFO", sink)
+        print(json.dumps(asyncio.run(measure(args.requests))))
     return 0
 
 

@@ -52,7 +52,7 @@ class Admin:
             "expires_at": round(record.expires_at, 3),
             "avatars": sorted({chain.avatar for chain in record.chains}),
             "tabs": len(record.chains),
-            "has_tokens": bool(record.tokens),
+            "has_tokens": record.has_tokens,
             "claims": dict(record.claims),
         }
 

@@ -122,10 +122,11 @@ def create_app(
     elif settings.metrics.enabled:
         # Not unsafe, just not served: say so once, without raising an operator's alarm.
         log.info("/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)")
-    requestlog.install(app, bridge, bridge.metrics)
+    metrics = bridge.metrics
 
     @app.before_request
-    async def refuse_unbuildable() -> None:
+    async def begin() -> None:
+        requestlog.start()
         if request.scope.get(UNBUILDABLE):
             raise BadRequest("The request's Host header is not valid.")
 
@@ -136,18 +137,22 @@ def create_app(
 
     @app.after_request
     async def finish(response: Response) -> Response:
-        if g.get("session_ended") and sessions.cookie_name not in _set_cookie_names(response):
+        headers = response.headers
+        if getattr(g._get_current_object(), "session_ended", False) and (
+            sessions.cookie_name not in _set_cookie_names(response)
+        ):
             sessions.clear_cookie(response)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if response.mimetype == "text/html":
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        content_type = headers.get("Content-Type", "")
+        if content_type.partition(";")[0].strip().lower() == "text/html":
             # Every page may hold a sign-out or sign-in button: none may be framed elsewhere.
-            response.headers["Content-Security-Policy"] = html_policy
-            response.headers.setdefault("Referrer-Policy", "same-origin")
+            headers["Content-Security-Policy"] = html_policy
+            headers.setdefault("Referrer-Policy", "same-origin")
         if request.endpoint != "static":
             # Tokens, errors and pages are per visitor: never cached by a browser or a proxy.
-            response.headers["Cache-Control"] = "no-store"
-            response.vary.add("Cookie")
-        return response
+            headers["Cache-Control"] = "no-store"
+            _vary_on_cookie(response)
+        return requestlog.finish(response, bridge, metrics)
 
     @app.after_serving
     async def close() -> None:
@@ -156,6 +161,14 @@ def create_app(
 
     install(app, settings.server)  # base_path, canonical paths, trusted forwarded headers
     return app
+
+
+def _vary_on_cookie(response: Response) -> None:
+    vary = response.headers.get("Vary")
+    if not vary:
+        response.headers["Vary"] = "Cookie"
+    elif "cookie" not in (v.strip().lower() for v in vary.split(",")):
+        response.headers["Vary"] = f"{vary}, Cookie"
 
 
 def _set_cookie_names(response: Response) -> set[str]:

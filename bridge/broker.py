@@ -227,7 +227,7 @@ class TokenBroker:
         by the gate, and no lock. Only a request that must call Sentifyd takes the session's
         lock (single flight), re-reads the record under it and writes fenced by its lease.
         """
-        opened: dict[str | None, dict[str, TokenEntry]] = {}
+        opened: dict[bytes | str | None, dict[str, TokenEntry]] = {}
 
         def counted(record: SessionRecord, entry: TokenEntry) -> str:
             # The request that started the session was counted as a new session instead.
@@ -236,9 +236,10 @@ class TokenBroker:
             return change(record, entry)
 
         def cached(record: SessionRecord) -> TokenEntry | None:
-            if record.tokens not in opened:
-                opened[record.tokens] = self.sessions.open_tokens(ctx, record)
-            entry = opened[record.tokens].get(avatar.name)
+            sealed = record.sealed or record.tokens
+            if sealed not in opened:
+                opened[sealed] = self.sessions.open_tokens(ctx, record)
+            entry = opened[sealed].get(avatar.name)
             return entry if self._fresh(entry, refreshing=refreshing) else None
 
         def apply(record: SessionRecord, fetched: TokenEntry | None) -> tuple[str, TokenEntry]:
@@ -248,7 +249,7 @@ class TokenBroker:
             if entry is None:
                 if fetched is None:
                     raise _Stale()
-                tokens = dict(opened[record.tokens])
+                tokens = dict(opened[record.sealed or record.tokens])
                 tokens[avatar.name] = entry = fetched
                 self.sessions.seal_tokens(ctx, record, tokens)
             return counted(record, entry), entry

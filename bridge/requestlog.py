@@ -16,7 +16,7 @@ import re
 import secrets
 import time
 
-from quart import Quart, Response, g, request
+from quart import Request, Response, g, request
 
 from bridge import logs
 from bridge.metrics import Metrics
@@ -39,40 +39,42 @@ def incoming_request_id() -> str | None:
     return value if REQUEST_ID_RE.fullmatch(value) else None
 
 
-def install(app: Quart, bridge: Bridge, metrics: Metrics | None) -> None:
-    """Register the hooks that give each request an id, a log line and its metrics."""
+def start() -> None:
+    """Begin a request: note when, and give it an id (the proxy's, or a fresh one)."""
+    state = g._get_current_object()
+    state.request_started = time.perf_counter()
+    state.request_id = incoming_request_id() or secrets.token_hex(16)
+    logs.request_id.set(state.request_id)
 
-    @app.before_request
-    async def start_request() -> None:
-        g.request_started = time.perf_counter()
-        g.request_id = incoming_request_id() or secrets.token_hex(16)
-        logs.request_id.set(g.request_id)
 
-    @app.after_request
-    async def finish_request(response: Response) -> Response:
-        request_id = g.get("request_id") or secrets.token_hex(16)
-        response.headers[REQUEST_ID_HEADER] = request_id
-        started = g.get("request_started")
-        outcome = g.get("error_code") or ("ok" if response.status_code < 400 else "http_error")
-        fields: dict[str, object] = {
-            "method": request.method,
-            "path": request.path[:MAX_LOGGED_PATH],
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-            "request_id": request_id,
-        }
-        session_id = g.get("session_id") or _session_id_from_cookie(bridge)
-        if session_id:
-            fields["session"] = session_id
-        if request.endpoint == TOKEN_ENDPOINT:
-            avatar = g.get("avatar") or _avatar_of_request(bridge)
-            fields["avatar"] = avatar
-            fields["outcome"] = outcome
-            if metrics is not None:
-                metrics.observe_token_request(avatar, response.status_code, outcome)
-        log.info("request", extra={"fields": fields})
-        logs.request_id.set(None)
-        return response
+def finish(response: Response, bridge: Bridge, metrics: Metrics | None) -> Response:
+    """End a request: its id on the answer, its log line, and the token-request metric."""
+    state = g._get_current_object()
+    current: Request = request._get_current_object()  # type: ignore[attr-defined]
+    request_id = getattr(state, "request_id", None) or secrets.token_hex(16)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    started = getattr(state, "request_started", None)
+    status = response.status_code
+    fields: dict[str, object] = {
+        "method": current.method,
+        "path": current.path[:MAX_LOGGED_PATH],
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+        "request_id": request_id,
+    }
+    session_id = getattr(state, "session_id", None) or _session_id_from_cookie(bridge)
+    if session_id:
+        fields["session"] = session_id
+    if current.endpoint == TOKEN_ENDPOINT:
+        avatar = getattr(state, "avatar", None) or _avatar_of_request(bridge)
+        outcome = getattr(state, "error_code", None) or ("ok" if status < 400 else "http_error")
+        fields["avatar"] = avatar
+        fields["outcome"] = outcome
+        if metrics is not None:
+            metrics.observe_token_request(avatar, status, outcome)
+    log.info("request", extra={"fields": fields})
+    logs.request_id.set(None)
+    return response
 
 
 def _session_id_from_cookie(bridge: Bridge) -> str | None:

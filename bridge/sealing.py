@@ -19,14 +19,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bridge.secret import Secret
 
 _SESSION_INFO = b"sentifyd-bridge/session-tokens/v1"
 _HANDLE_INFO = b"sentifyd-bridge/handle-grace/v1"
+_ZERO_SALT = bytes(32)  # HKDF's salt when none is given: HashLen zero bytes
 
 
 def digest(value: str) -> str:
@@ -35,7 +34,11 @@ def digest(value: str) -> str:
 
 
 def _derive(material: bytes, salt: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(material)
+    """HKDF-SHA256 (RFC 5869) of one 32-byte block: two HMACs, written out because building
+    the library's HKDF object cost more than the sealing it keys (``test_sealing`` checks the
+    two agree)."""
+    prk = hmac.digest(salt or _ZERO_SALT, material, "sha256")
+    return hmac.digest(prk, info + b"\x01", "sha256")
 
 
 def _b64(data: bytes) -> str:
@@ -69,49 +72,58 @@ class SessionSealer:
 
     Deriving a session's keys (HKDF) costs more than sealing itself, so the derived keys of
     the ``cache_size`` most recently used sessions are kept in this process (never in the
-    store), each beside the cookie value it was derived from.
+    store), each beside the cookie value it was derived from. The keys are kept as bytes: a
+    cipher object holds about 2.5 KB of key schedule, and building one costs a microsecond.
     """
 
     def __init__(self, secret_keys: Sequence[Secret], cache_size: int = 4096) -> None:
         self._salts = [key.reveal().encode("utf-8") for key in secret_keys]
         self._cache_size = cache_size
-        # session id -> (the cookie value the keys are derived from, one cipher per salt)
-        self._keys: OrderedDict[str, tuple[str, list[AESGCM]]] = OrderedDict()
+        # session id -> (the cookie value the keys are derived from, one key per salt)
+        self._keys: OrderedDict[str, tuple[str, list[bytes]]] = OrderedDict()
 
-    def _ciphers(self, cookie_token: str, session_id: str) -> list[AESGCM]:
+    def _session_keys(self, cookie_token: str, session_id: str) -> list[bytes]:
         cached = self._keys.get(session_id)
         if cached is not None and hmac.compare_digest(cached[0], cookie_token):
             self._keys.move_to_end(session_id)
             return cached[1]
         material = cookie_token.encode("ascii")
-        ciphers = [AESGCM(_derive(material, salt, _SESSION_INFO)) for salt in self._salts]
-        self._keys[session_id] = (cookie_token, ciphers)
+        keys = [_derive(material, salt, _SESSION_INFO) for salt in self._salts]
+        self._keys[session_id] = (cookie_token, keys)
         if len(self._keys) > self._cache_size:
             self._keys.popitem(last=False)
-        return ciphers
+        return keys
 
     def forget(self, session_id: str) -> None:
         """Drop an ended session's keys."""
         self._keys.pop(session_id, None)
 
-    def seal_bytes(self, cookie_token: str, session_id: str, plaintext: bytes) -> str:
+    def seal_raw(self, cookie_token: str, session_id: str, plaintext: bytes) -> bytes:
+        """Return ``plaintext`` sealed for this session: nonce, ciphertext and tag."""
         nonce = os.urandom(12)
-        cipher = self._ciphers(cookie_token, session_id)[0]
-        return _b64(nonce + cipher.encrypt(nonce, plaintext, session_id.encode()))
+        cipher = AESGCM(self._session_keys(cookie_token, session_id)[0])
+        return nonce + cipher.encrypt(nonce, plaintext, session_id.encode())
+
+    def open_raw(self, cookie_token: str, session_id: str, sealed: bytes) -> bytes | None:
+        """Return what :meth:`seal_raw` sealed, or None if it was not sealed for this session."""
+        if len(sealed) < 12 + 16:
+            return None
+        for key in self._session_keys(cookie_token, session_id):
+            try:
+                return AESGCM(key).decrypt(sealed[:12], sealed[12:], session_id.encode())
+            except InvalidTag:
+                continue
+        return None
+
+    def seal_bytes(self, cookie_token: str, session_id: str, plaintext: bytes) -> str:
+        return _b64(self.seal_raw(cookie_token, session_id, plaintext))
 
     def open_bytes(self, cookie_token: str, session_id: str, sealed: str) -> bytes | None:
         try:
             raw = _unb64(sealed)
         except (ValueError, TypeError):
             return None
-        if len(raw) < 12 + 16:
-            return None
-        for cipher in self._ciphers(cookie_token, session_id):
-            try:
-                return cipher.decrypt(raw[:12], raw[12:], session_id.encode())
-            except InvalidTag:
-                continue
-        return None
+        return self.open_raw(cookie_token, session_id, raw)
 
     def seal(self, cookie_token: str, session_id: str, value: dict[str, Any]) -> str:
         plain = json.dumps(value, separators=(",", ":")).encode()

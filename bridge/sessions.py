@@ -99,6 +99,9 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
     created_at: float
     last_seen: float
     expires_at: float
+    # The sealed tokens (msgspec writes bytes as base64 in C); ``tokens`` is how versions
+    # before it wrote them (URL-safe base64 text), still read so an upgrade ends no session.
+    sealed: bytes | None = None
     tokens: str | None = None
     chains: list[Chain] = []
     extra: dict[str, Any] = {}
@@ -107,6 +110,10 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
 
     def identity(self) -> Identity:
         return Identity(subject=self.subject, method=self.method, claims=dict(self.claims))
+
+    @property
+    def has_tokens(self) -> bool:
+        return bool(self.sealed or self.tokens)
 
 
 # Records are JSON (msgspec's codec, typed on the way in): readable with redis-cli as before,
@@ -425,9 +432,12 @@ class SessionManager:
     # --- sealed tokens ----------------------------------------------------------------------
 
     def open_tokens(self, ctx: SessionContext, record: SessionRecord) -> dict[str, TokenEntry]:
-        if not record.tokens:
+        if record.sealed:
+            plain = self.sealer.open_raw(ctx.cookie_token, record.id, record.sealed)
+        elif record.tokens:
+            plain = self.sealer.open_bytes(ctx.cookie_token, record.id, record.tokens)
+        else:
             return {}
-        plain = self.sealer.open_bytes(ctx.cookie_token, record.id, record.tokens)
         if plain is None:
             return {}
         try:
@@ -438,8 +448,7 @@ class SessionManager:
     def seal_tokens(
         self, ctx: SessionContext, record: SessionRecord, tokens: dict[str, TokenEntry]
     ) -> None:
-        record.tokens = (
-            self.sealer.seal_bytes(ctx.cookie_token, record.id, _encode(tokens))
-            if tokens
-            else None
+        record.tokens = None
+        record.sealed = (
+            self.sealer.seal_raw(ctx.cookie_token, record.id, _encode(tokens)) if tokens else None
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -142,7 +143,7 @@ async def test_user_shows_sessions_and_events_without_secrets(
         *fake_state.issued_refresh_tokens,
         API_KEY,
         *[c.value for c in client.cookie_jar],  # type: ignore[attr-defined]
-        record.tokens or "",
+        base64.b64encode(record.sealed or b"").decode(),
         *[chain.current for chain in record.chains],
     ]
     for secret in secrets:

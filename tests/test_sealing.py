@@ -37,3 +37,34 @@ def test_grace_answer_opens_only_with_the_old_handle() -> None:
     sealed = seal_with_handle(old, new)
     assert open_with_handle(old, sealed) == new
     assert open_with_handle("g" * 43, sealed) is None
+
+
+def test_key_derivation_is_rfc5869_hkdf() -> None:
+    # The written-out HKDF must derive exactly the library's keys: records sealed before it
+    # (and grace answers in flight during an upgrade) still open.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from bridge.sealing import _derive
+
+    for material, salt, info in (
+        (COOKIE.encode(), KEY.reveal().encode(), b"sentifyd-bridge/session-tokens/v1"),
+        (b"h" * 43, b"", b"sentifyd-bridge/handle-grace/v1"),
+        (b"x", b"s" * 100, b""),
+    ):
+        expected = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt or None, info=info)
+        assert _derive(material, salt, info) == expected.derive(material)
+
+
+def test_raw_sealing_is_bound_to_cookie_session_and_key() -> None:
+    sealer = SessionSealer([KEY])
+    sealed = sealer.seal_raw(COOKIE, "sid", b"upstream-refresh")
+    assert b"upstream-refresh" not in sealed
+    assert sealer.open_raw(COOKIE, "sid", sealed) == b"upstream-refresh"
+    assert sealer.open_raw("d" * 43, "sid", sealed) is None
+    assert sealer.open_raw(COOKIE, "other", sealed) is None
+    assert sealer.open_raw(COOKIE, "sid", sealed[:-1] + bytes([sealed[-1] ^ 1])) is None
+    assert sealer.open_raw(COOKIE, "sid", sealed[:20]) is None
+    assert SessionSealer([Secret("n" * 40), KEY]).open_raw(COOKIE, "sid", sealed) == (
+        b"upstream-refresh"
+    )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import msgspec
 
 from bridge.sessions import Chain, Grace, SessionRecord, decode_record, encode_record
 
@@ -16,7 +19,7 @@ def _record() -> SessionRecord:
         created_at=1.0,
         last_seen=2.0,
         expires_at=3.0,
-        tokens="sealed",
+        sealed=b"\x00sealed\xff",
         chains=[
             Chain(id="c1", avatar="default", current="h" * 64, created_at=1.5),
             Chain(
@@ -48,3 +51,29 @@ def test_bytes_the_bridge_did_not_write_read_as_no_record() -> None:
     assert decode_record(b"not json") is None
     assert decode_record(b'{"id": "x"}') is None  # fields missing
     assert decode_record(b'{"v": 1}') is None
+
+
+def test_tokens_sealed_by_the_previous_version_still_open(settings: Any) -> None:
+    # Records written before ``sealed`` held the blob as URL-safe base64 text in ``tokens``:
+    # an upgrade must not cost every live session its tokens (nor a Sentifyd login each).
+    from bridge.lifecycle import Lifecycle
+    from bridge.sessions import SessionContext, SessionManager, TokenEntry, _encode
+    from bridge.store.memory import MemoryStore
+
+    store = MemoryStore()
+    sessions = SessionManager(settings, store, Lifecycle(store))
+    record, cookie = _record(), "c" * 43
+    entry = TokenEntry(at="access", rt="refresh", tt="Bearer", exp=10.0, iat=1.0)
+    plain = _encode({"default": entry})
+    legacy = msgspec.structs.replace(
+        record, sealed=None, tokens=sessions.sealer.seal_bytes(cookie, record.id, plain)
+    )
+    stored = decode_record(encode_record(legacy))
+    assert stored is not None and stored.has_tokens
+    ctx = SessionContext(stored, cookie, stored.identity())
+    assert sessions.open_tokens(ctx, stored) == {"default": entry}
+    # The next write seals them the new way, and drops the old text.
+    sessions.seal_tokens(ctx, stored, {"default": entry})
+    assert stored.tokens is None and stored.sealed is not None
+    assert sessions.open_tokens(ctx, stored) == {"default": entry}
+    assert sessions.open_tokens(SessionContext(stored, "d" * 43, stored.identity()), stored) == {}
