@@ -12,6 +12,8 @@ import sys
 from contextvars import ContextVar
 from typing import Any
 
+import msgspec
+
 # The id of the request being handled, added to every line logged while handling it.
 request_id: ContextVar[str | None] = ContextVar("bridge_request_id", default=None)
 
@@ -33,10 +35,20 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             # The exception's type only: its text may quote input we were given.
             entry["exc_type"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        try:
+            return _encode(entry).decode("utf-8")
+        except (TypeError, ValueError, OverflowError):  # a key not text, an int past 64 bits
+            return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+_encode = msgspec.json.Encoder(enc_hook=str).encode
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+    # The formatter reads none of the caller's file and line, thread or process: the logging
+    # HOWTO's "Optimization" switches, so each record skips collecting them (a stack walk).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -73,12 +73,19 @@ def _structure_problem(text: str) -> str | None:
     return None
 
 
+# A path of plain segments (unreserved characters only, none "." or ".."): canonical as it
+# stands, so the checks below would all pass; most requests are such paths.
+_PLAIN_PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)*/?")
+
+
 def path_problem(path: str, raw_path: bytes | None = None) -> str | None:
     """Return why a request path is not canonical, or None.
 
     ``path`` is the percent-decoded path; ``raw_path`` (when the server gives it) is the path
     as the client sent it. Both are checked, so an encoded ``..`` or ``/`` is caught either way.
     """
+    if path and _PLAIN_PATH.fullmatch(path) and (raw_path is None or raw_path == path.encode()):
+        return None
     if raw_path is not None:
         raw = raw_path.decode("latin-1")
         if any(ord(ch) < 0x21 or ord(ch) > 0x7E for ch in raw):

@@ -123,12 +123,14 @@ class ProxyHeaders:
         """Return ``scope`` as the app should see it (the caller passes a copy)."""
         client = scope.get("client")
         peer = client[0] if client else None
-        trusted = peer is not None and peer in self.trusted
+        trusted = peer is not None and bool(self.trusted.networks) and peer in self.trusted
         scope["bridge.trusted_proxy"] = trusted
         scope["bridge.peer"] = peer
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
         if not trusted:
-            scope["headers"] = [(k, v) for k, v in headers if k.lower() not in FORWARDED_HEADERS]
+            if any(k.lower() in FORWARDED_HEADERS for k, _ in headers):
+                headers = [(k, v) for k, v in headers if k.lower() not in FORWARDED_HEADERS]
+            scope["headers"] = headers
             return scope
 
         real = self.trusted.client_from(_values(headers, b"x-forwarded-for"))

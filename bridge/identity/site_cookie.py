@@ -71,19 +71,22 @@ class SiteCookieSource:
         # derivation and HMAC checks were an eighth of the token endpoint's time, and a
         # visitor sends the same cookie on every request. Only an exact, fully verified value
         # hits; its age is re-checked on each hit; the keys never change while running.
-        # Payloads are shared: callers read them and never change them.
-        self._verified: dict[str, tuple[dict[str, Any], int]] = {}
+        # Payloads and the identity read from them are shared: callers never change them.
+        self._verified: dict[str, tuple[dict[str, Any], int, Identity | None]] = {}
 
     def read(self, value: str | None) -> dict[str, Any] | None:
         """Return the cookie's verified payload, or None if it is absent, forged or expired."""
+        entry = self._entry(value)
+        return entry[0] if entry is not None else None
+
+    def _entry(self, value: str | None) -> tuple[dict[str, Any], int, Identity | None] | None:
         if not value or len(value) > MAX_COOKIE_LENGTH:
             return None
         hit = self._verified.get(value)
         if hit is not None:
-            payload, signed_at = hit
             # A hit skips the HMAC, not the age: the entry lives as long as the signature would.
-            if signed_at <= int(self.clock()) <= signed_at + self.settings.max_age:
-                return payload
+            if hit[1] <= int(self.clock()) <= hit[1] + self.settings.max_age:
+                return hit
             del self._verified[value]
             return None
         try:
@@ -99,8 +102,9 @@ class SiteCookieSource:
             return None
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             del self._verified[next(iter(self._verified))]  # the oldest entry
-        self._verified[value] = (payload, int(signed.timestamp()))
-        return payload
+        entry = (payload, int(signed.timestamp()), self.identity_from_payload(payload))
+        self._verified[value] = entry
+        return entry
 
     def identity_from_payload(self, payload: Mapping[str, Any] | None) -> Identity | None:
         if payload is None:
@@ -114,7 +118,8 @@ class SiteCookieSource:
     async def identify(self, request: Request, record: object = None) -> Identity | None:
         if self.format is not None:
             return self.identity_from_payload(await self.format.read(request.cookies))
-        return self.identity_from_payload(self.read(request.cookies.get(self.settings.name)))
+        entry = self._entry(request.cookies.get(self.settings.name))
+        return entry[2] if entry is not None else None
 
     async def aclose(self) -> None:
         if self.format is not None:
