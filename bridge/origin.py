@@ -23,9 +23,10 @@ def check_same_origin(request: Request, server: ServerSettings) -> str | None:
 
     Return the request's ``Origin`` when it is one of ``allowed_origins`` (for CORS headers).
     """
-    site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
-    origin = request.headers.get("Origin")
-    origin = origin.strip().lower() if origin is not None else None
+    # getlist: werkzeug's get raises and catches an exception for an absent header.
+    sites, origins = request.headers.getlist("Sec-Fetch-Site"), request.headers.getlist("Origin")
+    site = sites[0].strip().lower() if sites else ""
+    origin = origins[0].strip().lower() if origins else None
     if origin is not None and origin in server.allowed_origins:
         return origin
     if site and site not in _OWN:

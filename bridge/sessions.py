@@ -224,7 +224,10 @@ class SessionManager:
 
     async def load_raw(self, token: str) -> tuple[SessionRecord, bytes] | None:
         """Return the live record for a cookie value and the bytes it was stored as."""
-        loaded = await self._read(self.session_id(token))
+        session_id = self.session_id(token)
+        if has_request_context():
+            g.session_id = session_id  # the request log names it without hashing it again
+        loaded = await self._read(session_id)
         if loaded is None:
             return None
         record = loaded[0]
