@@ -172,13 +172,17 @@ class TokenBroker:
 
         def rotate(record: SessionRecord, entry: TokenEntry) -> str:
             now = self.clock()
+            window = self.settings.session.refresh_grace
+            for chain in record.chains:
+                if chain.grace is not None and now - chain.grace.at > window:
+                    chain.grace = None  # past its window it answers nothing: not stored
             for chain in record.chains:
                 if chain.current == handle_hash:
                     if chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
                     if not sealed:
                         sealed.append(seal_with_handle(handle, new_handle))
-                    chain.retired = [*chain.retired, handle_hash][-MAX_RETIRED:]
+                    chain.spend(handle_hash, MAX_RETIRED)
                     chain.grace = Grace(hash=handle_hash, at=now, sealed=sealed[0])
                     chain.current = new_hash
                     chain.live_until = self._live_until(entry)
@@ -187,7 +191,7 @@ class TokenBroker:
                 if (
                     grace is not None
                     and grace.hash == handle_hash
-                    and now - grace.at <= self.settings.session.refresh_grace
+                    and now - grace.at <= window
                 ):
                     # A duplicate of the same refresh (two tabs woken at once, a retried fetch):
                     # the same answer again, not a theft.
@@ -196,8 +200,8 @@ class TokenBroker:
                         raise InvalidRefreshToken()
                     chain.live_until = self._live_until(entry)
                     return repeated
-                if handle_hash in chain.retired:
-                    raise _HandleReused()
+            if any(chain.has_spent(handle_hash) for chain in record.chains):
+                raise _HandleReused()
             raise InvalidRefreshToken()
 
         try:

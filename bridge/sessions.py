@@ -62,9 +62,37 @@ class Chain(msgspec.Struct, omit_defaults=True):
     avatar: str
     current: str
     created_at: float
+    # The handles this chain retired, newest last, as the first SPENT_BYTES of each one's
+    # SHA-256, concatenated: only ever compared with a handle presented on this session's own
+    # chain, so 64 bits tell a replay from a fresh handle (a false match: 2^-59 at 32 kept),
+    # in a tenth of the room of the hex digests (``retired``, how earlier versions wrote them,
+    # still read). A refresh writes the record back: its size is the hot path's cost.
+    spent: bytes = b""
     retired: list[str] = []
     grace: Grace | None = None
     live_until: float = 0.0
+
+    def has_spent(self, handle_hash: str) -> bool:
+        if handle_hash in self.retired:
+            return True
+        mark, blob = spent_mark(handle_hash), self.spent
+        return any(
+            blob[i : i + SPENT_BYTES] == mark for i in range(0, len(blob), SPENT_BYTES)
+        )
+
+    def spend(self, handle_hash: str, keep: int) -> None:
+        """Add ``handle_hash`` to the retired handles, keeping the newest ``keep``."""
+        blob = b"".join(spent_mark(h) for h in self.retired) + self.spent
+        self.retired = []
+        self.spent = (blob + spent_mark(handle_hash))[-keep * SPENT_BYTES :]
+
+
+SPENT_BYTES = 8
+
+
+def spent_mark(handle_hash: str) -> bytes:
+    """The stored mark of a retired handle: the first bytes of its SHA-256 (hex given)."""
+    return bytes.fromhex(handle_hash[: 2 * SPENT_BYTES])
 
 
 class TokenEntry(msgspec.Struct):

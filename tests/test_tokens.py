@@ -196,6 +196,60 @@ async def test_replayed_handle_after_grace_ends_session(
     assert await bridge_of(app).sessions.sessions_of("alice") == []
 
 
+async def test_a_long_chain_keeps_a_small_record_and_still_catches_old_handles(
+    client: Client, app: Quart, clock: Clock
+) -> None:
+    # Each refresh writes the whole record back: the retired handles it keeps are bounded and
+    # compact, and the oldest one still kept is a replay that ends the session.
+    from bridge.broker import MAX_RETIRED
+
+    handles = [(await first(client, app))["tokens"]["refreshToken"]]
+    for _ in range(MAX_RETIRED + 10):
+        clock.advance(20)
+        body = await (await tokens(client, query_string={"refreshToken": handles[-1]})).get_json()
+        handles.append(body["tokens"]["refreshToken"])
+    [record] = await bridge_of(app).sessions.sessions_of("alice")
+    [chain] = record.chains
+    assert len(chain.spent) == MAX_RETIRED * 8 and chain.retired == []
+    [raw] = [v for k, v in stored_records(app).items() if ":session:" in k]
+    assert len(raw) < 2000, len(raw)  # 32 hex digests alone were 2.1 KB (3.4 KB in all)
+    clock.advance(20)
+    replay = await tokens(client, query_string={"refreshToken": handles[-1 - MAX_RETIRED]})
+    assert replay.status_code == 401
+    events = await bridge_of(app).lifecycle.recent("alice")
+    assert events[0]["reason"] == "handle_reuse"
+
+
+async def test_handles_retired_by_the_previous_version_are_still_replays(
+    client: Client, app: Quart, clock: Clock
+) -> None:
+    # Records written before ``spent`` list retired handles as hex digests in ``retired``.
+    from bridge.sealing import digest
+    from bridge.sessions import SessionContext
+
+    handle = (await first(client, app))["tokens"]["refreshToken"]
+    sessions = bridge_of(app).sessions
+    [record] = await sessions.sessions_of("alice")
+    old = secrets.token_urlsafe(32)
+    token = next(c.value for c in client.cookie_jar if c.name == COOKIE)  # type: ignore[attr-defined]
+    ctx = SessionContext(record, token, record.identity(), raw=b"")
+    loaded = await sessions.load_raw(token)
+    assert loaded is not None
+    ctx.record, ctx.raw = loaded
+
+    def legacy(r: Any) -> None:
+        r.chains[0].retired = [digest(old)]
+
+    await sessions.update(ctx, legacy)
+    fresh = await tokens(client, query_string={"refreshToken": handle})
+    assert fresh.status_code == 200  # the current handle still rotates, and the list moves on
+    [record] = await sessions.sessions_of("alice")
+    assert record.chains[0].retired == [] and len(record.chains[0].spent) == 16
+    clock.advance(20)
+    assert (await tokens(client, query_string={"refreshToken": old})).status_code == 401
+    assert (await bridge_of(app).lifecycle.recent("alice"))[0]["reason"] == "handle_reuse"
+
+
 async def test_handle_of_another_session_is_refused(make_app: Any) -> None:
     application = make_app()
     async with application.test_app():
