@@ -142,20 +142,27 @@ def create_app(
             sessions.cookie_name not in _set_cookie_names(response)
         ):
             sessions.clear_cookie(response)
-        # getlist, not get or setdefault: werkzeug raises (and catches) an exception for
-        # each header a lookup does not find, which cost more than the rest of this hook.
-        if not headers.getlist("X-Content-Type-Options"):
+        # The names once, then add or replace: werkzeug's get and setdefault raise (and catch)
+        # an exception per header they do not find, and each lookup scans every header.
+        present = {name.lower() for name, _ in headers.to_wsgi_list()}
+        if "x-content-type-options" not in present:
             headers.add("X-Content-Type-Options", "nosniff")
         content_type = response.content_type or ""
         if content_type.partition(";")[0].strip().lower() == "text/html":
             # Every page may hold a sign-out or sign-in button: none may be framed elsewhere.
             headers["Content-Security-Policy"] = html_policy
-            if not headers.getlist("Referrer-Policy"):
+            if "referrer-policy" not in present:
                 headers.add("Referrer-Policy", "same-origin")
         if request.endpoint != "static":
             # Tokens, errors and pages are per visitor: never cached by a browser or a proxy.
-            headers["Cache-Control"] = "no-store"
-            _vary_on_cookie(response)
+            if "cache-control" in present:
+                headers["Cache-Control"] = "no-store"
+            else:
+                headers.add("Cache-Control", "no-store")
+            if "vary" not in present:
+                headers.add("Vary", "Cookie")
+            else:
+                _vary_on_cookie(response)
         return requestlog.finish(response, bridge, metrics)
 
     @app.after_serving
@@ -169,10 +176,8 @@ def create_app(
 
 def _vary_on_cookie(response: Response) -> None:
     vary = ", ".join(response.headers.getlist("Vary"))
-    if not vary:
-        response.headers.add("Vary", "Cookie")
-    elif "cookie" not in (v.strip().lower() for v in vary.split(",")):
-        response.headers["Vary"] = f"{vary}, Cookie"
+    if "cookie" not in (v.strip().lower() for v in vary.split(",")):
+        response.headers["Vary"] = f"{vary}, Cookie" if vary.strip() else "Cookie"
 
 
 def _set_cookie_names(response: Response) -> set[str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from quart import Blueprint, Response, current_app, g, request
+from quart import Blueprint, Quart, Request, Response, current_app, g
+from quart import request as current_request
 
 from bridge.errors import (
     BadRequest,
@@ -36,7 +37,7 @@ def _plain_query_handle(query: bytes) -> str | None:
     return None
 
 
-async def read_handle() -> str | None:
+async def read_handle(request: Request) -> str | None:
     """Return the ``refreshToken`` the component sent (query, form or JSON body), if any."""
     if len(request.query_string) > MAX_QUERY_LENGTH:
         raise RequestTooLarge()
@@ -64,13 +65,17 @@ async def read_handle() -> str | None:
 @blueprint.route("/request_tokens", methods=["GET", "POST"])
 @blueprint.route("/request_tokens/<avatar_name>", methods=["GET", "POST"])
 async def request_tokens(avatar_name: str | None = None) -> Response:
-    bridge = Bridge.of(current_app)
+    app: Quart = current_app._get_current_object()  # type: ignore[attr-defined]
+    # The request itself, not its context-local proxy: every attribute read of the proxy
+    # looks the context up again, and the gate and the sources read it many times.
+    request: Request = current_request._get_current_object()  # type: ignore[attr-defined]
+    bridge = Bridge.of(app)
     cors_origin = check_same_origin(request, bridge.settings.server)
     avatar = bridge.settings.avatar(avatar_name)
     if avatar is None:
         raise UnknownAvatar()
     g.avatar = avatar.name  # named in the request log and in the lifecycle events it causes
-    handle = await read_handle()
+    handle = await read_handle(request)
     page = bridge.page_path(avatar.name)
     _, ctx = await bridge.gate.admit(request, avatar, next_path=page, create=handle is None)
     try:
@@ -86,7 +91,7 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
     except SessionGone as exc:
         raise LoginRequired(bridge.gate.login_url(page)) from exc
     # The contract's body, encoded as jsonify would (same keys, order and newline), faster.
-    response = current_app.response_class(
+    response = app.response_class(
         _encode(answer.body()) + b"\n", mimetype="application/json"
     )
     if ctx.is_new:
