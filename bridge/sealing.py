@@ -14,9 +14,8 @@ import hashlib
 import hmac
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -79,19 +78,19 @@ class SessionSealer:
     def __init__(self, secret_keys: Sequence[Secret], cache_size: int = 4096) -> None:
         self._salts = [key.reveal().encode("utf-8") for key in secret_keys]
         self._cache_size = cache_size
-        # session id -> (the cookie value the keys are derived from, one key per salt)
-        self._keys: OrderedDict[str, tuple[str, list[bytes]]] = OrderedDict()
+        # session id -> (the cookie value the keys are derived from, then one key per salt);
+        # the oldest entry goes first when full.
+        self._keys: dict[str, tuple[str | bytes, ...]] = {}
 
-    def _session_keys(self, cookie_token: str, session_id: str) -> list[bytes]:
+    def _session_keys(self, cookie_token: str, session_id: str) -> Sequence[bytes]:
         cached = self._keys.get(session_id)
-        if cached is not None and hmac.compare_digest(cached[0], cookie_token):
-            self._keys.move_to_end(session_id)
-            return cached[1]
+        if cached is not None and hmac.compare_digest(cast(str, cached[0]), cookie_token):
+            return cast("tuple[bytes, ...]", cached[1:])
         material = cookie_token.encode("ascii")
         keys = [_derive(material, salt, _SESSION_INFO) for salt in self._salts]
-        self._keys[session_id] = (cookie_token, keys)
-        if len(self._keys) > self._cache_size:
-            self._keys.popitem(last=False)
+        if len(self._keys) >= self._cache_size and session_id not in self._keys:
+            del self._keys[next(iter(self._keys))]
+        self._keys[session_id] = (cookie_token, *keys)
         return keys
 
     def forget(self, session_id: str) -> None:

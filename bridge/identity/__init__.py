@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from quart import Request
@@ -14,7 +15,11 @@ if TYPE_CHECKING:
     from bridge.sessions import SessionRecord
 
 
-@dataclass(frozen=True)
+# The claims of an identity that carries none: one shared, read-only mapping.
+NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     subject: str
     method: str  # "site_cookie", "jwt", "oidc", "session_check"

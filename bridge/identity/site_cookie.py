@@ -16,7 +16,7 @@ from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from quart import Request
 from quart.json.tag import TaggedJSONSerializer
 
-from bridge.identity import Identity
+from bridge.identity import NO_CLAIMS, Identity
 from bridge.identity.cookie_formats import CookieFormat, open_format
 from bridge.identity.fields import claims_of, subject_of
 from bridge.settings import SiteCookieSettings
@@ -67,27 +67,41 @@ class SiteCookieSource:
             self.serializer = URLSafeTimedSerializer(
                 keys, salt=settings.salt, signer=_Signer, signer_kwargs={"clock": clock}
             )
-        # Cookie values whose signature was verified, with their signing time: the key
-        # derivation and HMAC checks were an eighth of the token endpoint's time, and a
-        # visitor sends the same cookie on every request. Only an exact, fully verified value
-        # hits; its age is re-checked on each hit; the keys never change while running.
-        # Payloads and the identity read from them are shared: callers never change them.
-        self._verified: dict[str, tuple[dict[str, Any], int, Identity | None]] = {}
+        # Cookie values whose signature was verified, with their signing time and the identity
+        # read from them: the key derivation and HMAC checks were an eighth of the token
+        # endpoint's time, and a visitor sends the same cookie on every request. Only an
+        # exact, fully verified value hits; its age is re-checked on each hit; the keys never
+        # change while running. The payload itself is not kept (an idle session's bytes).
+        self._verified: dict[str, tuple[Identity | None, int]] = {}
 
     def read(self, value: str | None) -> dict[str, Any] | None:
         """Return the cookie's verified payload, or None if it is absent, forged or expired."""
-        entry = self._entry(value)
-        return entry[0] if entry is not None else None
+        verified = self._verify(value)
+        return verified[0] if verified is not None else None
 
-    def _entry(self, value: str | None) -> tuple[dict[str, Any], int, Identity | None] | None:
+    def identity_of(self, value: str | None) -> Identity | None:
+        """Return who the cookie ``value`` says is logged in, verified once per value."""
         if not value or len(value) > MAX_COOKIE_LENGTH:
             return None
         hit = self._verified.get(value)
         if hit is not None:
             # A hit skips the HMAC, not the age: the entry lives as long as the signature would.
             if hit[1] <= int(self.clock()) <= hit[1] + self.settings.max_age:
-                return hit
+                return hit[0]
             del self._verified[value]
+            return None
+        verified = self._verify(value)
+        if verified is None:
+            return None
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        identity = self.identity_from_payload(verified[0])
+        self._verified[value] = (identity, verified[1])
+        return identity
+
+    def _verify(self, value: str | None) -> tuple[dict[str, Any], int] | None:
+        """Check the signature and age; return the payload and when it was signed."""
+        if not value or len(value) > MAX_COOKIE_LENGTH:
             return None
         try:
             payload, signed = self.serializer.loads(
@@ -100,11 +114,7 @@ class SiteCookieSource:
             return None
         if not isinstance(payload, dict):
             return None
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            del self._verified[next(iter(self._verified))]  # the oldest entry
-        entry = (payload, int(signed.timestamp()), self.identity_from_payload(payload))
-        self._verified[value] = entry
-        return entry
+        return payload, int(signed.timestamp())
 
     def identity_from_payload(self, payload: Mapping[str, Any] | None) -> Identity | None:
         if payload is None:
@@ -113,13 +123,12 @@ class SiteCookieSource:
         if subject is None:
             return None
         claims = claims_of(payload, self.settings.claim_fields)
-        return Identity(subject=subject, method=self.method, claims=claims)
+        return Identity(subject=subject, method=self.method, claims=claims or NO_CLAIMS)
 
     async def identify(self, request: Request, record: object = None) -> Identity | None:
         if self.format is not None:
             return self.identity_from_payload(await self.format.read(request.cookies))
-        entry = self._entry(request.cookies.get(self.settings.name))
-        return entry[2] if entry is not None else None
+        return self.identity_of(request.cookies.get(self.settings.name))
 
     async def aclose(self) -> None:
         if self.format is not None:
