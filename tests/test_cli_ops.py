@@ -170,7 +170,7 @@ def test_events(memory: tuple[str, MemoryStore], capsys: Any) -> None:
 def test_output_carries_no_secret(memory: tuple[str, MemoryStore], capsys: Any) -> None:
     config, store = memory
     stored = [json.loads(v) for k, v in store.snapshot().items() if ":session:" in k]
-    hidden = [r["tokens"] for r in stored] + [c["current"] for r in stored for c in r["chains"]]
+    hidden = [r["sealed"] for r in stored] + [c["current"] for r in stored for c in r["chains"]]
     assert len(hidden) == 6  # three sessions, each with sealed tokens and one chain
     for argv in (["sessions", "list"], ["sessions", "show", "alice"], ["events", "alice"]):
         main([*argv, "--config", config], store=store)
