@@ -31,7 +31,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart
 
 from bridge.proxy import ASGIApp, ProxyHeaders
-from bridge.settings import ServerSettings
+from bridge.settings.schema import ServerSettings
 
 log = logging.getLogger("bridge.mount")
 

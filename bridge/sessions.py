@@ -27,7 +27,7 @@ from bridge.errors import SessionGone, SessionRevoked, StoreUnavailable
 from bridge.identity import Identity
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 from bridge.store.base import Lease, Store
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")

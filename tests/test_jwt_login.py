@@ -19,7 +19,8 @@ from quart import Quart, request
 from bridge.errors import ConfigError, IdentityProviderUnavailable
 from bridge.identity import Identity
 from bridge.identity.jwt_login import JWKS_MIN_REFETCH, JWTSource
-from bridge.settings import Settings, load_settings
+from bridge.settings.loader import load_settings
+from bridge.settings.schema import Settings
 from conftest import TEST_ENV, Clock, LiveServer, base_config
 
 ISSUER = "https://tenant.example-idp.com/"

@@ -30,7 +30,7 @@ from bridge.identity import Identity
 from bridge.identity.fields import claims_of, subject_of
 from bridge.identity.oidc import cookieless_jar
 from bridge.outbound import bounded
-from bridge.settings import JWTLoginSettings
+from bridge.settings.schema import JWTLoginSettings
 
 log = logging.getLogger("bridge.jwt_login")
 

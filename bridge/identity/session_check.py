@@ -26,7 +26,7 @@ from bridge.errors import IdentityProviderUnavailable
 from bridge.identity import Identity
 from bridge.identity.oidc import cookieless_jar
 from bridge.outbound import bounded
-from bridge.settings import SessionCheckSettings
+from bridge.settings.schema import SessionCheckSettings
 
 log = logging.getLogger("bridge.session_check")
 

@@ -24,7 +24,8 @@ from bridge.errors import (
     IdentityProviderUnavailable,
 )
 from bridge.outbound import bounded
-from bridge.settings import LOOPBACK_HOSTS, OIDCProviderSettings
+from bridge.settings.schema import OIDCProviderSettings
+from bridge.settings.values import LOOPBACK_HOSTS
 
 # authlib 1.9 prefers the "httpx2" package and warns, once, on importing its httpx client when it
 # falls back to httpx; the bridge uses plain httpx on purpose (one HTTP stack). Silenced for that

@@ -29,7 +29,7 @@ from bridge.identity.oidc.tokens import LOGOUT_TOKEN_MAX_AGE, MAX_JWT_LENGTH, se
 from bridge.redirects import safe_next
 from bridge.sealing import digest
 from bridge.sessions import SessionContext, SessionManager, SessionRecord
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 from bridge.store.base import Store
 
 log = logging.getLogger("bridge.oidc")

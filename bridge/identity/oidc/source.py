@@ -20,7 +20,7 @@ from bridge.identity import Identity
 from bridge.identity.oidc.provider import OIDCProvider
 from bridge.identity.oidc.tokens import session_claims
 from bridge.sessions import SessionManager, SessionRecord
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 
 log = logging.getLogger("bridge.oidc")
 
