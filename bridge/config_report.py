@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from bridge.secret import Secret
-from bridge.settings.schema import COOKIE_FORMATS, Settings
+from bridge.settings.schema import COOKIE_FORMAT_ONLY, COOKIE_FORMATS, Settings
 from bridge.settings.values import RateLimit
 
 
@@ -33,7 +33,7 @@ def masked(settings: Settings) -> dict[str, Any]:
     if settings.site_cookie is not None:
         cookie, fmt = plain["site_cookie"], settings.site_cookie.format
         cookie["store_url"] = masked_url(settings.site_cookie.store_url)
-        for key in _COOKIE_FORMAT_ONLY - set(COOKIE_FORMATS[fmt][2]):
+        for key in COOKIE_FORMAT_ONLY - set(COOKIE_FORMATS[fmt][2]):
             cookie.pop(key, None)  # a setting this format does not read
         cookie["verified_as"] = COOKIE_FORMAT_NOTES[fmt]
     if plain["jwt"]:
@@ -71,9 +71,6 @@ def masked_url(url: str) -> str:
     return parts._replace(netloc=f"{parts.username or ''}:********@{host}").geturl()
 
 
-_COOKIE_FORMAT_ONLY = {
-    "salt", "max_age", "key_digest", "store_url", "store_prefix", "store_timeout",
-}  # fmt: skip
 # What check-config says each format checks (and which settings it reads).
 COOKIE_FORMAT_NOTES = {
     "flask": "Flask's session cookie: itsdangerous, salt, HMAC-SHA1, tagged JSON; max_age",

@@ -20,13 +20,10 @@ from msgspec.structs import replace
 
 from bridge.errors import ConfigError
 from bridge.secret import Secret
-from bridge.settings.schema import COOKIE_FORMATS, Settings
+from bridge.settings.schema import COOKIE_FORMAT_ONLY, COOKIE_FORMATS, Settings
 from bridge.settings.values import require
 
 MIN_SECRET_KEY_LENGTH = 32
-_COOKIE_COMMON = {
-    "format", "name", "secret_key_env", "user_field", "claim_fields", "login_url", "logout_url",
-}  # fmt: skip
 
 
 def load_settings(
@@ -97,8 +94,9 @@ def _cookie_defaults(cookie: dict[str, Any], data: dict[str, Any]) -> dict[str, 
     if fmt not in COOKIE_FORMATS:
         return cookie  # the schema names the formats
     name, user_field, extra = COOKIE_FORMATS[fmt]
-    misplaced = sorted(set(cookie) - _COOKIE_COMMON - set(extra)) + [""]
-    require(not misplaced[0], f"login.cookie.{misplaced[0]}: not a setting of format {fmt!r}")
+    misplaced = sorted(set(cookie) & COOKIE_FORMAT_ONLY - set(extra))
+    if misplaced:
+        raise ConfigError(f"login.cookie.{misplaced[0]}: not a setting of format {fmt!r}")
     # With the library's default salt, any other token the site signs with this key (an
     # e-mail confirmation carrying user_id) would pass as a login.
     salted = fmt != "itsdangerous" or cookie.get("salt")
@@ -122,9 +120,8 @@ def _providers(raw: Any) -> Any:
         return [dict(raw)]
     providers = []
     for name, table in raw.items():
-        require(
-            re.fullmatch(r"[\w-]+", name), f"login.oidc.{name}: letters, digits, '_' and '-' only"
-        )
+        ok = re.fullmatch(r"[\w-]+", name)
+        require(ok, f"login.oidc.{name}: letters, digits, '_' and '-' only")
         providers.append({**table, "env:name": name})
     return providers
 

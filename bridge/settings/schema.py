@@ -417,3 +417,5 @@ COOKIE_FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "next-auth-v4": ("next-auth.session-token", "sub", ()),
     "react-router": ("__session", "userId", ()),
 }
+# The settings only some formats read (the others are common to all).
+COOKIE_FORMAT_ONLY = {key for _, _, extra in COOKIE_FORMATS.values() for key in extra}

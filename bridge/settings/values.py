@@ -342,7 +342,8 @@ class RedisAddress(msgspec.Struct, frozen=True):
         require(topology != "cluster" or db_text == "0", "a Redis Cluster has database 0 only")
         query = parse_qs(parts.query, keep_blank_values=True)
         unknown = sorted(set(query) - {"ssl_ca_certs"})
-        require(not unknown, f"unknown option {(unknown or [''])[0]!r}")
+        if unknown:
+            raise ConfigError(f"unknown option {unknown[0]!r}")
         ca_certs = query.get("ssl_ca_certs", [""])[-1] or None
         require(tls or not ca_certs, "ssl_ca_certs needs TLS (rediss://)")
         username, colon, password = userinfo.partition(":")
