@@ -20,6 +20,7 @@ own fixed "unavailable" answer.
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import ipaddress
 import zlib
 from collections.abc import AsyncIterator
@@ -239,3 +240,44 @@ def environment_proxies() -> dict[str, str | None]:
         else:
             mounts[f"all://*{host}"] = None
     return mounts
+
+
+def peer_client_options(
+    transport: httpx.AsyncBaseTransport | None, *, timeout: float, max_bytes: int
+) -> dict[str, Any]:
+    """Keyword arguments for a client of an identity peer (a provider, the site's who-am-I URL).
+
+    ``timeout`` bounds each call as a whole, body included; the answer is capped at ``max_bytes``;
+    no redirect is followed and no cookie kept (one client serves every visitor).
+    """
+    return {
+        **bounded(transport, timeout=timeout, max_bytes=max_bytes),
+        "timeout": timeout,
+        "follow_redirects": False,
+        "cookies": cookieless_jar(),
+    }
+
+
+class _NoCookies(http.cookiejar.CookiePolicy):
+    """Keep no cookie from a peer: one client serves every visitor."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Any) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Any) -> bool:
+        return False
+
+
+def cookieless_jar() -> http.cookiejar.CookieJar:
+    """Return a cookie jar that never stores or sends a cookie."""
+    return http.cookiejar.CookieJar(policy=_NoCookies())

@@ -15,7 +15,7 @@ import hmac
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -46,22 +46,25 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _seal(key: bytes, plaintext: bytes, aad: bytes) -> str:
+def _seal(cipher: AESGCM, plaintext: bytes, aad: bytes) -> str:
     nonce = os.urandom(12)
-    return _b64(nonce + AESGCM(key).encrypt(nonce, plaintext, aad))
+    return _b64(nonce + cipher.encrypt(nonce, plaintext, aad))
 
 
-def _open(key: bytes, sealed: str, aad: bytes) -> bytes | None:
+def _open(ciphers: Iterable[AESGCM], sealed: str, aad: bytes) -> bytes | None:
+    """Open ``sealed`` with the first of ``ciphers`` whose key it was sealed with."""
     try:
         raw = _unb64(sealed)
     except (ValueError, TypeError):
         return None
     if len(raw) < 12 + 16:
         return None
-    try:
-        return AESGCM(key).decrypt(raw[:12], raw[12:], aad)
-    except InvalidTag:
-        return None
+    for cipher in ciphers:
+        try:
+            return cipher.decrypt(raw[:12], raw[12:], aad)
+        except InvalidTag:
+            continue
+    return None
 
 
 class SessionSealer:
@@ -95,23 +98,11 @@ class SessionSealer:
         self._keys.pop(session_id, None)
 
     def seal_bytes(self, cookie_token: str, session_id: str, plaintext: bytes) -> str:
-        nonce = os.urandom(12)
         cipher = self._ciphers(cookie_token, session_id)[0]
-        return _b64(nonce + cipher.encrypt(nonce, plaintext, session_id.encode()))
+        return _seal(cipher, plaintext, session_id.encode())
 
     def open_bytes(self, cookie_token: str, session_id: str, sealed: str) -> bytes | None:
-        try:
-            raw = _unb64(sealed)
-        except (ValueError, TypeError):
-            return None
-        if len(raw) < 12 + 16:
-            return None
-        for cipher in self._ciphers(cookie_token, session_id):
-            try:
-                return cipher.decrypt(raw[:12], raw[12:], session_id.encode())
-            except InvalidTag:
-                continue
-        return None
+        return _open(self._ciphers(cookie_token, session_id), sealed, session_id.encode())
 
     def seal(self, cookie_token: str, session_id: str, value: dict[str, Any]) -> str:
         plain = json.dumps(value, separators=(",", ":")).encode()
@@ -127,10 +118,10 @@ class SessionSealer:
 
 def seal_with_handle(handle: str, value: str) -> str:
     key = _derive(handle.encode("ascii"), b"", _HANDLE_INFO)
-    return _seal(key, value.encode("utf-8"), b"")
+    return _seal(AESGCM(key), value.encode("utf-8"), b"")
 
 
 def open_with_handle(handle: str, sealed: str) -> str | None:
     key = _derive(handle.encode("ascii"), b"", _HANDLE_INFO)
-    plain = _open(key, sealed, b"")
+    plain = _open([AESGCM(key)], sealed, b"")
     return plain.decode("utf-8") if plain is not None else None

@@ -11,7 +11,6 @@ as an HMAC secret is the classic forgery), and the key's type must match the alg
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -28,16 +27,14 @@ from quart import Request
 from bridge.errors import IdentityProviderUnavailable
 from bridge.identity import Identity
 from bridge.identity.fields import claims_of, subject_of
-from bridge.identity.oidc import cookieless_jar
-from bridge.outbound import bounded
+from bridge.identity.refetch import JWKS_MAX_AGE, JWKS_MIN_REFETCH, Refetched
+from bridge.outbound import peer_client_options
 from bridge.settings.schema import JWTLoginSettings
 
 log = logging.getLogger("bridge.jwt_login")
 
 MAX_JWT_LENGTH = 16 * 1024
 MAX_JWKS_BYTES = 512 * 1024
-JWKS_MAX_AGE = 3600.0
-JWKS_MIN_REFETCH = 10.0
 _KEY_TYPES = {"R": "RSA", "P": "RSA", "E": "EC"}  # by the algorithm's first letter; else OKP
 
 
@@ -68,16 +65,11 @@ class JWTSource:
         self.settings = settings
         self.clock = clock
         self.http = httpx.AsyncClient(
-            # settings.timeout bounds the whole fetch, body included; the answer is capped.
-            **bounded(transport, timeout=settings.timeout, max_bytes=MAX_JWKS_BYTES),
-            timeout=settings.timeout,
-            follow_redirects=False,
-            cookies=cookieless_jar(),
+            **peer_client_options(transport, timeout=settings.timeout, max_bytes=MAX_JWKS_BYTES),
             headers={"Accept": "application/json"},
         )
-        self._keys: KeySet | None = None
-        self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
+        # No key set yet: the next request asks again (a site's login is down until it has one).
+        self._keys = Refetched(self._fetch, clock, cold_backoff=False)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -144,23 +136,7 @@ class JWTSource:
 
     async def keys(self, *, unknown_kid: bool = False) -> KeySet:
         """Return the cached key set; fetch it when missing, old, or for an unknown kid."""
-        if self._fresh(unknown_kid) and self._keys is not None:
-            return self._keys
-        async with self._lock:  # one fetch for every request that needed it
-            if self._fresh(unknown_kid) and self._keys is not None:
-                return self._keys
-            try:
-                self._keys = await self._fetch()
-            except IdentityProviderUnavailable:
-                if self._keys is None:
-                    raise
-                # A stale set beats none; try again after the refetch interval.
-            self._fetched_at = self.clock()
-            return self._keys
-
-    def _fresh(self, unknown_kid: bool) -> bool:
-        age = self.clock() - self._fetched_at
-        return age < (JWKS_MIN_REFETCH if unknown_kid else JWKS_MAX_AGE)
+        return await self._keys.get(JWKS_MIN_REFETCH if unknown_kid else JWKS_MAX_AGE)
 
     async def _fetch(self) -> KeySet:
         try:

@@ -24,8 +24,7 @@ from quart import Request
 
 from bridge.errors import IdentityProviderUnavailable
 from bridge.identity import Identity
-from bridge.identity.oidc import cookieless_jar
-from bridge.outbound import bounded
+from bridge.outbound import peer_client_options
 from bridge.settings.schema import SessionCheckSettings
 
 log = logging.getLogger("bridge.session_check")
@@ -53,11 +52,7 @@ class SessionCheckSource:
         self.settings = settings
         self.clock = clock
         self.http = httpx.AsyncClient(
-            # settings.timeout bounds the whole check, body included; the answer is capped.
-            **bounded(transport, timeout=settings.timeout, max_bytes=MAX_ANSWER_BYTES),
-            timeout=settings.timeout,
-            follow_redirects=False,
-            cookies=cookieless_jar(),
+            **peer_client_options(transport, timeout=settings.timeout, max_bytes=MAX_ANSWER_BYTES),
             headers={"Accept": "application/json"},
         )
         self._cache: OrderedDict[str, tuple[float, Identity | None]] = OrderedDict()

@@ -76,17 +76,20 @@ class TokenChecks(ProviderDocuments):
     def _claims_error(exc: JoseError) -> TokenRejected:
         return TokenRejected(f"claims:{getattr(exc, 'claim', '') or type(exc).__name__}")
 
-    def _registry(self, **options: Any) -> jwt.JWTClaimsRegistry:
-        return jwt.JWTClaimsRegistry(
+    def _check_claims(self, claims: dict[str, Any], **required: Any) -> None:
+        """Check iss, aud (and azp), iat and the ``required`` claims of a token from us."""
+        registry = jwt.JWTClaimsRegistry(
             now=lambda: int(self.clock()),
             leeway=self.settings.leeway,
             iss={"essential": True, "value": self.issuer},
             aud={"essential": True, "value": self.settings.client_id},
             iat={"essential": True},
-            **options,
+            **required,
         )
-
-    def _check_audience(self, claims: Mapping[str, Any]) -> None:
+        try:
+            registry.validate(claims)
+        except JoseError as exc:
+            raise self._claims_error(exc) from exc
         aud = claims.get("aud")
         azp = claims.get("azp")
         # OpenID Connect Core 3.1.3.7: with several audiences azp must name us; if present at all
@@ -110,12 +113,7 @@ class TokenChecks(ProviderDocuments):
         expects instead (OpenID Connect Core 12.2).
         """
         header, claims = await self.verify_jwt(id_token)
-        registry = self._registry(exp={"essential": True}, sub={"essential": True})
-        try:
-            registry.validate(claims)
-        except JoseError as exc:
-            raise self._claims_error(exc) from exc
-        self._check_audience(claims)
+        self._check_claims(claims, exp={"essential": True}, sub={"essential": True})
         if nonce is not None:
             if not isinstance(claims.get("nonce"), str) or not secrets.compare_digest(
                 claims["nonce"], nonce
@@ -141,12 +139,7 @@ class TokenChecks(ProviderDocuments):
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in LOGOUT_TOKEN_TYPES):
             raise TokenRejected("typ_not_logout")
         # Back-Channel Logout 1.0, 2.4: exp is required, like iat and jti.
-        registry = self._registry(exp={"essential": True}, jti={"essential": True})
-        try:
-            registry.validate(claims)
-        except JoseError as exc:
-            raise self._claims_error(exc) from exc
-        self._check_audience(claims)
+        self._check_claims(claims, exp={"essential": True}, jti={"essential": True})
         if claims["iat"] < self.clock() - LOGOUT_TOKEN_MAX_AGE - self.settings.leeway:
             raise TokenRejected("too_old")
         events = claims.get("events")
