@@ -24,7 +24,7 @@ import http.cookiejar
 import ipaddress
 import zlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypedDict
 from urllib.request import getproxies
 
 import httpx
@@ -180,13 +180,28 @@ class BoundedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+class Bounded(TypedDict):
+    """The transports of a bounded client (:func:`bounded`)."""
+
+    transport: httpx.AsyncBaseTransport
+    mounts: dict[str, httpx.AsyncBaseTransport | None]
+
+
+class PeerClientOptions(Bounded):
+    """A bounded client of an identity peer (:func:`peer_client_options`)."""
+
+    timeout: float
+    follow_redirects: bool
+    cookies: http.cookiejar.CookieJar
+
+
 def bounded(
     transport: httpx.AsyncBaseTransport | None,
     *,
     timeout: float,
     max_bytes: int,
     limits: httpx.Limits | None = None,
-) -> dict[str, Any]:
+) -> Bounded:
     """Keyword arguments for an ``httpx.AsyncClient`` whose every transport is bounded.
 
     ``transport`` (a test's) or a new real one carries every request; httpx stops reading
@@ -244,7 +259,7 @@ def environment_proxies() -> dict[str, str | None]:
 
 def peer_client_options(
     transport: httpx.AsyncBaseTransport | None, *, timeout: float, max_bytes: int
-) -> dict[str, Any]:
+) -> PeerClientOptions:
     """Keyword arguments for a client of an identity peer (a provider, the site's who-am-I URL).
 
     ``timeout`` bounds each call as a whole, body included; the answer is capped at ``max_bytes``;

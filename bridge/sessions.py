@@ -24,7 +24,7 @@ import msgspec
 from quart import Request, Response, g, has_request_context
 
 from bridge.errors import SessionGone, SessionRevoked, StoreUnavailable
-from bridge.identity import Identity
+from bridge.identity import Claims, Identity
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
 from bridge.settings.schema import Settings
@@ -119,7 +119,7 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
     id: str
     subject: str
     method: str
-    claims: dict[str, Any]
+    claims: Claims
     created_at: float
     last_seen: float
     expires_at: float

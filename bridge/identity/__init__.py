@@ -13,6 +13,9 @@ from bridge.errors import LoginEnded
 if TYPE_CHECKING:
     from bridge.sessions import SessionRecord
 
+# A token's or a site session's claims: JSON its issuer chose, read field by field.
+Claims = dict[str, Any]
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -37,4 +40,4 @@ class IdentitySource(Protocol):
     def login_url(self, next_path: str) -> str: ...
 
 
-__all__ = ["Identity", "IdentitySource", "LoginEnded"]
+__all__ = ["Claims", "Identity", "IdentitySource", "LoginEnded"]

@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -25,7 +24,7 @@ from joserfc.jwk import Key, KeySet
 from quart import Request
 
 from bridge.errors import IdentityProviderUnavailable
-from bridge.identity import Identity
+from bridge.identity import Claims, Identity
 from bridge.identity.fields import claims_of, subject_of
 from bridge.identity.refetch import JWKS_MAX_AGE, JWKS_MIN_REFETCH, Refetched
 from bridge.outbound import peer_client_options
@@ -98,7 +97,7 @@ class JWTSource:
             claims=claims_of(claims, self.settings.claim_fields),
         )
 
-    async def verify(self, token: str | None) -> dict[str, Any] | None:
+    async def verify(self, token: str | None) -> Claims | None:
         """Return the token's claims if it is valid for this site, else None."""
         if not token or len(token) > MAX_JWT_LENGTH or token.count(".") != 2:
             return None

@@ -3,7 +3,7 @@ and ``/session``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlencode
 
 from quart import (
@@ -41,7 +41,14 @@ def _no_store(response: Response) -> Response:
     return response
 
 
-def _binding(bridge: Bridge) -> dict[str, Any]:
+class _CookieAttributes(TypedDict):
+    path: str
+    secure: bool
+    httponly: bool
+    samesite: str
+
+
+def _binding(bridge: Bridge) -> _CookieAttributes:
     """The login-binding cookie's attributes, the same when it is set and when it is deleted."""
     secure = bridge.settings.session.cookie_secure
     return {"path": "/", "secure": secure, "httponly": True, "samesite": "Lax"}

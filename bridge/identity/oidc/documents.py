@@ -39,6 +39,10 @@ with warnings.catch_warnings():
 
 log = logging.getLogger("bridge.oidc")
 
+# A provider's JSON answer (discovery metadata, a token or userinfo response), read field by
+# field where it is used.
+Document = dict[str, Any]
+
 # Algorithms the bridge verifies: asymmetric only (an HS* token would be keyed with the
 # client secret, which the bridge does not want to double as a signing key), never "none".
 ASYMMETRIC_ALGS = (
@@ -98,7 +102,7 @@ class ProviderDocuments:
 
     async def _get_json(
         self, url: str, what: str, headers: dict[str, str] | None = None
-    ) -> dict[str, Any]:
+    ) -> Document:
         """GET a JSON object from the provider; anything else is IdentityProviderUnavailable."""
         try:
             response = await self.client.request("GET", url, withhold_token=True, headers=headers)
@@ -123,11 +127,11 @@ class ProviderDocuments:
             raise IdentityProviderUnavailable()
         return data
 
-    async def metadata(self) -> dict[str, Any]:
+    async def metadata(self) -> Document:
         """Return the provider's discovery document (cached; a stale copy beats none)."""
         return await self._metadata.get(METADATA_MAX_AGE)
 
-    async def _fetch_metadata(self) -> dict[str, Any]:
+    async def _fetch_metadata(self) -> Document:
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
         data = await self._get_json(url, "discovery")
         self._check_metadata(data)

@@ -22,7 +22,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 
 from bridge.errors import InvalidLogoutToken, LoginFailed, TokenRejected, UnknownProvider
-from bridge.identity import Identity
+from bridge.identity import Claims, Identity
 from bridge.identity.oidc.provider import OIDCProvider
 from bridge.identity.oidc.source import METHOD, OIDCSource
 from bridge.identity.oidc.tokens import LOGOUT_TOKEN_MAX_AGE, MAX_JWT_LENGTH, session_claims
@@ -282,7 +282,7 @@ class OIDCLogin:
         )
         return ended
 
-    async def _validate_logout_token(self, token: Any) -> tuple[OIDCProvider, dict[str, Any]]:
+    async def _validate_logout_token(self, token: Any) -> tuple[OIDCProvider, Claims]:
         if not isinstance(token, str) or not token or len(token) > MAX_JWT_LENGTH:
             raise InvalidLogoutToken()
         issuer = _unverified_issuer(token)

@@ -20,7 +20,8 @@ from joserfc.jwk import Key, KeySet
 from bridge.errors import (
     TokenRejected,
 )
-from bridge.identity.oidc.documents import ProviderDocuments
+from bridge.identity import Claims
+from bridge.identity.oidc.documents import Document, ProviderDocuments
 
 # The key type each algorithm is verified with; EdDSA only on Ed25519 keys (OKP, RFC 8037).
 EDDSA_ALGS = ("EdDSA", "Ed25519")
@@ -39,7 +40,7 @@ MAX_CLAIMS_BYTES = 8 * 1024
 class TokenChecks(ProviderDocuments):
     """The checks of the tokens a provider signs."""
 
-    async def verify_jwt(self, token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def verify_jwt(self, token: Any) -> tuple[Document, Claims]:
         """Check a signed JWT against the provider's keys; return its header and claims."""
         if not isinstance(token, str) or len(token) > MAX_JWT_LENGTH or token.count(".") != 2:
             raise TokenRejected("malformed")
@@ -76,7 +77,7 @@ class TokenChecks(ProviderDocuments):
     def _claims_error(exc: JoseError) -> TokenRejected:
         return TokenRejected(f"claims:{getattr(exc, 'claim', '') or type(exc).__name__}")
 
-    def _check_claims(self, claims: dict[str, Any], **required: Any) -> None:
+    def _check_claims(self, claims: Claims, **required: Any) -> None:
         """Check iss, aud (and azp), iat and the ``required`` claims of a token from us."""
         registry = jwt.JWTClaimsRegistry(
             now=lambda: int(self.clock()),
@@ -106,7 +107,7 @@ class TokenChecks(ProviderDocuments):
         nonce: str | None,
         access_token: str | None = None,
         subject: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Claims:
         """Validate an ID token (signature, iss, aud, azp, exp, iat, nonce); return its claims.
 
         ``nonce`` is required for a login; a refresh passes None and the ``subject`` it
@@ -132,7 +133,7 @@ class TokenChecks(ProviderDocuments):
                 raise TokenRejected("at_hash_mismatch")
         return claims
 
-    async def validate_logout_token(self, logout_token: Any) -> dict[str, Any]:
+    async def validate_logout_token(self, logout_token: Any) -> Claims:
         """Validate a back-channel logout token (OpenID Connect Back-Channel Logout 1.0, 2.6)."""
         header, claims = await self.verify_jwt(logout_token)
         typ = header.get("typ")
@@ -184,9 +185,9 @@ def _half_hash(value: str, alg: str) -> bytes | None:
     return half
 
 
-def session_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+def session_claims(claims: Mapping[str, Any]) -> Claims:
     """Keep the claims that describe the person (for access rules), within a size bound."""
-    kept: dict[str, Any] = {}
+    kept: Claims = {}
     size = 0
     for key, value in claims.items():
         if key in TOKEN_CLAIMS or key == "sub":
