@@ -196,9 +196,8 @@ class Attributes(dict[str, str]):
             require(re.fullmatch(r"[\w-]+", key), f"{key}: not a valid attribute name")
             if isinstance(value, bool):
                 value = "true" if value else "false"
-            require(
-                isinstance(value, str | int | float), f"{key}: must be a string, number or boolean"
-            )
+            if not isinstance(value, str | int | float):
+                raise ConfigError(f"{key}: must be a string, number or boolean")
             attrs[key] = str(value)
         return attrs
 
@@ -206,29 +205,22 @@ class Attributes(dict[str, str]):
 class AccessRules(dict[str, Any]):
     """An avatar's ``allow`` table: every rule must hold (see :mod:`bridge.access`)."""
 
-    # Each rule and the values it takes.
-    KNOWN: ClassVar[dict[str, str]] = {
-        "groups": "strings", "email_verified": "bool", "email_domains": "strings",
-        "users": "strings", "claims": "table",
-    }  # fmt: skip
-    MESSAGES: ClassVar[dict[str, str]] = {
-        "strings": "must be a non-empty list of strings", "bool": "must be true or false",
-        "table": "must be a table",
-    }  # fmt: skip
+    KNOWN: ClassVar[tuple[str, ...]] = (
+        "groups", "email_verified", "email_domains", "users", "claims",
+    )  # fmt: skip
 
     @classmethod
     def parse(cls, raw: Any) -> AccessRules:
         require(isinstance(raw, dict), "must be a table")
         for key, value in raw.items():
             require(key in cls.KNOWN, f"{key}: unknown rule (known: {', '.join(cls.KNOWN)})")
-            kind = cls.KNOWN[key]
-            strings = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
-            ok = {
-                "strings": strings,
-                "bool": isinstance(value, bool),
-                "table": isinstance(value, dict),
-            }
-            require(ok[kind], f"{key}: {cls.MESSAGES[kind]}")
+            if key == "email_verified":
+                require(isinstance(value, bool), f"{key}: must be true or false")
+            elif key == "claims":
+                require(isinstance(value, dict), f"{key}: must be a table")
+            else:
+                strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
+                require(strings and value, f"{key}: must be a non-empty list of strings")
         return cls(raw)
 
 
