@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Mapping
-from urllib.parse import quote
+from collections.abc import Mapping
+from functools import cached_property
 
 import httpx
 from joserfc import jws, jwt
@@ -26,8 +25,8 @@ from quart import Request
 from bridge.errors import IdentityProviderUnavailable
 from bridge.identity import Claims, Identity
 from bridge.identity.fields import claims_of, subject_of
+from bridge.identity.peer import PeerSource
 from bridge.identity.refetch import JWKS_MAX_AGE, JWKS_MIN_REFETCH, Refetched
-from bridge.outbound import peer_client_options
 from bridge.settings.schema import JWTLoginSettings
 
 log = logging.getLogger("bridge.jwt_login")
@@ -50,31 +49,15 @@ def pick_key(key_set: KeySet, kid: str | None, alg: str) -> Key | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-class JWTSource:
+class JWTSource(PeerSource[JWTLoginSettings]):
     method = "jwt"
     remote = False
+    max_answer_bytes = MAX_JWKS_BYTES
 
-    def __init__(
-        self,
-        settings: JWTLoginSettings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.http = httpx.AsyncClient(
-            **peer_client_options(transport, timeout=settings.timeout, max_bytes=MAX_JWKS_BYTES),
-            headers={"Accept": "application/json"},
-        )
+    @cached_property
+    def _keys(self) -> Refetched[KeySet]:
         # No key set yet: the next request asks again (a site's login is down until it has one).
-        self._keys = Refetched(self._fetch, clock, cold_backoff=False)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-    def login_url(self, next_path: str) -> str:
-        return self.settings.login_url.replace("{next}", quote(next_path, safe="/"))
+        return Refetched(self._fetch, self.clock, cold_backoff=False)
 
     def token(self, request: Request) -> str | None:
         if self.settings.cookie:
