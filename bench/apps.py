@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from bridge.app import create_app
         from bridge.logs import configure_logging
-        from bridge.settings.loader import load_settings
+        from bridge.settings import load_settings
 
         settings = load_settings(args.config)
         configure_logging(settings.log_level)

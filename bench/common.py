@@ -214,7 +214,7 @@ def require_all_200(name: str, result: dict[str, Any]) -> dict[str, Any]:
 def site_cookies(config: Path, keys: Secrets, count: int, prefix: str = "user") -> list[str]:
     """Sign ``count`` site login cookies the way the site's own Flask login would."""
     from bridge.identity.site_cookie import SiteCookieSource
-    from bridge.settings.loader import load_settings
+    from bridge.settings import load_settings
 
     settings = load_settings(config, keys.env())
     assert settings.site_cookie is not None

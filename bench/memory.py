@@ -63,7 +63,7 @@ async def measure(sessions: int, method: str) -> dict[str, object]:
 
     from bridge.identity import Identity
     from bridge.runtime import assemble
-    from bridge.settings.loader import load_settings
+    from bridge.settings import load_settings
 
     keys = Secrets()
     config = write_bridge_config(Path(tempfile.mkdtemp(prefix="bench-mem-")), 8000, 9, "hypercorn")

@@ -60,7 +60,7 @@ async def call(app: Any, path: str, query: bytes, cookie: str) -> tuple[int, byt
 async def measure(requests: int) -> dict[str, Any]:
     from bridge.app import create_app
     from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-    from bridge.settings.loader import load_settings
+    from bridge.settings import load_settings
 
     keys = Secrets()
     config = write_bridge_config(Path(tempfile.mkdtemp(prefix="bench-micro-")), 8000, 9,

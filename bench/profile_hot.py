@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.app import create_app
     from bridge.cli import _serve
     from bridge.logs import configure_logging
-    from bridge.settings.loader import load_settings
+    from bridge.settings import load_settings
 
     keys = Secrets()
     workdir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
