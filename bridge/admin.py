@@ -13,7 +13,7 @@ from typing import Any
 
 from bridge.lifecycle import Lifecycle
 from bridge.sessions import SessionManager, SessionRecord
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 from bridge.store.base import Store
 
 SESSION_ID_RE = re.compile(r"^[0-9a-f]{32}$")

@@ -20,7 +20,7 @@ from bridge.errors import BadRequest, HTTPError, MethodNotAllowed, StoreUnavaila
 from bridge.identity import IdentitySource
 from bridge.mount import install
 from bridge.runtime import assemble
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 from bridge.store import Store
 
 log = logging.getLogger("bridge.app")

@@ -49,7 +49,7 @@ from bridge.sessions import (
     TokenEntry,
     decode_record,
 )
-from bridge.settings import AvatarSettings, Settings
+from bridge.settings.schema import AvatarSettings, Settings
 from bridge.store.base import Store
 
 log = logging.getLogger("bridge.broker")

@@ -120,7 +120,7 @@ def _run(main: Any, server: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.app import create_app
     from bridge.logs import configure_logging
-    from bridge.settings import load_settings
+    from bridge.settings.loader import load_settings
 
     settings = load_settings(args.config)
     configure_logging(settings.log_level)
@@ -180,10 +180,11 @@ def cmd_fake_sentifyd(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from bridge.settings import load_settings
+    from bridge.config_report import masked
+    from bridge.settings.loader import load_settings
 
     settings = load_settings(args.config)
-    print(json.dumps(settings.masked(), indent=2, sort_keys=False))
+    print(json.dumps(masked(settings), indent=2, sort_keys=False))
     return 0
 
 
@@ -192,7 +193,7 @@ def _operate(args: argparse.Namespace, action: Callable[[Admin], Awaitable[Any]]
     from bridge.admin import Admin
     from bridge.errors import StoreUnavailable
     from bridge.runtime import assemble
-    from bridge.settings import load_settings
+    from bridge.settings.loader import load_settings
     from bridge.store import open_store
 
     settings = load_settings(args.config)

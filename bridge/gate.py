@@ -21,7 +21,7 @@ from bridge.identity import Identity, IdentitySource
 from bridge.lifecycle import Lifecycle
 from bridge.limits import RateLimiter
 from bridge.sessions import SessionContext, SessionManager, SessionRecord
-from bridge.settings import AvatarSettings
+from bridge.settings.schema import AvatarSettings
 
 
 @dataclass

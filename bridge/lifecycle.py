@@ -39,6 +39,8 @@ END_REASONS = (
 )
 
 MAX_USER_AGENT = 200
+# One event as it is logged and kept: event, time and user, then the facts its kind adds.
+Event = dict[str, Any]
 
 log = logging.getLogger("bridge.lifecycle")
 
@@ -58,16 +60,16 @@ class Lifecycle:
         self.max_events = max_events
         self.record_client = record_client
         self.clock = clock
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.listeners: list[Callable[[Event], None]] = []
 
     async def emit(
         self, event: str, *, user: str, session_id: str | None = None, **fields: Any
-    ) -> dict[str, Any]:
+    ) -> Event:
         if event not in EVENT_TYPES:
             raise ValueError(f"unknown lifecycle event {event!r}")
         if event == "session_ended" and fields.get("reason") not in END_REASONS:
             raise ValueError("session_ended needs a known reason")
-        record: dict[str, Any] = {"event": event, "time": round(self.clock(), 3), "user": user}
+        record: Event = {"event": event, "time": round(self.clock(), 3), "user": user}
         if session_id:
             record["session"] = session_id
         record.update({k: v for k, v in fields.items() if v is not None})
@@ -81,11 +83,11 @@ class Lifecycle:
         )
         return record
 
-    async def recent(self, user: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def recent(self, user: str, limit: int = 50) -> list[Event]:
         """Return up to ``limit`` of the user's events, newest first."""
         return await self.store.list_range(self.store.key("events", user), limit)
 
-    def _add_request_facts(self, record: dict[str, Any]) -> None:
+    def _add_request_facts(self, record: Event) -> None:
         # The token route names its avatar once (g.avatar) for every event it causes.
         avatar = g.get("avatar")
         if avatar and "avatar" not in record:

@@ -31,7 +31,8 @@ from quart import Request
 
 from bridge.errors import RateLimited, UpstreamBusy
 from bridge.sessions import Count, SessionRecord
-from bridge.settings import AvatarSettings, LimitsSettings, RateLimit
+from bridge.settings.schema import AvatarSettings, LimitsSettings
+from bridge.settings.values import RateLimit
 from bridge.store.base import Store
 
 # IPv6 hosts usually own a whole /64; counting addresses inside it would let one host rotate.

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from bridge.lifecycle import Event
 from bridge.store.base import Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -92,7 +93,7 @@ class Metrics:
     def observe_rate_limited(self, scope: str) -> None:
         self.rate_limited.labels(scope).inc()
 
-    def observe_event(self, event: dict[str, Any]) -> None:
+    def observe_event(self, event: Event) -> None:
         name = str(event.get("event", ""))
         self.lifecycle_events.labels(name, str(event.get("reason", ""))).inc()
         if name == "refresh_handle_reused":

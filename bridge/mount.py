@@ -30,8 +30,8 @@ from typing import Any
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart
 
-from bridge.proxy import ASGIApp, ProxyHeaders
-from bridge.settings import ServerSettings
+from bridge.proxy import HTTPMiddleware, ProxyHeaders
+from bridge.settings.schema import ServerSettings
 
 log = logging.getLogger("bridge.mount")
 
@@ -100,19 +100,12 @@ def path_problem(path: str, raw_path: bytes | None = None) -> str | None:
     return _structure_problem(path)
 
 
-class Mount:
+class Mount(HTTPMiddleware):
     """Route only canonical paths under ``base_path`` to the app, with ``root_path`` set."""
 
-    def __init__(self, app: ASGIApp, base_path: str = "/") -> None:
-        self.app = app
-        self.prefix = "" if base_path == "/" else base_path
-
-    async def __call__(
+    async def handle(
         self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
         path: str = scope.get("path", "")
         problem = path_problem(path, scope.get("raw_path"))
         if problem is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from quart import Request
 
 from bridge.errors import CrossSiteRequest
-from bridge.settings import ServerSettings
+from bridge.settings.schema import ServerSettings
 
 _OWN = ("same-origin", "none")
 

@@ -20,10 +20,11 @@ own fixed "unavailable" answer.
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import ipaddress
 import zlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypedDict
 from urllib.request import getproxies
 
 import httpx
@@ -179,13 +180,28 @@ class BoundedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+class Bounded(TypedDict):
+    """The transports of a bounded client (:func:`bounded`)."""
+
+    transport: httpx.AsyncBaseTransport
+    mounts: dict[str, httpx.AsyncBaseTransport | None]
+
+
+class PeerClientOptions(Bounded):
+    """A bounded client of an identity peer (:func:`peer_client_options`)."""
+
+    timeout: float
+    follow_redirects: bool
+    cookies: http.cookiejar.CookieJar
+
+
 def bounded(
     transport: httpx.AsyncBaseTransport | None,
     *,
     timeout: float,
     max_bytes: int,
     limits: httpx.Limits | None = None,
-) -> dict[str, Any]:
+) -> Bounded:
     """Keyword arguments for an ``httpx.AsyncClient`` whose every transport is bounded.
 
     ``transport`` (a test's) or a new real one carries every request; httpx stops reading
@@ -239,3 +255,44 @@ def environment_proxies() -> dict[str, str | None]:
         else:
             mounts[f"all://*{host}"] = None
     return mounts
+
+
+def peer_client_options(
+    transport: httpx.AsyncBaseTransport | None, *, timeout: float, max_bytes: int
+) -> PeerClientOptions:
+    """Keyword arguments for a client of an identity peer (a provider, the site's who-am-I URL).
+
+    ``timeout`` bounds each call as a whole, body included; the answer is capped at ``max_bytes``;
+    no redirect is followed and no cookie kept (one client serves every visitor).
+    """
+    return {
+        **bounded(transport, timeout=timeout, max_bytes=max_bytes),
+        "timeout": timeout,
+        "follow_redirects": False,
+        "cookies": cookieless_jar(),
+    }
+
+
+class _NoCookies(http.cookiejar.CookiePolicy):
+    """Keep no cookie from a peer: one client serves every visitor."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Any) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Any) -> bool:
+        return False
+
+
+def cookieless_jar() -> http.cookiejar.CookieJar:
+    """Return a cookie jar that never stores or sends a cookie."""
+    return http.cookiejar.CookieJar(policy=_NoCookies())

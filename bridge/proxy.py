@@ -103,12 +103,12 @@ def _values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
     return [v for v in values if v]
 
 
-class ProxyHeaders:
-    """Apply forwarded headers from trusted proxies to the ASGI scope; drop them otherwise."""
+class HTTPMiddleware:
+    """An ASGI middleware for the bridge under ``base_path``: HTTP and WebSocket scopes go
+    through :meth:`handle`, any other (lifespan) straight to the app."""
 
-    def __init__(self, app: ASGIApp, trusted: Iterable[str], base_path: str = "/") -> None:
+    def __init__(self, app: ASGIApp, base_path: str = "/") -> None:
         self.app = app
-        self.trusted = TrustedProxies(trusted)
         self.prefix = "" if base_path == "/" else base_path
 
     async def __call__(
@@ -117,6 +117,24 @@ class ProxyHeaders:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(
+        self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        raise NotImplementedError
+
+
+class ProxyHeaders(HTTPMiddleware):
+    """Apply forwarded headers from trusted proxies to the ASGI scope; drop them otherwise."""
+
+    def __init__(self, app: ASGIApp, trusted: Iterable[str], base_path: str = "/") -> None:
+        super().__init__(app, base_path)
+        self.trusted = TrustedProxies(trusted)
+
+    async def handle(
+        self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         await self.app(self.rewrite(dict(scope)), receive, send)
 
     def rewrite(self, scope: dict[str, Any]) -> dict[str, Any]:

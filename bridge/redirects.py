@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.settings import local_path_or
+from bridge.settings.values import local_path_or
 
 
 def safe_next(value: str | None, default: str = "/") -> str:

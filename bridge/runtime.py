@@ -25,7 +25,7 @@ from bridge.limits import RateLimiter
 from bridge.metrics import Metrics
 from bridge.sentifyd import SentifydClient
 from bridge.sessions import SessionManager
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 from bridge.store import Store, open_store
 
 

@@ -20,7 +20,7 @@ import httpx
 
 from bridge.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
 from bridge.outbound import AnswerTooLarge, bounded
-from bridge.settings import AvatarSettings, SentifydSettings
+from bridge.settings.schema import AvatarSettings, SentifydSettings
 
 log = logging.getLogger("bridge.sentifyd")
 

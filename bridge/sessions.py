@@ -24,10 +24,10 @@ import msgspec
 from quart import Request, Response, g, has_request_context
 
 from bridge.errors import SessionGone, SessionRevoked, StoreUnavailable
-from bridge.identity import Identity
+from bridge.identity import Claims, Identity
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 from bridge.store.base import Lease, Store
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -117,13 +117,37 @@ class Count(msgspec.Struct, array_like=True):
     n: int
 
 
+class ProviderSession(msgspec.Struct, omit_defaults=True):
+    """What an OIDC login keeps in its session: the provider and its user (``sub``), the
+    provider's session id (``sid``, for back-channel logout), when the provider's tokens and
+    its own session lapse, and those tokens sealed like Sentifyd's."""
+
+    provider: str
+    iss: str
+    sub: str
+    sid: str | None = None
+    expires_at: float = 0.0
+    refreshable: bool = False
+    refresh_expires_at: float | None = None  # Keycloak says; others do not
+    tokens: str = ""
+
+
+class SessionExtra(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a way in keeps beside the identity (stored as ``extra``; only OIDC so far)."""
+
+    oidc: ProviderSession | None = None
+
+
+NO_EXTRA = SessionExtra()  # the default, left out of the stored record
+
+
 class SessionRecord(msgspec.Struct, omit_defaults=True):
     """The stored session: who, since when, its sealed tokens and its chains."""
 
     id: str
     subject: str
     method: str
-    claims: dict[str, Any]
+    claims: Claims
     created_at: float
     last_seen: float
     expires_at: float
@@ -132,7 +156,7 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
     sealed: bytes | None = None
     tokens: str | None = None
     chains: list[Chain] = []
-    extra: dict[str, Any] = {}
+    extra: SessionExtra = NO_EXTRA
     # The session's own rate-limit windows (bridge.limits), written with the record itself.
     counts: list[Count] = []
 
@@ -287,9 +311,7 @@ class SessionManager:
         record = decode_record(raw)
         return (record, raw) if record is not None else None
 
-    async def create(
-        self, identity: Identity, extra: dict[str, Any] | None = None
-    ) -> SessionContext:
+    async def create(self, identity: Identity, extra: SessionExtra = NO_EXTRA) -> SessionContext:
         """Start a session with a fresh id (never reuse one across identities: no fixation).
 
         Beyond ``[limits] sessions_per_user`` live sessions, the user's oldest end (``evicted``).
@@ -306,7 +328,7 @@ class SessionManager:
             created_at=now,
             last_seen=now,
             expires_at=now + self.settings.session.absolute_timeout,
-            extra=dict(extra or {}),
+            extra=extra,
         )
         raw = await self.save(record, create=True)
         await self.store.set_add(

@@ -22,7 +22,8 @@ from bridge.identity.oidc import OIDCProvider
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge
 from bridge.secret import Secret
-from bridge.settings import Settings, load_settings
+from bridge.settings.loader import load_settings
+from bridge.settings.schema import Settings
 
 API_KEY = "sk-test-avatar-key-0123456789abcdef"
 PREMIUM_API_KEY = "sk-test-premium-key-fedcba9876543210"
@@ -73,7 +74,7 @@ def base_config() -> dict[str, Any]:
 def make_settings(
     overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
 ) -> Settings:
-    from bridge.settings import _deep_merge
+    from bridge.settings.loader import _deep_merge
 
     data = _deep_merge(base_config(), overrides or {})
     return load_settings(None, {**TEST_ENV, **(env or {})}, overrides=data)

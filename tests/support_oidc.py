@@ -28,7 +28,8 @@ from quart.typing import TestClientProtocol as Client
 
 from bridge.app import create_app
 from bridge.runtime import Bridge
-from bridge.settings import Settings, _deep_merge, load_settings
+from bridge.settings.loader import _deep_merge, load_settings
+from bridge.settings.schema import Settings
 from conftest import PUBLIC_URL, TEST_ENV, Clock, base_config, free_port
 
 OP_DIR = Path(__file__).resolve().parent / "oidc"

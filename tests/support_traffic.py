@@ -27,7 +27,8 @@ from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.oidc import OIDCLogin
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge
-from bridge.settings import Settings, _deep_merge, load_settings
+from bridge.settings.loader import _deep_merge, load_settings
+from bridge.settings.schema import Settings
 from bridge.store import open_store
 from bridge.store.base import Store
 from conftest import (

@@ -9,7 +9,7 @@ import pytest
 from bridge.access import is_allowed
 from bridge.errors import ConfigError
 from bridge.identity import Identity
-from bridge.settings import AccessRules
+from bridge.settings.values import AccessRules
 
 
 def who(subject: str = "u1", **claims: Any) -> Identity:

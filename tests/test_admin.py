@@ -11,6 +11,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from support_ops import ADMIN_TOKEN, admin_headers
 
+from bridge import config_report
 from bridge.admin import Admin
 from bridge.errors import ConfigError
 from bridge.store.memory import MemoryStore
@@ -103,7 +104,7 @@ def test_short_admin_token_is_refused() -> None:
 
 def test_admin_token_is_masked_in_the_effective_config() -> None:
     settings = make_settings(env={"BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN})
-    assert settings.masked()["admin_token"] == "********"
+    assert config_report.masked(settings)["admin_token"] == "********"
     assert ADMIN_TOKEN not in repr(settings)
 
 

@@ -14,10 +14,12 @@ import pytest
 from quart import Quart, request
 from support_cookie_formats import django_cookie, node_mint, rails_mint
 
+from bridge import config_report
 from bridge.errors import ConfigError
 from bridge.identity import Identity
 from bridge.identity.site_cookie import SiteCookieSource
-from bridge.settings import Settings, load_settings
+from bridge.settings.loader import load_settings
+from bridge.settings.schema import Settings
 from conftest import TEST_ENV, base_config
 
 KEY = "the-sites-own-secret-key-0123456789"
@@ -424,7 +426,7 @@ async def test_token_endpoint_admits_a_good_value_and_401s_a_bad_one(
 
 
 def test_check_config_masks_the_site_secret_and_explains_the_format() -> None:
-    masked = settings_for({"format": "django"}).masked()
+    masked = config_report.masked(settings_for({"format": "django"}))
     assert KEY not in json.dumps(masked)
     assert masked["site_cookie"]["secret_keys"] == ["********"]
     assert "TimestampSigner" in masked["site_cookie"]["verified_as"]
@@ -433,7 +435,7 @@ def test_check_config_masks_the_site_secret_and_explains_the_format() -> None:
 
 def test_check_config_masks_the_express_store_password() -> None:
     url = "redis://:hunter2-store-password@127.0.0.1:6379/0"
-    masked = settings_for({"format": "express", "store_url": url}).masked()
+    masked = config_report.masked(settings_for({"format": "express", "store_url": url}))
     assert "hunter2-store-password" not in json.dumps(masked)
     assert masked["site_cookie"]["store_url"] == "redis://:********@127.0.0.1:6379/0"
     with pytest.raises(ConfigError, match="login.cookie.store_url"):

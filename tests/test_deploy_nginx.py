@@ -22,7 +22,7 @@ from support_deploy import raw_request
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from bridge.app import create_app
-from bridge.settings import load_settings
+from bridge.settings.loader import load_settings
 from conftest import API_KEY, BRIDGE_KEY, SITE_KEY, LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from support_redis import BridgeProcess, RedisServer, _wait
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.cookie_formats.express import ExpressSession
 from bridge.identity.site_cookie import SiteCookieSource
-from bridge.settings import load_settings
+from bridge.settings.loader import load_settings
 from conftest import API_KEY, TEST_ENV, LiveServer, free_port
 
 pytestmark = pytest.mark.integration

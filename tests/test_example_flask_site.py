@@ -19,7 +19,8 @@ from bridge.access import is_allowed
 from bridge.identity import Identity
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.secret import Secret
-from bridge.settings import SiteCookieSettings, load_settings
+from bridge.settings.loader import load_settings
+from bridge.settings.schema import SiteCookieSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "flask_site"

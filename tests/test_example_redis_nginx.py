@@ -14,7 +14,7 @@ import pytest
 from support_redis import BridgeProcess, RedisServer, _wait, start_all
 
 from bridge.identity.site_cookie import SiteCookieSource
-from bridge.settings import load_settings
+from bridge.settings.loader import load_settings
 from conftest import LiveServer, free_port, make_settings
 
 pytestmark = pytest.mark.integration

@@ -28,7 +28,7 @@ from bridge.doubles.fake_sentifyd import (
 from bridge.errors import UpstreamRejected, UpstreamUnavailable
 from bridge.secret import Secret
 from bridge.sentifyd import SentifydClient, jwt_exp, parse_tokens
-from bridge.settings import AvatarSettings, SentifydSettings
+from bridge.settings.schema import AvatarSettings, SentifydSettings
 from conftest import API_KEY, AVATAR_ID, free_port
 
 LOGIN = "/api/login"

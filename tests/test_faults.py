@@ -25,7 +25,7 @@ from quart import Quart
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 from conftest import (
     API_KEY,
     AVATAR_ID,

@@ -25,7 +25,7 @@ from support_oidc import oidc_settings
 from support_peers import Answer, HostilePeer
 
 from bridge.app import create_app
-from bridge.settings import load_settings
+from bridge.settings.loader import load_settings
 from conftest import TEST_ENV, base_config, login, make_settings
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from quart.json.tag import TaggedJSONSerializer
 
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 from conftest import API_KEY, PREMIUM_API_KEY, Clock, LiveServer, make_settings
 
 pytestmark = pytest.mark.integration

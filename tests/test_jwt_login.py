@@ -19,7 +19,9 @@ from quart import Quart, request
 from bridge.errors import ConfigError, IdentityProviderUnavailable
 from bridge.identity import Identity
 from bridge.identity.jwt_login import JWKS_MIN_REFETCH, JWTSource
-from bridge.settings import Settings, load_settings
+from bridge.identity.refetch import FETCH_BACKOFF, JWKS_MAX_AGE
+from bridge.settings.loader import load_settings
+from bridge.settings.schema import Settings
 from conftest import TEST_ENV, Clock, LiveServer, base_config
 
 ISSUER = "https://tenant.example-idp.com/"
@@ -330,3 +332,26 @@ async def test_a_hostile_jwks_answer_is_a_503(
         await identify(src, sign(key1, clock))
     await src.aclose()
 
+
+
+async def test_a_failing_jwks_refetch_backs_off_and_keeps_the_cached_set(
+    jwks: JWKSServer, key1: RSAKey
+) -> None:
+    clock = Clock()
+    jwks.keys = [key1.as_dict(private=False)]
+    src = source(jwks, clock)
+    assert await identify(src, sign(key1, clock)) is not None
+    jwks.status = 503
+    clock.advance(JWKS_MAX_AGE + 1)
+    for _ in range(3):  # the set is old and the provider down: asked once, the old set used
+        assert await identify(src, sign(key1, clock)) is not None
+    assert jwks.fetches == 2
+    clock.advance(FETCH_BACKOFF)
+    assert await identify(src, sign(key1, clock)) is not None
+    assert jwks.fetches == 3  # asked again once the backoff is over
+    jwks.status = 200
+    clock.advance(2 * FETCH_BACKOFF)
+    assert await identify(src, sign(key1, clock)) is not None
+    assert await identify(src, sign(key1, clock)) is not None
+    assert jwks.fetches == 4  # fresh again: cached
+    await src.aclose()

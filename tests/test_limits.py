@@ -9,7 +9,7 @@ import pytest
 
 from bridge.errors import ConfigError
 from bridge.limits import client_bucket
-from bridge.settings import RateLimit, parse_rate
+from bridge.settings.values import RateLimit, parse_rate
 from conftest import Clock, LiveServer, bridge_of, login, make_settings, site_cookie
 
 

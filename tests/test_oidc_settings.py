@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 from support_oidc import OIDC_ENV, OP_CLIENT_SECRET
 
+from bridge import config_report
 from bridge.errors import ConfigError
-from bridge.settings import Settings, load_settings
+from bridge.settings.loader import load_settings
+from bridge.settings.schema import Settings
 from conftest import TEST_ENV, base_config
 
 PROVIDER = {"issuer": "https://id.example.com/realms/shop", "client_id": "bridge"}
@@ -57,7 +59,7 @@ def test_sso_and_site_cookie_together() -> None:
 
 
 def test_client_secret_never_shows() -> None:
-    shown = repr(load(PROVIDER).masked())
+    shown = repr(config_report.masked(load(PROVIDER)))
     assert OP_CLIENT_SECRET not in shown and "********" in shown
 
 

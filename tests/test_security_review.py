@@ -32,7 +32,7 @@ from bridge.doubles.demo import create_demo_app
 from bridge.errors import ConfigError
 from bridge.identity.oidc import FETCH_BACKOFF, JWKS_MAX_AGE, OIDCProvider
 from bridge.identity.oidc.tokens import _half_hash
-from bridge.settings import load_settings
+from bridge.settings.loader import load_settings
 from conftest import (
     PUBLIC_URL,
     SITE_KEY,

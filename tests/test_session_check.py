@@ -14,7 +14,7 @@ from quart.typing import TestClientProtocol as Client
 from bridge.app import create_app
 from bridge.errors import ConfigError
 from bridge.runtime import Bridge
-from bridge.settings import load_settings
+from bridge.settings.loader import load_settings
 from conftest import TEST_ENV, Clock, LiveServer, base_config
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,15 @@ from typing import Any
 
 import msgspec
 
-from bridge.sessions import Chain, Grace, SessionRecord, decode_record, encode_record
+from bridge.sessions import (
+    Chain,
+    Grace,
+    ProviderSession,
+    SessionExtra,
+    SessionRecord,
+    decode_record,
+    encode_record,
+)
 
 
 def _record() -> SessionRecord:
@@ -31,7 +39,13 @@ def _record() -> SessionRecord:
                 grace=Grace(hash="g" * 64, at=2.5, sealed="s"),
             ),
         ],
-        extra={"oidc": {"sid": "x"}},
+        extra=SessionExtra(oidc=_link()),
+    )
+
+
+def _link() -> ProviderSession:
+    return ProviderSession(
+        provider="corp", iss="https://id.example.com", sub="u1", sid="x", tokens="sealed-oidc"
     )
 
 
@@ -77,3 +91,37 @@ def test_tokens_sealed_by_the_previous_version_still_open(settings: Any) -> None
     assert stored.tokens is None and stored.sealed is not None
     assert sessions.open_tokens(ctx, stored) == {"default": entry}
     assert sessions.open_tokens(SessionContext(stored, "d" * 43, stored.identity()), stored) == {}
+
+
+def test_the_oidc_part_is_typed_and_stored_where_it_was() -> None:
+    stored = json.loads(encode_record(_record()))
+    assert stored["extra"]["oidc"]["sid"] == "x" and stored["extra"]["oidc"]["iss"]
+    decoded = decode_record(encode_record(_record()))
+    assert decoded is not None and decoded.extra.oidc == _link()
+
+
+def test_an_oidc_record_written_before_the_typed_form_still_reads() -> None:
+    # The dict the previous version stored, nulls included.
+    old = {
+        "id": "b" * 32, "subject": "bob", "method": "oidc", "claims": {}, "created_at": 1.0,
+        "last_seen": 2.0, "expires_at": 3.0,
+        "extra": {"oidc": {
+            "provider": "default", "iss": "https://id.example.com", "sub": "bob", "sid": None,
+            "expires_at": 1700000000, "refreshable": True, "refresh_expires_at": None,
+            "tokens": "sealed",
+        }},
+    }  # fmt: skip
+    record = decode_record(json.dumps(old).encode())
+    assert record is not None and record.extra.oidc is not None
+    assert record.extra.oidc.sid is None and record.extra.oidc.expires_at == 1700000000.0
+    assert record.extra.oidc.refreshable and record.extra.oidc.tokens == "sealed"
+
+
+def test_a_session_without_a_provider_stores_no_extra() -> None:
+    plain = SessionRecord(
+        id="c" * 32, subject="carol", method="site_cookie", claims={}, created_at=1.0,
+        last_seen=1.0, expires_at=2.0,
+    )  # fmt: skip
+    assert "extra" not in json.loads(encode_record(plain))
+    decoded = decode_record(encode_record(plain))
+    assert decoded is not None and decoded.extra.oidc is None

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from bridge import config_report
 from bridge.errors import ConfigError
-from bridge.settings import load_settings
+from bridge.settings.loader import load_settings
 from conftest import API_KEY, BRIDGE_KEY, SITE_KEY, TEST_ENV, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +122,7 @@ def test_secret_key_list_rotation_newest_first() -> None:
 
 
 def test_masked_settings_show_no_secret() -> None:
-    text = json.dumps(make_settings().masked())
+    text = json.dumps(config_report.masked(make_settings()))
     for secret in (API_KEY, SITE_KEY, BRIDGE_KEY):
         assert secret not in text
     assert "********" in text
@@ -150,7 +151,7 @@ def test_settings_import_nothing_from_the_domain() -> None:
 
 
 def test_a_section_built_in_code_is_checked_too() -> None:
-    from bridge.settings import StoreSettings
+    from bridge.settings.schema import StoreSettings
 
     assert StoreSettings(url="redis://127.0.0.1:6390/2").address is not None
     with pytest.raises(ConfigError, match="^url: "):

@@ -12,7 +12,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.secret import Secret
-from bridge.settings import SiteCookieSettings
+from bridge.settings.schema import SiteCookieSettings
 
 KEY = "the-sites-own-secret-key-0123456789"
 

@@ -12,6 +12,13 @@ import pytest
 from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 from bridge.errors import LeaseLost
+from bridge.sessions import (
+    ProviderSession,
+    SessionExtra,
+    SessionRecord,
+    decode_record,
+    encode_record,
+)
 from bridge.store.base import Store
 from bridge.store.memory import MemoryStore
 from bridge.store.redis import RedisStore, parse_url
@@ -31,6 +38,19 @@ async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[
     finally:
         await redis.close()
         server.stop()
+
+
+async def test_an_oidc_session_record_reads_back_typed(store: Store) -> None:
+    link = ProviderSession(provider="corp", iss="https://id.example.com", sub="u1", sid="s")
+    record = SessionRecord(
+        id="s1", subject="corp:u1", method="oidc", claims={}, created_at=1.0, last_seen=1.0,
+        expires_at=2.0, extra=SessionExtra(oidc=link),
+    )  # fmt: skip
+    assert await store.put_record(RECORD, encode_record(record), 30, tombstone=TOMB, create=True)
+    raw = await store.get_record(RECORD)
+    assert raw is not None
+    loaded = decode_record(raw)
+    assert loaded is not None and loaded.extra.oidc == link
 
 
 async def test_create_writes_once_and_never_overwrites(store: Store) -> None:

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from support_redis import RedisServer, redis_server, tls_files  # noqa: F401 - fixture
 
+from bridge import config_report
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.secret import Secret
-from bridge.settings import StoreSettings
+from bridge.settings.schema import StoreSettings
 from bridge.store import open_store
 from bridge.store.redis import RedisStore, parse_url
 from conftest import make_settings
@@ -126,8 +127,8 @@ def test_lock_lease_must_outlast_three_store_timeouts() -> None:
 
 def test_store_password_is_masked_when_shown() -> None:
     settings = make_settings(env={"BRIDGE_STORE_URL": "redis://:hunter2-store@redis:6379/0"})
-    assert settings.masked()["store"]["url"] == "redis://:********@redis:6379/0"
-    assert "hunter2-store" not in repr(settings.masked())
+    assert config_report.masked(settings)["store"]["url"] == "redis://:********@redis:6379/0"
+    assert "hunter2-store" not in repr(config_report.masked(settings))
 
 
 def test_open_store_routes_redis_urls() -> None:
@@ -140,7 +141,7 @@ def test_open_store_routes_redis_urls() -> None:
 
 def test_a_password_in_a_url_of_several_hosts_is_masked_when_shown() -> None:
     url = "redis+sentinel://:hunter2-store@s1:26379,s2:26379/mymaster/0"
-    masked = make_settings(env={"BRIDGE_STORE_URL": url}).masked()["store"]["url"]
+    masked = config_report.masked(make_settings(env={"BRIDGE_STORE_URL": url}))["store"]["url"]
     assert masked == "redis+sentinel://:********@s1:26379,s2:26379/mymaster/0"
 
 

@@ -17,7 +17,8 @@ from bridge.identity.site_cookie import SiteCookieSource
 from bridge.origin import check_same_origin
 from bridge.redirects import safe_next
 from bridge.runtime import Bridge
-from bridge.settings import Settings, load_settings
+from bridge.settings.loader import load_settings
+from bridge.settings.schema import Settings
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 DEMO_TOKEN_TTL = 30  # short, so the demo shows a refresh within a minute

@@ -14,6 +14,9 @@ from bridge.errors import LoginEnded
 if TYPE_CHECKING:
     from bridge.sessions import SessionRecord
 
+# A token's or a site session's claims: JSON its issuer chose, read field by field.
+Claims = dict[str, Any]
+
 
 # The claims of an identity that carries none: one shared, read-only mapping.
 NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
@@ -42,4 +45,4 @@ class IdentitySource(Protocol):
     def login_url(self, next_path: str) -> str: ...
 
 
-__all__ = ["Identity", "IdentitySource", "LoginEnded"]
+__all__ = ["Claims", "Identity", "IdentitySource", "LoginEnded"]

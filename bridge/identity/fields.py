@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bridge.identity import Claims
+
 MAX_SUBJECT_LENGTH = 256
 _MISSING = object()
 
@@ -61,6 +63,6 @@ def subject_of(payload: Mapping[str, Any], user_field: str) -> str | None:
     return subject
 
 
-def claims_of(payload: Mapping[str, Any], claim_fields: Sequence[str]) -> dict[str, Any]:
+def claims_of(payload: Mapping[str, Any], claim_fields: Sequence[str]) -> Claims:
     """Copy the top-level ``claim_fields`` that ``payload`` has."""
     return {f: payload[f] for f in claim_fields if f in payload}

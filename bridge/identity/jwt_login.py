@@ -11,13 +11,10 @@ as an HMAC secret is the classic forgery), and the key's type must match the alg
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
-from collections.abc import Callable, Mapping
-from typing import Any
-from urllib.parse import quote
+from collections.abc import Mapping
+from functools import cached_property
 
 import httpx
 from joserfc import jws, jwt
@@ -26,18 +23,16 @@ from joserfc.jwk import Key, KeySet
 from quart import Request
 
 from bridge.errors import IdentityProviderUnavailable
-from bridge.identity import Identity
+from bridge.identity import Claims, Identity
 from bridge.identity.fields import claims_of, subject_of
-from bridge.identity.oidc import cookieless_jar
-from bridge.outbound import bounded
-from bridge.settings import JWTLoginSettings
+from bridge.identity.peer import PeerSource
+from bridge.identity.refetch import JWKS_MAX_AGE, JWKS_MIN_REFETCH, Refetched
+from bridge.settings.schema import JWTLoginSettings
 
 log = logging.getLogger("bridge.jwt_login")
 
 MAX_JWT_LENGTH = 16 * 1024
 MAX_JWKS_BYTES = 512 * 1024
-JWKS_MAX_AGE = 3600.0
-JWKS_MIN_REFETCH = 10.0
 _KEY_TYPES = {"R": "RSA", "P": "RSA", "E": "EC"}  # by the algorithm's first letter; else OKP
 
 
@@ -54,36 +49,15 @@ def pick_key(key_set: KeySet, kid: str | None, alg: str) -> Key | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-class JWTSource:
+class JWTSource(PeerSource[JWTLoginSettings]):
     method = "jwt"
     remote = False
+    max_answer_bytes = MAX_JWKS_BYTES
 
-    def __init__(
-        self,
-        settings: JWTLoginSettings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.http = httpx.AsyncClient(
-            # settings.timeout bounds the whole fetch, body included; the answer is capped.
-            **bounded(transport, timeout=settings.timeout, max_bytes=MAX_JWKS_BYTES),
-            timeout=settings.timeout,
-            follow_redirects=False,
-            cookies=cookieless_jar(),
-            headers={"Accept": "application/json"},
-        )
-        self._keys: KeySet | None = None
-        self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-    def login_url(self, next_path: str) -> str:
-        return self.settings.login_url.replace("{next}", quote(next_path, safe="/"))
+    @cached_property
+    def _keys(self) -> Refetched[KeySet]:
+        # No key set yet: the next request asks again (a site's login is down until it has one).
+        return Refetched(self._fetch, self.clock, cold_backoff=False)
 
     def token(self, request: Request) -> str | None:
         if self.settings.cookie:
@@ -106,7 +80,7 @@ class JWTSource:
             claims=claims_of(claims, self.settings.claim_fields),
         )
 
-    async def verify(self, token: str | None) -> dict[str, Any] | None:
+    async def verify(self, token: str | None) -> Claims | None:
         """Return the token's claims if it is valid for this site, else None."""
         if not token or len(token) > MAX_JWT_LENGTH or token.count(".") != 2:
             return None
@@ -144,23 +118,7 @@ class JWTSource:
 
     async def keys(self, *, unknown_kid: bool = False) -> KeySet:
         """Return the cached key set; fetch it when missing, old, or for an unknown kid."""
-        if self._fresh(unknown_kid) and self._keys is not None:
-            return self._keys
-        async with self._lock:  # one fetch for every request that needed it
-            if self._fresh(unknown_kid) and self._keys is not None:
-                return self._keys
-            try:
-                self._keys = await self._fetch()
-            except IdentityProviderUnavailable:
-                if self._keys is None:
-                    raise
-                # A stale set beats none; try again after the refetch interval.
-            self._fetched_at = self.clock()
-            return self._keys
-
-    def _fresh(self, unknown_kid: bool) -> bool:
-        age = self.clock() - self._fetched_at
-        return age < (JWKS_MIN_REFETCH if unknown_kid else JWKS_MAX_AGE)
+        return await self._keys.get(JWKS_MIN_REFETCH if unknown_kid else JWKS_MAX_AGE)
 
     async def _fetch(self) -> KeySet:
         try:

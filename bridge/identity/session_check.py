@@ -13,20 +13,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 from collections import OrderedDict
-from collections.abc import Callable
+from functools import cached_property
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from quart import Request
 
 from bridge.errors import IdentityProviderUnavailable
 from bridge.identity import Identity
-from bridge.identity.oidc import cookieless_jar
-from bridge.outbound import bounded
-from bridge.settings import SessionCheckSettings
+from bridge.identity.peer import PeerSource
+from bridge.settings.schema import SessionCheckSettings
 
 log = logging.getLogger("bridge.session_check")
 
@@ -39,31 +36,14 @@ MAX_COOKIE_LENGTH = 4096
 COOKIE_OCTETS = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+")
 
 
-class SessionCheckSource:
+class SessionCheckSource(PeerSource[SessionCheckSettings]):
     method = "session_check"
     remote = True  # one call to the site per visitor not yet known
+    max_answer_bytes = MAX_ANSWER_BYTES
 
-    def __init__(
-        self,
-        settings: SessionCheckSettings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.http = httpx.AsyncClient(
-            # settings.timeout bounds the whole check, body included; the answer is capped.
-            **bounded(transport, timeout=settings.timeout, max_bytes=MAX_ANSWER_BYTES),
-            timeout=settings.timeout,
-            follow_redirects=False,
-            cookies=cookieless_jar(),
-            headers={"Accept": "application/json"},
-        )
-        self._cache: OrderedDict[str, tuple[float, Identity | None]] = OrderedDict()
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
+    @cached_property
+    def _cache(self) -> OrderedDict[str, tuple[float, Identity | None]]:
+        return OrderedDict()  # by a hash of the forwarded cookies: (until, identity)
 
     def _forwarded(self, request: Request) -> dict[str, str]:
         forwarded = {}
@@ -126,6 +106,3 @@ class SessionCheckSource:
             raise IdentityProviderUnavailable()
         claims = {f: body[f] for f in self.settings.claim_fields if f in body}
         return Identity(subject=subject, method=self.method, claims=claims)
-
-    def login_url(self, next_path: str) -> str:
-        return self.settings.login_url.replace("{next}", quote(next_path, safe="/"))

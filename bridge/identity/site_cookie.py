@@ -19,7 +19,7 @@ from quart.json.tag import TaggedJSONSerializer
 from bridge.identity import NO_CLAIMS, Identity
 from bridge.identity.cookie_formats import CookieFormat, open_format
 from bridge.identity.fields import claims_of, subject_of
-from bridge.settings import SiteCookieSettings
+from bridge.settings.schema import SiteCookieSettings
 
 # Browsers cap a cookie at 4096 bytes; anything longer did not come from the site.
 MAX_COOKIE_LENGTH = 4096

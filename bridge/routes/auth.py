@@ -3,7 +3,7 @@ and ``/session``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlencode
 
 from quart import (
@@ -41,6 +41,19 @@ def _no_store(response: Response) -> Response:
     return response
 
 
+class _CookieAttributes(TypedDict):
+    path: str
+    secure: bool
+    httponly: bool
+    samesite: str
+
+
+def _binding(bridge: Bridge) -> _CookieAttributes:
+    """The login-binding cookie's attributes, the same when it is set and when it is deleted."""
+    secure = bridge.settings.session.cookie_secure
+    return {"path": "/", "secure": secure, "httponly": True, "samesite": "Lax"}
+
+
 async def login() -> Response:
     """Start an OIDC login (``?next=`` same-origin path, ``?provider=`` name)."""
     bridge = Bridge.of(current_app)
@@ -63,15 +76,7 @@ async def login() -> Response:
     provider = oidc.provider(name)
     url, binding = await oidc.start(provider, next_path, request.cookies.get(oidc.binding_cookie))
     response: Response = redirect(url, 302)  # type: ignore[assignment]
-    response.set_cookie(
-        oidc.binding_cookie,
-        binding,
-        max_age=STATE_TTL,
-        path="/",
-        secure=bridge.settings.session.cookie_secure,
-        httponly=True,
-        samesite="Lax",
-    )
+    response.set_cookie(oidc.binding_cookie, binding, max_age=STATE_TTL, **_binding(bridge))
     return _no_store(response)
 
 
@@ -101,13 +106,7 @@ async def callback() -> Response:
             await bridge.sessions.end(old, "logout")
     response: Response = redirect(finished.next_path, 303)  # type: ignore[assignment]
     bridge.sessions.set_cookie(response, finished.session.cookie_token)
-    response.delete_cookie(
-        oidc.binding_cookie,
-        path="/",
-        secure=bridge.settings.session.cookie_secure,
-        httponly=True,
-        samesite="Lax",
-    )
+    response.delete_cookie(oidc.binding_cookie, **_binding(bridge))
     return _no_store(response)
 
 

@@ -12,7 +12,7 @@ from bridge.csrf import csrf_token
 from bridge.errors import UnknownAvatar
 from bridge.redirects import is_local_path
 from bridge.runtime import Bridge
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 
 blueprint = Blueprint("pages", __name__)
 

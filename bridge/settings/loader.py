@@ -20,13 +20,10 @@ from msgspec.structs import replace
 
 from bridge.errors import ConfigError
 from bridge.secret import Secret
-from bridge.settings.schema import COOKIE_FORMATS, Settings
-from bridge.settings.values import RateLimit
+from bridge.settings.schema import COOKIE_FORMAT_ONLY, COOKIE_FORMATS, Settings
+from bridge.settings.values import require
 
 MIN_SECRET_KEY_LENGTH = 32
-_COOKIE_COMMON = {
-    "format", "name", "secret_key_env", "user_field", "claim_fields", "login_url", "logout_url",
-}  # fmt: skip
 
 
 def load_settings(
@@ -97,16 +94,17 @@ def _cookie_defaults(cookie: dict[str, Any], data: dict[str, Any]) -> dict[str, 
     if fmt not in COOKIE_FORMATS:
         return cookie  # the schema names the formats
     name, user_field, extra = COOKIE_FORMATS[fmt]
-    misplaced = sorted(set(cookie) - _COOKIE_COMMON - set(extra))
+    misplaced = sorted(set(cookie) & COOKIE_FORMAT_ONLY - set(extra))
     if misplaced:
         raise ConfigError(f"login.cookie.{misplaced[0]}: not a setting of format {fmt!r}")
-    if fmt == "itsdangerous" and not cookie.get("salt"):
-        # With the library's default salt, any other token the site signs with this key (an
-        # e-mail confirmation carrying user_id) would pass as a login.
-        raise ConfigError(
-            "login.cookie.salt: required for format 'itsdangerous' (the salt the site's login "
-            "cookie, and nothing else it signs, uses)"
-        )
+    # With the library's default salt, any other token the site signs with this key (an
+    # e-mail confirmation carrying user_id) would pass as a login.
+    salted = fmt != "itsdangerous" or cookie.get("salt")
+    require(
+        salted,
+        "login.cookie.salt: required for format 'itsdangerous' (the salt the site's "
+        "login cookie, and nothing else it signs, uses)",
+    )
     server = data.get("server")
     public_url = server.get("public_url", "") if isinstance(server, Mapping) else ""
     if fmt in ("authjs", "next-auth-v4") and str(public_url).lower().startswith("https://"):
@@ -116,14 +114,14 @@ def _cookie_defaults(cookie: dict[str, Any], data: dict[str, Any]) -> dict[str, 
 
 def _providers(raw: Any) -> Any:
     """``[login.oidc]`` is one provider ("default"); ``[login.oidc.<name>]`` tables are many."""
-    if not isinstance(raw, Mapping) or not raw:
-        raise ConfigError("login.oidc: must be a table ([login.oidc] or [login.oidc.<name>])")
+    table = isinstance(raw, Mapping) and raw
+    require(table, "login.oidc: must be a table ([login.oidc] or [login.oidc.<name>])")
     if not all(isinstance(table, Mapping) for table in raw.values()):
         return [dict(raw)]
     providers = []
     for name, table in raw.items():
-        if not name.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"login.oidc.{name}: letters, digits, '_' and '-' only")
+        ok = re.fullmatch(r"[\w-]+", name)
+        require(ok, f"login.oidc.{name}: letters, digits, '_' and '-' only")
         providers.append({**table, "env:name": name})
     return providers
 
@@ -155,42 +153,42 @@ def _from_environment(
     return data, where
 
 
-_PATH = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.S)
+_PATH = re.compile(r"(?P<message>.*) - at `\$(?P<path>[^`]*)`", re.S)
 _KINDS = {
     "int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
     "array": "a list", "object": "a table", "null": "unset",
 }  # fmt: skip
-_RULES = [
-    (re.compile(r"^Expected `[a-z]+` >= (\S+)$"), "must be at least {0}"),
-    (re.compile(r"^Expected `[a-z]+` > (\S+)$"), "must be greater than {0}"),
-    (re.compile(r"^Expected `[a-z]+` <= (\S+)$"), "at most {0}"),
-    (re.compile(r"^Object missing required field `(.+)`$"), "{0}: not set"),
-]
+_RULES = {  # msgspec's words, ours
+    r"Expected `[a-z]+` >= (\S+)": "must be at least {0}",
+    r"Expected `[a-z]+` > (\S+)": "must be greater than {0}",
+    r"Expected `[a-z]+` <= (\S+)": "at most {0}",
+    r"Object missing required field `(.+)`": "{0}: not set",
+    r"Invalid enum value (.+)": "{0} is not allowed (one of {choices})",
+    r"Expected `([^`]+)`, got `[^`]+`": "must be {kinds}",
+}
 
 
 def _dotted(error: str, where: Mapping[str, str]) -> str:
     """Turn msgspec's "Expected `int`, got `str` - at `$.a.b`" into "a.b: must be an integer"."""
-    match = _PATH.match(error)
-    message, path = (match["message"], match["path"].lstrip(".")) if match else (error, "")
+    match = _PATH.fullmatch(error)
+    message, path = (match["message"], match["path"]) if match else (error, "")
+    unknown = re.fullmatch(r"Object contains unknown field `(.+)`", message)
+    for pattern, text in _RULES.items():
+        if rule := re.fullmatch(pattern, message):
+            kinds = (_KINDS.get(kind.strip(), kind.strip()) for kind in rule[1].split("|"))
+            choices = _choices(path) if "{choices}" in text else ()
+            message = text.format(
+                *rule.groups(), kinds=" or ".join(kinds), choices=", ".join(choices)
+            )
+    path = path.lstrip(".")
     for index_path, name in where.items():
         if path == index_path or path.startswith(index_path + "."):
             path = name + path[len(index_path) :]
-    unknown = re.match(r"^Object contains unknown field `(.+)`$", message)
     if unknown:
         return f"{path or 'config'}.{unknown[1]}: unknown setting"
-    expected = re.match(r"^Expected `([^`]+)`, got `[^`]+`$", message)
-    if expected:
-        kinds = [_KINDS.get(k.strip(), k.strip()) for k in expected[1].split("|")]
-        message = "must be " + " or ".join(kinds)
-    if message.startswith("Invalid enum value"):
-        message = "must be one of " + ", ".join(_choices(match["path"] if match else ""))
-    for pattern, text in _RULES:
-        rule = pattern.match(message)
-        if rule:
-            message = text.format(*rule.groups())
     if not path:
         return message  # a rule across sections names its settings itself
-    if re.match(r"^[A-Za-z0-9_-]+(\[\d+\])?[.:]", message):
+    if re.match(r"[A-Za-z0-9_-]+(\[\d+\])?[.:]", message):
         return f"{path}.{message}"  # a section's rule names its field
     return f"{path}: {message}"
 
@@ -212,45 +210,36 @@ def _with_secrets(
     settings: Settings, env: Mapping[str, str], where: Mapping[str, str], *, source: str
 ) -> Settings:
     """Fill each secret from the environment variable its setting names."""
-    secret_keys = _secret_list(env.get("BRIDGE_SECRET_KEY", ""))
-    if not secret_keys:
-        raise ConfigError(
-            "BRIDGE_SECRET_KEY: not set (the bridge's own signing key, 32+ characters)"
-        )
-    if any(len(secret) < MIN_SECRET_KEY_LENGTH for secret in secret_keys):
-        raise ConfigError(
-            f"BRIDGE_SECRET_KEY: each key must be at least {MIN_SECRET_KEY_LENGTH} characters"
-        )
-    avatars = []
-    for avatar in settings.avatars:
-        api_key = env.get(avatar.api_key_env, "")
-        if not api_key:
-            raise ConfigError(
-                f"{avatar.api_key_env}: not set (the API key of avatar {avatar.name!r})"
-            )
-        avatars.append(replace(avatar, api_key=Secret(api_key)))
+    secret_keys = _secrets(env, "BRIDGE_SECRET_KEY", "the bridge's own signing key, 32+ characters")
+    short = any(len(secret) < MIN_SECRET_KEY_LENGTH for secret in secret_keys)
+    require(
+        not short,
+        f"BRIDGE_SECRET_KEY: each key must be at least {MIN_SECRET_KEY_LENGTH} characters",
+    )
+    avatars = tuple(
+        replace(a, api_key=_secret(env, a.api_key_env, f"the API key of avatar {a.name!r}"))
+        for a in settings.avatars
+    )
     login = settings.login
     if login.cookie is not None:
-        keys = _secret_list(env.get(login.cookie.secret_key_env, ""))
-        if not keys:
-            raise ConfigError(
-                f"{login.cookie.secret_key_env}: not set (the site's cookie signing key, "
-                "login.cookie.secret_key_env)"
-            )
+        what = "the site's cookie signing key, login.cookie.secret_key_env"
+        keys = _secrets(env, login.cookie.secret_key_env, what)
         login = replace(login, cookie=replace(login.cookie, secret_keys=keys))
-    providers = []
-    for index, provider in enumerate(login.oidc):
-        secret = env.get(provider.client_secret_env, "")
-        if not secret:
-            raise ConfigError(
-                f"{provider.client_secret_env}: not set (the OIDC client secret, "
-                f"{where[f'login.oidc[{index}]']}.client_secret_env)"
-            )
-        providers.append(replace(provider, client_secret=Secret(secret)))
+    providers = tuple(
+        replace(
+            p,
+            client_secret=_secret(
+                env,
+                p.client_secret_env,
+                f"the OIDC client secret, {where[f'login.oidc[{index}]']}.client_secret_env",
+            ),
+        )
+        for index, p in enumerate(login.oidc)
+    )
     return replace(
         settings,
-        avatars=tuple(avatars),
-        login=replace(login, oidc=tuple(providers)),
+        avatars=avatars,
+        login=replace(login, oidc=providers),
         secret_keys=secret_keys,
         admin_token=_operator_token(env, "BRIDGE_ADMIN_TOKEN"),
         metrics_token=_operator_token(env, "BRIDGE_METRICS_TOKEN"),
@@ -258,8 +247,16 @@ def _with_secrets(
     )
 
 
-def _secret_list(raw: str) -> tuple[Secret, ...]:
-    return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
+def _secret(env: Mapping[str, str], variable: str, what: str) -> Secret:
+    require(env.get(variable), f"{variable}: not set ({what})")
+    return Secret(env[variable])
+
+
+def _secrets(env: Mapping[str, str], variable: str, what: str) -> tuple[Secret, ...]:
+    """A comma-separated list of keys, the newest first (the others still verify)."""
+    keys = tuple(Secret(part.strip()) for part in env.get(variable, "").split(",") if part.strip())
+    require(keys, f"{variable}: not set ({what})")
+    return keys
 
 
 def _operator_token(env: Mapping[str, str], name: str) -> Secret | None:
@@ -272,11 +269,3 @@ def _operator_token(env: Mapping[str, str], name: str) -> Secret | None:
             " around it (e.g. `openssl rand -base64 32`)"
         )
     return Secret(raw)
-
-
-def parse_rate(value: str, name: str) -> RateLimit:
-    """Read ``"30/minute"``, ``"100/5 minutes"`` or ``"off"`` (errors name ``name``)."""
-    try:
-        return RateLimit.parse(value)
-    except ConfigError as exc:
-        raise ConfigError(f"{name}: {exc}") from exc

@@ -34,13 +34,18 @@ from bridge.settings.values import (
     Strings,
     UpstreamURL,
     UserField,
-    masked_url,
+    named,
+    require,
 )
 
 Seconds = Annotated[float, Meta(gt=0)]
 Count = Annotated[int, Meta(ge=0)]
 AtMost300 = Annotated[int, Meta(ge=0, le=300)]
 NO_SECRET = Secret("")
+# Signature algorithms a JWKS (public keys) can verify; never "none", never HMAC.
+PublicKeyAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -61,8 +66,8 @@ class ServerSettings(Section, frozen=True):
     asgi_server: Literal["hypercorn", "uvicorn"] = "uvicorn"
 
     def __post_init__(self) -> None:
-        if not self.is_https and urlsplit(self.public_url).hostname not in LOOPBACK_HOSTS:
-            raise ConfigError("public_url: plain http is allowed for localhost only; use https")
+        local = self.is_https or urlsplit(self.public_url).hostname in LOOPBACK_HOSTS
+        require(local, "public_url: plain http is allowed for localhost only; use https")
 
     @property
     def public_origin(self) -> str:
@@ -99,8 +104,8 @@ class SessionSettings(Section, frozen=True):
     cookie_path: str = _env("cookie_path", "/")  # always server.base_path
 
     def __post_init__(self) -> None:
-        if self.idle_timeout > self.absolute_timeout:
-            raise ConfigError("idle_timeout: must not exceed session.absolute_timeout")
+        longest = self.idle_timeout <= self.absolute_timeout
+        require(longest, "idle_timeout: must not exceed session.absolute_timeout")
 
     @property
     def effective_cookie_name(self) -> str:
@@ -123,13 +128,12 @@ class StoreSettings(Section, frozen=True):
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, StoreURL):  # built in code from a plain string
-            force_setattr(self, "url", _named("url", StoreURL, self.url))
-        if "{" in self.prefix or "}" in self.prefix:
-            # A hash tag in the prefix would put every key in one Redis Cluster slot.
-            raise ConfigError("prefix: must not contain '{' or '}'")
-        if self.address is not None and self.lock_lease < 3 * self.timeout:
-            # A renewal is tried every third of the lease and may take a whole timeout.
-            raise ConfigError("lock_lease: must be at least three times store.timeout")
+            force_setattr(self, "url", named("url", StoreURL, self.url))
+        # A hash tag in the prefix would put every key in one Redis Cluster slot.
+        require(not {"{", "}"} & set(self.prefix), "prefix: must not contain '{' or '}'")
+        # A renewal is tried every third of the lease and may take a whole timeout.
+        lasts = self.address is None or self.lock_lease >= 3 * self.timeout
+        require(lasts, "lock_lease: must be at least three times store.timeout")
 
     @property
     def address(self) -> RedisAddress | None:
@@ -150,11 +154,8 @@ class SentifydSettings(Section, frozen=True):
 
     def __post_init__(self) -> None:
         force_setattr(self, "backend", self.backend.rstrip("/"))
-        if not self.login_path:
-            raise ConfigError("login_path: must not be empty")
-        for key in ("login_path", "refresh_path"):
-            if getattr(self, key) and not getattr(self, key).startswith("/"):
-                raise ConfigError(f"{key}: must start with '/'")
+        require(self.login_path.startswith("/"), "login_path: must start with '/'")
+        require(self.refresh_path[:1] in ("", "/"), "refresh_path: must start with '/'")
 
 
 class ComponentSettings(Section, frozen=True):
@@ -196,15 +197,12 @@ class SiteCookieSettings(Section, frozen=True):
     store_timeout: Seconds = 2.0
 
     def __post_init__(self) -> None:
-        if not self.login_url:
-            raise ConfigError("login_url: not set (where a logged-out visitor signs in)")
-        if not self.name:
-            raise ConfigError(f"name: not set (format {self.format!r} has no default name)")
+        require(self.login_url, "login_url: not set (where a logged-out visitor signs in)")
+        require(self.name, f"name: not set (format {self.format!r} has no default name)")
         if self.format == "express":
-            if not self.store_url:
-                raise ConfigError("store_url: not set (the site's Redis, redis://...)")
-            if _named("store_url", RedisAddress.parse, self.store_url).topology != "single":
-                raise ConfigError("store_url: must be redis:// or rediss:// (one Redis)")
+            require(self.store_url, "store_url: not set (the site's Redis, redis://...)")
+            one = named("store_url", RedisAddress.parse, self.store_url).topology == "single"
+            require(one, "store_url: must be redis:// or rediss:// (one Redis)")
 
 
 class JWTLoginSettings(Section, frozen=True, kw_only=True):
@@ -213,7 +211,7 @@ class JWTLoginSettings(Section, frozen=True, kw_only=True):
     jwks_url: SecureURL
     issuer: str = ""
     audience: Strings = Strings()
-    algorithms: tuple[str, ...] = ()
+    algorithms: tuple[PublicKeyAlgorithm, ...] = ()
     login_url: str = ""
     cookie: str = ""
     header: str = ""
@@ -222,38 +220,24 @@ class JWTLoginSettings(Section, frozen=True, kw_only=True):
     leeway: AtMost300 = 30
     timeout: Seconds = 5.0
 
-    # Signature algorithms a JWKS (public keys) can verify; never "none", never HMAC.
-    ALGORITHMS = (
-        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
-    )  # fmt: skip
-
     def __post_init__(self) -> None:
-        if not self.issuer:
-            raise ConfigError("issuer: not set (the iss every token must carry)")
-        if not self.audience:
-            raise ConfigError("audience: not set (the aud meant for this site)")
-        if not self.algorithms:
-            raise ConfigError('algorithms: not set (e.g. ["RS256"])')
-        for alg in self.algorithms:
-            if alg not in self.ALGORITHMS:
-                raise ConfigError(
-                    f"algorithms: {alg!r} is not allowed; public-key algorithms only "
-                    f"({', '.join(self.ALGORITHMS)})"
-                )
-        if bool(self.cookie) == bool(self.header):
-            raise ConfigError('set exactly one of cookie = "NAME" or header = "Authorization"')
-        if self.header and self.header.lower() != "authorization":
-            raise ConfigError('header: only "Authorization" (a Bearer token) is supported')
+        require(self.issuer, "issuer: not set (the iss every token must carry)")
+        require(self.audience, "audience: not set (the aud meant for this site)")
+        require(self.algorithms, 'algorithms: not set (e.g. ["RS256"])')
+        one = bool(self.cookie) != bool(self.header)
+        require(one, 'set exactly one of cookie = "NAME" or header = "Authorization"')
+        bearer = self.header.lower() in ("", "authorization")
+        require(bearer, 'header: only "Authorization" (a Bearer token) is supported')
         if self.header:
             force_setattr(self, "header", "Authorization")
-        if not self.login_url:
-            raise ConfigError("login_url: not set (where a visitor signs in)")
+        require(self.login_url, "login_url: not set (where a visitor signs in)")
 
 
 _RESERVED_PATHS = {
     "/", "/login", "/logout", "/session", "/backchannel-logout", "/request_tokens",
     "/healthz", "/readyz", "/metrics",
 }  # fmt: skip
+_RESERVED_PREFIXES = ("/avatars/", "/static/", "/request_tokens/", "/admin")
 
 
 class OIDCProviderSettings(Section, frozen=True, kw_only=True):
@@ -279,17 +263,13 @@ class OIDCProviderSettings(Section, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.issuer)
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ConfigError("issuer: must not have a query, fragment or userinfo")
-        if not self.client_id:
-            raise ConfigError("client_id: not set")
-        if "openid" not in self.scopes:
-            raise ConfigError("scopes: must include 'openid'")
+        plain = not (parts.query or parts.fragment or parts.username or parts.password)
+        require(plain, "issuer: must not have a query, fragment or userinfo")
+        require(self.client_id, "client_id: not set")
+        require("openid" in self.scopes, "scopes: must include 'openid'")
         path = self.redirect_path
-        if path in _RESERVED_PATHS or path.startswith(
-            ("/avatars/", "/static/", "/request_tokens/", "/admin")
-        ):
-            raise ConfigError(f"redirect_path: {path!r} is a bridge route")
+        ours = path in _RESERVED_PATHS or path.startswith(_RESERVED_PREFIXES)
+        require(not ours, f"redirect_path: {path!r} is a bridge route")
 
 
 class SessionCheckSettings(Section, frozen=True, kw_only=True):
@@ -304,12 +284,9 @@ class SessionCheckSettings(Section, frozen=True, kw_only=True):
     cache_ttl: AtMost300 = 10
 
     def __post_init__(self) -> None:
-        if not self.cookies:
-            raise ConfigError("cookies: name the cookie(s) to forward")
-        if not self.login_url:
-            raise ConfigError("login_url: not set (where a visitor signs in)")
-        if not self.user_field:
-            raise ConfigError("user_field: must not be empty")
+        require(self.cookies, "cookies: name the cookie(s) to forward")
+        require(self.login_url, "login_url: not set (where a visitor signs in)")
+        require(self.user_field, "user_field: must not be empty")
 
 
 class LoginSettings(Section, frozen=True):
@@ -379,21 +356,19 @@ class Settings(Section, frozen=True):
 
     def __post_init__(self) -> None:
         force_setattr(self, "session", replace(self.session, cookie_path=self.server.base_path))
-        if not self.session.cookie_secure and self.server.is_https:
-            raise ConfigError("session.cookie_secure: must be true when server.public_url is https")
+        secure = self.session.cookie_secure or not self.server.is_https
+        require(secure, "session.cookie_secure: must be true when server.public_url is https")
         avatars = self.avatars or (AvatarSettings(),)
         if not avatars[0].name:
             avatars = (replace(avatars[0], name=Name("default")), *avatars[1:])
         force_setattr(self, "avatars", avatars)
         seen: set[str] = set()
         for index, avatar in enumerate(avatars):
-            if not avatar.name:
-                raise ConfigError(f"avatars[{index}].name: letters, digits, '_' and '-' only")
-            if avatar.name in seen:
-                raise ConfigError(f"avatars[{index}].name: {avatar.name!r} is configured twice")
+            where = f"avatars[{index}]"
+            require(avatar.name, f"{where}.name: letters, digits, '_' and '-' only")
+            require(avatar.name not in seen, f"{where}.name: {avatar.name!r} is configured twice")
             seen.add(avatar.name)
-            if not avatar.avatar_id:
-                raise ConfigError(f"avatars[{index}].avatar_id: not set (or AVATAR_ID)")
+            require(avatar.avatar_id, f"{where}.avatar_id: not set (or AVATAR_ID)")
         login = self.login
         if not (login.cookie or login.jwt or login.oidc or login.session_check):
             raise ConfigError(
@@ -429,55 +404,6 @@ class Settings(Section, frozen=True):
                 return avatar
         return None
 
-    def masked(self) -> dict[str, Any]:
-        """Return the effective settings as plain data, every secret masked (``check-config``)."""
-        plain: dict[str, Any] = {
-            "secret_keys": _plain(self.secret_keys),
-            "avatars": _plain(self.avatars),
-            **{name: _plain(getattr(self, name)) for name in _MASKED_SECTIONS},
-            "site_cookie": _plain(self.site_cookie),
-            "log_level": self.log_level,
-            "demo": self.demo,
-            "source": self.source,
-            **{name: _plain(getattr(self, name)) for name in _MASKED_OPERATIONS},
-            "admin_token": _plain(self.admin_token),
-            "metrics_token": _plain(self.metrics_token),
-            "oidc": _plain(self.oidc),
-            "session_check": _plain(self.session_check),
-            "jwt": _plain(self.jwt),
-        }
-        plain["store"]["url"] = masked_url(self.store.url)
-        if self.site_cookie is not None:
-            cookie, fmt = plain["site_cookie"], self.site_cookie.format
-            cookie["store_url"] = masked_url(self.site_cookie.store_url)
-            for key in _COOKIE_FORMAT_ONLY - set(COOKIE_FORMATS[fmt][2]):
-                cookie.pop(key, None)  # a setting this format does not read
-            cookie["verified_as"] = COOKIE_FORMAT_NOTES[fmt]
-        if plain["jwt"]:
-            plain["jwt"]["verified_as"] = JWT_NOTE
-        return plain
-
-
-_MASKED_SECTIONS = ("server", "session", "store", "sentifyd", "component")
-_MASKED_OPERATIONS = ("lifecycle", "limits", "metrics", "admin")
-
-
-def _plain(value: Any) -> Any:
-    """Plain data for ``masked``: structs by attribute name, secrets masked."""
-    if isinstance(value, Secret):
-        return "********" if value else ""
-    if isinstance(value, RateLimit):
-        return {"count": value.count, "window": value.window}
-    if isinstance(value, msgspec.Struct):
-        return {name: _plain(getattr(value, name)) for name in value.__struct_fields__}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    return value
-
 
 # Per format: the default cookie name and user field, and the settings it takes beyond the
 # common ones (name, secret_key_env, user_field, claim_fields, login_url, logout_url).
@@ -491,36 +417,5 @@ COOKIE_FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "next-auth-v4": ("next-auth.session-token", "sub", ()),
     "react-router": ("__session", "userId", ()),
 }
-_COOKIE_FORMAT_ONLY = {
-    "salt", "max_age", "key_digest", "store_url", "store_prefix", "store_timeout",
-}  # fmt: skip
-# What check-config says each format checks (and which settings it reads).
-COOKIE_FORMAT_NOTES = {
-    "flask": "Flask's session cookie: itsdangerous, salt, HMAC-SHA1, tagged JSON; max_age",
-    "itsdangerous": "an itsdangerous URLSafeTimedSerializer token: salt, max_age",
-    "django": "Django's signed_cookies session: TimestampSigner HMAC-SHA256 under SECRET_KEY and "
-    "its fallbacks, salt django.contrib.sessions.backends.signed_cookies, max_age "
-    "(SESSION_COOKIE_AGE)",
-    "rails": "Rails' encrypted cookie: AES-256-GCM, key by PBKDF2 of secret_key_base (salt "
-    "'authenticated encrypted cookie', 1000 iterations, key_digest), purpose cookie.<name>, exp",
-    "express": "express-session's signed id (HMAC-SHA256, cookie-signature) and the session "
-    "connect-redis keeps at store_prefix + id in store_url; missing there means signed out",
-    "authjs": "Auth.js v5's JWE (dir + A256CBC-HS512, HKDF key from AUTH_SECRET salted with the "
-    "cookie name), chunked cookies joined, exp with 15 s tolerance",
-    "next-auth-v4": "NextAuth v4's JWE (dir + A256GCM, HKDF key from NEXTAUTH_SECRET), chunked "
-    "cookies joined, exp with 15 s tolerance",
-    "react-router": "React Router / Remix createCookieSessionStorage: base64 JSON signed with "
-    "HMAC-SHA256 under any of the secrets",
-}
-JWT_NOTE = (
-    "a JWT from the cookie or the Bearer header, signed with a key from jwks_url (cached; an "
-    "unknown kid refetched at most every 10 s) in one of algorithms; iss, aud and exp required"
-)
-
-
-def _named(name: str, parse: Any, value: Any) -> Any:
-    """Parse ``value``, naming the field in the error (a section's own field)."""
-    try:
-        return parse(value)
-    except ConfigError as exc:
-        raise ConfigError(f"{name}: {exc}") from exc
+# The settings only some formats read (the others are common to all).
+COOKIE_FORMAT_ONLY = {key for _, _, extra in COOKIE_FORMATS.values() for key in extra}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
@@ -16,8 +17,29 @@ import msgspec
 from bridge.errors import ConfigError
 from bridge.secret import Secret
 
+T = TypeVar("T")
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 MAX_TARGET_LENGTH = 2048
+
+
+def require(condition: object, message: str) -> None:
+    """Refuse a setting with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def named(name: str, parse: Callable[[Any], T], value: Any) -> T:
+    """Parse ``value``, naming the setting in the error (``"store.url: ..."``)."""
+    try:
+        return parse(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+
+
+def either(words: Iterable[str]) -> str:
+    """``a, b or c``."""
+    *rest, last = words
+    return f"{', '.join(rest)} or {last}" if rest else last
 
 
 def local_path_or(value: str | None, default: str) -> str:
@@ -39,26 +61,42 @@ def local_path_or(value: str | None, default: str) -> str:
     return value
 
 
-def masked_url(url: str) -> str:
-    """Mask the password of a URL such as ``redis://:password@host:6379/0``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username or ''}:********@{host}").geturl()
-
-
 class Text(str):
-    """A string setting that checks itself; subclasses override ``check``."""
+    """A string setting that matches ``PATTERN`` (else ``MESSAGE``) and passes ``check``."""
+
+    PATTERN: ClassVar[str] = r"(?s).*"
+    MESSAGE: ClassVar[str] = ""
 
     @classmethod
     def parse(cls, raw: Any) -> Any:
-        if not isinstance(raw, str):
-            raise ConfigError("must be a string")
+        require(isinstance(raw, str), "must be a string")
+        require(re.fullmatch(cls.PATTERN, raw), cls.MESSAGE)
         return cls(cls.check(raw))
 
     @classmethod
     def check(cls, value: str) -> str:
+        return value
+
+
+class Name(Text):
+    """Letters, digits, '_' and '-' (an avatar, a provider, a cookie)."""
+
+    PATTERN, MESSAGE = r"[\w-]*", "letters, digits, '_' and '-' only"
+
+
+class BasePath(Text):
+    """A plain path prefix like "/avatar" (or "/")."""
+
+    @classmethod
+    def check(cls, value: str) -> str:
+        if value == "/":
+            return value
+        if not value.startswith("/") or value.endswith("/"):
+            raise ConfigError("must start with '/' and not end with one, e.g. \"/avatar\"")
+        for segment in value[1:].split("/"):
+            require(segment not in ("", ".", ".."), "no empty, '.' or '..' segments")
+            if not re.fullmatch(r"[A-Za-z0-9._~-]+", segment):
+                raise ConfigError("letters, digits and . _ ~ - only (nothing encoded, no spaces)")
         return value
 
 
@@ -72,73 +110,42 @@ class Origin(Text):
             raise ConfigError(f"must be an http(s) URL, got {value!r}")
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ConfigError("must be a plain origin (scheme://host[:port])")
-        if parts.path not in ("", "/"):
-            raise ConfigError("must not have a path")
+        require(parts.path in ("", "/"), "must not have a path")
         return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 class SecureURL(Text):
     """An http(s) URL with a host, https unless it is this machine."""
 
-    WHAT: ClassVar[str] = "must be the provider's https URL"
+    MESSAGE = "must be the provider's https URL"
     INSECURE: ClassVar[str] = "must be https (plain http for localhost only)"
 
     @classmethod
     def check(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(cls.WHAT)
-        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-            raise ConfigError(cls.INSECURE)
+        require(parts.scheme in ("http", "https") and parts.hostname, cls.MESSAGE)
+        require(parts.scheme == "https" or parts.hostname in LOOPBACK_HOSTS, cls.INSECURE)
         return value
 
 
 class UpstreamURL(SecureURL):
-    WHAT = "must be an http(s) URL"
+    MESSAGE = "must be an http(s) URL"
     INSECURE = "the API key may travel over https only (or to localhost)"
 
 
 class SiteURL(SecureURL):
-    WHAT = "must be the site's http(s) 'who am I' URL"
+    MESSAGE = "must be the site's http(s) 'who am I' URL"
     INSECURE = "cookies may travel over https only (or to localhost)"
-
-
-class BasePath(Text):
-    """A plain path prefix like "/avatar" (or "/")."""
-
-    _SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
-
-    @classmethod
-    def check(cls, value: str) -> str:
-        if value == "/":
-            return value
-        if not value.startswith("/") or value.endswith("/"):
-            raise ConfigError("must start with '/' and not end with one, e.g. \"/avatar\"")
-        for segment in value[1:].split("/"):
-            if segment in ("", ".", ".."):
-                raise ConfigError("no empty, '.' or '..' segments")
-            if not cls._SEGMENT.match(segment):
-                raise ConfigError("letters, digits and . _ ~ - only (nothing encoded, no spaces)")
-        return value
 
 
 class LocalPath(Text):
     """A plain path on this site: no ``//host``, no query, no fragment."""
 
-    @classmethod
-    def check(cls, value: str) -> str:
-        if local_path_or(value, "") != value or "?" in value or "#" in value:
-            raise ConfigError("must be a plain path on this site starting with '/'")
-        return value
-
-
-class Name(Text):
-    """Letters, digits, '_' and '-' (an avatar, a provider, a cookie)."""
+    PATTERN, MESSAGE = r"[^?#]*", "must be a plain path on this site starting with '/'"
 
     @classmethod
     def check(cls, value: str) -> str:
-        if value and not value.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError("letters, digits, '_' and '-' only")
+        require(local_path_or(value, "") == value, cls.MESSAGE)
         return value
 
 
@@ -157,14 +164,13 @@ class Network(Text):
 class UserField(Text):
     """A claim name, or a JSON pointer (``/passport/user``) into the site's session."""
 
+    # In a JSON pointer '~' starts an escape: ~0 ('~') or ~1 ('/').
+    PATTERN = r"(?s)([^/].*)?|(/([^~/]|~[01])*)+"
+    MESSAGE = "'~' in a JSON pointer must be written ~0 (and '/' as ~1)"
+
     @classmethod
     def check(cls, value: str) -> str:
-        if not value:
-            raise ConfigError("must not be empty")
-        if value.startswith("/") and any(
-            "~" in t.replace("~0", "").replace("~1", "") for t in value[1:].split("/")
-        ):
-            raise ConfigError("'~' in a JSON pointer must be written ~0 (and '/' as ~1)")
+        require(value, "must not be empty")
         return value
 
 
@@ -174,8 +180,8 @@ class Strings(tuple[str, ...]):
     @classmethod
     def parse(cls, raw: Any) -> Strings:
         items = [raw] if isinstance(raw, str) else raw
-        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-            raise ConfigError("must be a string or a list of strings")
+        ok = isinstance(items, list) and all(isinstance(v, str) for v in items)
+        require(ok, "must be a string or a list of strings")
         return cls(v for v in items if v)
 
 
@@ -184,18 +190,15 @@ class Attributes(dict[str, str]):
 
     @classmethod
     def parse(cls, raw: Any) -> Attributes:
-        if not isinstance(raw, dict):
-            raise ConfigError("must be a table")
+        require(isinstance(raw, dict), "must be a table")
         attrs = cls()
         for key, value in raw.items():
-            if not key.replace("-", "").replace("_", "").isalnum():
-                raise ConfigError(f"{key}: not a valid attribute name")
+            require(re.fullmatch(r"[\w-]+", key), f"{key}: not a valid attribute name")
             if isinstance(value, bool):
-                attrs[key] = "true" if value else "false"
-            elif isinstance(value, str | int | float):
-                attrs[key] = str(value)
-            else:
+                value = "true" if value else "false"
+            if not isinstance(value, str | int | float):
                 raise ConfigError(f"{key}: must be a string, number or boolean")
+            attrs[key] = str(value)
         return attrs
 
 
@@ -208,81 +211,72 @@ class AccessRules(dict[str, Any]):
 
     @classmethod
     def parse(cls, raw: Any) -> AccessRules:
-        if not isinstance(raw, dict):
-            raise ConfigError("must be a table")
+        require(isinstance(raw, dict), "must be a table")
         for key, value in raw.items():
-            if key not in cls.KNOWN:
-                raise ConfigError(f"{key}: unknown rule (known: {', '.join(cls.KNOWN)})")
-            strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            if key in ("groups", "email_domains", "users") and not (strings and value):
-                raise ConfigError(f"{key}: must be a non-empty list of strings")
-            if key == "email_verified" and not isinstance(value, bool):
-                raise ConfigError(f"{key}: must be true or false")
-            if key == "claims" and not isinstance(value, dict):
-                raise ConfigError(f"{key}: must be a table")
+            require(key in cls.KNOWN, f"{key}: unknown rule (known: {', '.join(cls.KNOWN)})")
+            if key == "email_verified":
+                require(isinstance(value, bool), f"{key}: must be true or false")
+            elif key == "claims":
+                require(isinstance(value, dict), f"{key}: must be a table")
+            else:
+                strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
+                require(strings and value, f"{key}: must be a non-empty list of strings")
         return cls(raw)
 
 
-class RateLimit:
+class RateLimit(tuple[int, int]):
     """At most ``count`` requests per fixed window of ``window`` seconds (0 counts: no limit).
 
     Written ``"30/minute"``, ``"100/5 minutes"`` or ``"off"``.
     """
 
-    __slots__ = ("count", "window")
-    _UNITS: ClassVar[dict[str, int]] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-    _RE: ClassVar[re.Pattern[str]] = re.compile(
-        r"^\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*$"
-    )
+    UNITS: ClassVar[dict[str, int]] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+    SHAPE: ClassVar = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*")
 
-    def __init__(self, count: int, window: int) -> None:
-        self.count = count
-        self.window = window
+    def __new__(cls, count: int, window: int) -> RateLimit:
+        return super().__new__(cls, (count, window))
 
-    @classmethod
-    def parse(cls, raw: Any) -> RateLimit:
-        if not isinstance(raw, str):
-            raise ConfigError("must be a string")
-        if raw.strip().lower() == "off":
-            return cls(0, 60)
-        match = cls._RE.match(raw.lower())
-        if not match:
-            raise ConfigError('must look like "30/minute" or "100/5 minutes", or "off"')
-        count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
-        if count < 1 or multiple < 1:
-            raise ConfigError('count and window must be positive (or "off")')
-        return cls(count, multiple * cls._UNITS[unit])
+    @property
+    def count(self) -> int:  # type: ignore[override]  # the rate's count, not tuple.count
+        return self[0]
+
+    @property
+    def window(self) -> int:
+        return self[1]
 
     @property
     def enabled(self) -> bool:
-        return self.count > 0
+        return self[0] > 0
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RateLimit):
-            return NotImplemented
-        return (self.count, self.window) == (other.count, other.window)
+    @classmethod
+    def parse(cls, raw: Any) -> RateLimit:
+        require(isinstance(raw, str), "must be a string")
+        if raw.strip().lower() == "off":
+            return cls(0, 60)
+        match = cls.SHAPE.fullmatch(raw.lower())
+        if not match:
+            raise ConfigError('must look like "30/minute" or "100/5 minutes", or "off"')
+        count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
+        require(count >= 1 and multiple >= 1, 'count and window must be positive (or "off")')
+        return cls(count, multiple * cls.UNITS[unit])
 
-    def __hash__(self) -> int:
-        return hash((self.count, self.window))
 
-    def __repr__(self) -> str:
-        return f"RateLimit(count={self.count}, window={self.window})"
+def parse_rate(value: str, name: str) -> RateLimit:
+    """Read ``"30/minute"``, ``"100/5 minutes"`` or ``"off"`` (errors name ``name``)."""
+    return named(name, RateLimit.parse, value)
 
 
-# One Redis, a Sentinel-managed master, a Redis Cluster; each plain or TLS.
-REDIS_SCHEMES = {
-    "redis": ("single", False),
-    "rediss": ("single", True),
-    "redis+sentinel": ("sentinel", False),
-    "rediss+sentinel": ("sentinel", True),
-    "redis+cluster": ("cluster", False),
-    "rediss+cluster": ("cluster", True),
+# One Redis, a Sentinel-managed master, a Redis Cluster: the scheme's suffix, the default port
+# and the URL's shape. Each is plain or TLS ("rediss").
+TOPOLOGIES = {
+    "single": ("", 6379, "redis://host:6379/0"),
+    "sentinel": ("+sentinel", 26379, "redis+sentinel://host:26379,host:26379/SERVICE/0"),
+    "cluster": ("+cluster", 6379, "redis+cluster://host:6379,host:6379"),
 }
-_DEFAULT_PORT = {"single": 6379, "sentinel": 26379, "cluster": 6379}
-_SHAPES = {
-    "single": "redis://host:6379/0",
-    "sentinel": "redis+sentinel://host:26379,host:26379/SERVICE/0",
-    "cluster": "redis+cluster://host:6379,host:6379",
+REDIS_SCHEMES = {
+    f"redis{tls}{suffix}": (topology, tls == "s")
+    for topology, (suffix, _, _) in TOPOLOGIES.items()
+    for tls in ("", "s")
 }
 
 
@@ -320,37 +314,30 @@ class RedisAddress(msgspec.Struct, frozen=True):
             parts = urlsplit(url)
         except ValueError as exc:
             raise ConfigError("not a valid redis:// URL") from exc
-        if parts.scheme not in REDIS_SCHEMES:
-            raise ConfigError(
-                "must start with redis://, rediss://, redis+sentinel://, "
-                "rediss+sentinel://, redis+cluster:// or rediss+cluster://"
-            )
+        schemes = either(f"{scheme}://" for scheme in REDIS_SCHEMES)
+        require(parts.scheme in REDIS_SCHEMES, f"must start with {schemes}")
         topology, tls = REDIS_SCHEMES[parts.scheme]
-        shape = _SHAPES[topology]
+        _, default_port, shape = TOPOLOGIES[topology]
         userinfo, _, hostlist = parts.netloc.rpartition("@")
-        nodes = tuple(_node(text, _DEFAULT_PORT[topology]) for text in hostlist.split(","))
-        if not all(host for host, _ in nodes):
-            raise ConfigError(f"name the Redis host ({shape})")
+        nodes = tuple(_node(text, default_port) for text in hostlist.split(","))
+        require(all(host for host, _ in nodes), f"name the Redis host ({shape})")
         if topology == "single" and len(nodes) > 1:
             raise ConfigError("one host for redis://; several need +sentinel or +cluster")
         path = [p for p in parts.path.split("/") if p]
         service = None
         if topology == "sentinel":
-            if not path:
-                raise ConfigError(f"name the Sentinel service ({shape})")
+            require(path, f"name the Sentinel service ({shape})")
             service = unquote(path.pop(0))
         db_text = path[0] if path else "0"
         if len(path) > 1 or not db_text.isdigit():
             raise ConfigError(f"the path must be a database number ({shape})")
-        if topology == "cluster" and db_text != "0":
-            raise ConfigError("a Redis Cluster has database 0 only")
+        require(topology != "cluster" or db_text == "0", "a Redis Cluster has database 0 only")
         query = parse_qs(parts.query, keep_blank_values=True)
-        unknown = set(query) - {"ssl_ca_certs"}
+        unknown = sorted(set(query) - {"ssl_ca_certs"})
         if unknown:
-            raise ConfigError(f"unknown option {sorted(unknown)[0]!r}")
+            raise ConfigError(f"unknown option {unknown[0]!r}")
         ca_certs = query.get("ssl_ca_certs", [""])[-1] or None
-        if ca_certs and not tls:
-            raise ConfigError("ssl_ca_certs needs TLS (rediss://)")
+        require(tls or not ca_certs, "ssl_ca_certs needs TLS (rediss://)")
         username, colon, password = userinfo.partition(":")
         return cls(
             nodes=nodes,
@@ -369,8 +356,7 @@ def _node(text: str, default_port: int) -> tuple[str, int]:
     host, port_text = text, ""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        if rest and not rest.startswith(":"):
-            raise ConfigError("not a valid host")
+        require(not rest or rest.startswith(":"), "not a valid host")
         port_text = rest[1:]
     elif ":" in text:
         host, _, port_text = text.rpartition(":")
@@ -381,10 +367,7 @@ def _node(text: str, default_port: int) -> tuple[str, int]:
 
 def parse_url(url: str) -> RedisAddress:
     """Parse a ``store.url`` for Redis (errors name ``store.url``)."""
-    try:
-        return RedisAddress.parse(url)
-    except ConfigError as exc:
-        raise ConfigError(f"store.url: {exc}") from exc
+    return named("store.url", RedisAddress.parse, url)
 
 
 class StoreURL(Text):
@@ -394,15 +377,7 @@ class StoreURL(Text):
 
     def __init__(self, value: str) -> None:
         super().__init__()
-        self.address = self._address(value)
-
-    @staticmethod
-    def _address(value: str) -> RedisAddress | None:
-        if urlsplit(value).scheme == "memory":
-            return None
-        if urlsplit(value).scheme not in REDIS_SCHEMES:
-            raise ConfigError(
-                "must start with memory://, redis://, rediss://, redis+sentinel://, "
-                "rediss+sentinel://, redis+cluster:// or rediss+cluster://"
-            )
-        return RedisAddress.parse(value)
+        scheme = urlsplit(value).scheme
+        schemes = either(f"{scheme}://" for scheme in ("memory", *REDIS_SCHEMES))
+        require(scheme == "memory" or scheme in REDIS_SCHEMES, f"must start with {schemes}")
+        self.address = None if scheme == "memory" else RedisAddress.parse(value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.settings import StoreSettings
+from bridge.settings.schema import StoreSettings
 from bridge.store.base import Store
 from bridge.store.memory import MemoryStore
 

@@ -45,8 +45,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from bridge.errors import ConfigError, LeaseLost, StoreUnavailable
-from bridge.settings import RedisAddress, StoreSettings
-from bridge.settings import parse_url as parse_url  # the store URL reader, for callers here
+from bridge.settings.schema import StoreSettings
+from bridge.settings.values import RedisAddress
+from bridge.settings.values import parse_url as parse_url  # the store URL reader, for callers here
 from bridge.store.base import Changed, Lease, Store
 
 log = logging.getLogger("bridge.store")

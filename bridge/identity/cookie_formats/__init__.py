@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from bridge.settings import SiteCookieSettings
+from bridge.settings.schema import SiteCookieSettings
 
 # Browsers cap a cookie at 4096 bytes; anything longer did not come from the site.
 MAX_COOKIE_LENGTH = 4096

@@ -19,7 +19,7 @@ from typing import Any
 from itsdangerous import BadSignature, Signer
 
 from bridge.identity.cookie_formats import MAX_COOKIE_LENGTH
-from bridge.settings import SiteCookieSettings
+from bridge.settings.schema import SiteCookieSettings
 
 SALT = "django.contrib.sessions.backends.signed_cookies"
 MAX_SESSION_BYTES = 64 * 1024  # what a 4 KB cookie may inflate to

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from bridge.errors import IdentityProviderUnavailable
 from bridge.identity.cookie_formats import MAX_COOKIE_LENGTH
-from bridge.settings import SiteCookieSettings
+from bridge.settings.schema import SiteCookieSettings
 
 log = logging.getLogger("bridge.express_session")
 

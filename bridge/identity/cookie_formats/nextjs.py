@@ -23,7 +23,7 @@ from joserfc import jwe, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from bridge.settings import SiteCookieSettings
+from bridge.settings.schema import SiteCookieSettings
 
 CLOCK_TOLERANCE = 15  # jwtDecrypt's clockTolerance in both libraries
 MAX_CHUNKS = 8

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from bridge.identity.cookie_formats import MAX_COOKIE_LENGTH
-from bridge.settings import SiteCookieSettings
+from bridge.settings.schema import SiteCookieSettings
 
 SALT = b"authenticated encrypted cookie"
 ITERATIONS = 1000

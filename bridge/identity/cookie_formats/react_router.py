@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from bridge.identity.cookie_formats import MAX_COOKIE_LENGTH
-from bridge.settings import SiteCookieSettings
+from bridge.settings.schema import SiteCookieSettings
 
 
 def _b64decode(text: str) -> bytes:

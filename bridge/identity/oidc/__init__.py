@@ -5,11 +5,12 @@ flows with one provider), ``source`` (the identity source for OIDC sessions), ``
 login, callback and logout flows the routes run).
 """
 
-from bridge.identity.oidc.documents import FETCH_BACKOFF, JWKS_MAX_AGE, cookieless_jar, issuer_hash
+from bridge.identity.oidc.documents import issuer_hash
 from bridge.identity.oidc.login import STATE_TTL, OIDCLogin
 from bridge.identity.oidc.provider import OIDCProvider, ProviderTokens
 from bridge.identity.oidc.source import METHOD, OIDCSource
 from bridge.identity.oidc.tokens import session_claims
+from bridge.identity.refetch import FETCH_BACKOFF, JWKS_MAX_AGE
 
 __all__ = [
     "FETCH_BACKOFF",
@@ -20,7 +21,6 @@ __all__ = [
     "OIDCProvider",
     "OIDCSource",
     "ProviderTokens",
-    "cookieless_jar",
     "issuer_hash",
     "session_claims",
 ]

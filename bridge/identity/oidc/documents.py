@@ -4,14 +4,12 @@ with backoff, over a cookieless HTTP client that reaches only the issuer's own h
 from __future__ import annotations
 
 import hashlib
-import http.cookiejar
 import ipaddress
 import logging
 import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,8 +21,10 @@ from joserfc.jwk import KeySet
 from bridge.errors import (
     IdentityProviderUnavailable,
 )
-from bridge.outbound import bounded
-from bridge.settings import LOOPBACK_HOSTS, OIDCProviderSettings
+from bridge.identity.refetch import JWKS_MAX_AGE, JWKS_MIN_REFETCH, Refetched
+from bridge.outbound import peer_client_options
+from bridge.settings.schema import OIDCProviderSettings
+from bridge.settings.values import LOOPBACK_HOSTS
 
 # authlib 1.9 prefers the "httpx2" package and warns, once, on importing its httpx client when it
 # falls back to httpx; the bridge uses plain httpx on purpose (one HTTP stack). Silenced for that
@@ -39,6 +39,10 @@ with warnings.catch_warnings():
 
 log = logging.getLogger("bridge.oidc")
 
+# A provider's JSON answer (discovery metadata, a token or userinfo response), read field by
+# field where it is used.
+Document = dict[str, Any]
+
 # Algorithms the bridge verifies: asymmetric only (an HS* token would be keyed with the
 # client secret, which the bridge does not want to double as a signing key), never "none".
 ASYMMETRIC_ALGS = (
@@ -47,60 +51,10 @@ ASYMMETRIC_ALGS = (
 )  # fmt: skip
 MAX_DOCUMENT_BYTES = 512 * 1024
 METADATA_MAX_AGE = 3600.0
-JWKS_MAX_AGE = 3600.0
-# An unknown kid refetches the JWKS at most this often, so forged tokens cannot make the
-# bridge hammer the provider.
-JWKS_MIN_REFETCH = 10.0
-# After a failed fetch of the provider's documents, wait this long (doubling per failure, up to
-# the cap) before asking again: meanwhile a cached copy is used, or the login fails at once.
-FETCH_BACKOFF = 5.0
-FETCH_BACKOFF_MAX = 300.0
-
-
-class _NoCookies(http.cookiejar.CookiePolicy):
-    """Keep no cookie from a provider: one client serves every visitor."""
-
-    netscape = True
-    rfc2965 = False
-    hide_cookie2 = True
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-    def domain_return_ok(self, domain: str, request: Any) -> bool:
-        return False
-
-    def path_return_ok(self, path: str, request: Any) -> bool:
-        return False
-
-
-def cookieless_jar() -> http.cookiejar.CookieJar:
-    """Return a cookie jar that never stores or sends a cookie."""
-    return http.cookiejar.CookieJar(policy=_NoCookies())
 
 
 def issuer_hash(issuer: str) -> str:
     return hashlib.sha256(issuer.encode("utf-8")).hexdigest()[:16]
-
-
-@dataclass
-class _Cache:
-    metadata: dict[str, Any] | None = None
-    metadata_at: float = 0.0
-    keys: KeySet | None = None
-    keys_at: float = 0.0
-    # Failed fetches in a row, and when the next one may be tried.
-    metadata_failures: int = 0
-    metadata_retry_at: float = 0.0
-    keys_failures: int = 0
-    keys_retry_at: float = 0.0
-
-
-def _backoff(failures: int) -> float:
-    return float(min(FETCH_BACKOFF * 2 ** (failures - 1), FETCH_BACKOFF_MAX))
 
 
 class ProviderDocuments:
@@ -136,12 +90,10 @@ class ProviderDocuments:
             code_challenge_method="S256",
             # One deadline per call (documents, JWKS, token, userinfo, revocation), body
             # included, and no answer longer than a provider document may be.
-            **bounded(transport, timeout=timeout, max_bytes=MAX_DOCUMENT_BYTES),
-            timeout=timeout,
-            follow_redirects=False,
-            cookies=cookieless_jar(),
+            **peer_client_options(transport, timeout=timeout, max_bytes=MAX_DOCUMENT_BYTES),
         )
-        self._cache = _Cache()
+        self._metadata = Refetched(self._fetch_metadata, clock)
+        self._keys = Refetched(self._fetch_keys, clock)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -150,7 +102,7 @@ class ProviderDocuments:
 
     async def _get_json(
         self, url: str, what: str, headers: dict[str, str] | None = None
-    ) -> dict[str, Any]:
+    ) -> Document:
         """GET a JSON object from the provider; anything else is IdentityProviderUnavailable."""
         try:
             response = await self.client.request("GET", url, withhold_token=True, headers=headers)
@@ -175,29 +127,14 @@ class ProviderDocuments:
             raise IdentityProviderUnavailable()
         return data
 
-    async def metadata(self) -> dict[str, Any]:
+    async def metadata(self) -> Document:
         """Return the provider's discovery document (cached; a stale copy beats none)."""
-        now = self.clock()
-        cache = self._cache
-        cached = cache.metadata
-        if cached is not None and now - cache.metadata_at < METADATA_MAX_AGE:
-            return cached
-        if now < cache.metadata_retry_at:
-            if cached is not None:
-                return cached
-            raise IdentityProviderUnavailable()
+        return await self._metadata.get(METADATA_MAX_AGE)
+
+    async def _fetch_metadata(self) -> Document:
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        try:
-            data = await self._get_json(url, "discovery")
-            self._check_metadata(data)
-        except IdentityProviderUnavailable:
-            cache.metadata_failures += 1
-            cache.metadata_retry_at = now + _backoff(cache.metadata_failures)
-            if cached is not None:
-                return cached
-            raise
-        cache.metadata, cache.metadata_at = data, now
-        cache.metadata_failures, cache.metadata_retry_at = 0, 0.0
+        data = await self._get_json(url, "discovery")
+        self._check_metadata(data)
         return data
 
     def _check_metadata(self, data: Mapping[str, Any]) -> None:
@@ -231,38 +168,16 @@ class ProviderDocuments:
         return [alg for alg in offered if alg in ASYMMETRIC_ALGS]
 
     async def keys(self, *, refresh: bool = False) -> KeySet:
-        """Return the provider's signing keys; refetch when old or when asked (throttled).
+        """Return the provider's signing keys; refetch when old or when asked (throttled)."""
+        return await self._keys.get(JWKS_MIN_REFETCH if refresh else JWKS_MAX_AGE)
 
-        A failed refetch keeps the cached keys and backs off, so a provider that is down is
-        asked again only every few seconds to minutes, not on every login.
-        """
-        now = self.clock()
-        cache = self._cache
-        cached = cache.keys
-        age = now - cache.keys_at
-        if cached is not None and age < JWKS_MAX_AGE and not (refresh and age >= JWKS_MIN_REFETCH):
-            return cached
-        if now < cache.keys_retry_at:
-            if cached is not None:
-                return cached
-            raise IdentityProviderUnavailable()
+    async def _fetch_keys(self) -> KeySet:
+        data = await self._get_json((await self.metadata())["jwks_uri"], "jwks")
         try:
-            metadata = await self.metadata()
-            data = await self._get_json(metadata["jwks_uri"], "jwks")
-            try:
-                key_set = KeySet.import_key_set(data)  # type: ignore[arg-type]
-            except (JoseError, ValueError, TypeError, KeyError) as exc:
-                log.warning("provider jwks unusable", extra={"fields": {"provider": self.name}})
-                raise IdentityProviderUnavailable() from exc
-        except IdentityProviderUnavailable:
-            cache.keys_failures += 1
-            cache.keys_retry_at = now + _backoff(cache.keys_failures)
-            if cached is not None:
-                return cached
-            raise
-        cache.keys, cache.keys_at = key_set, now
-        cache.keys_failures, cache.keys_retry_at = 0, 0.0
-        return key_set
+            return KeySet.import_key_set(data)  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            log.warning("provider jwks unusable", extra={"fields": {"provider": self.name}})
+            raise IdentityProviderUnavailable() from exc
 
 
 def _ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -22,14 +22,20 @@ from joserfc import jws
 from joserfc.errors import JoseError
 
 from bridge.errors import InvalidLogoutToken, LoginFailed, TokenRejected, UnknownProvider
-from bridge.identity import Identity
+from bridge.identity import Claims, Identity
 from bridge.identity.oidc.provider import OIDCProvider
 from bridge.identity.oidc.source import METHOD, OIDCSource
 from bridge.identity.oidc.tokens import LOGOUT_TOKEN_MAX_AGE, MAX_JWT_LENGTH, session_claims
 from bridge.redirects import safe_next
 from bridge.sealing import digest
-from bridge.sessions import SessionContext, SessionManager, SessionRecord
-from bridge.settings import Settings
+from bridge.sessions import (
+    ProviderSession,
+    SessionContext,
+    SessionExtra,
+    SessionManager,
+    SessionRecord,
+)
+from bridge.settings.schema import Settings
 from bridge.store.base import Store
 
 log = logging.getLogger("bridge.oidc")
@@ -71,12 +77,12 @@ class OIDCLogin:
         sessions.on_end.append(self._forget_sid)
 
     async def _forget_sid(self, record: SessionRecord) -> None:
-        data = record.extra.get("oidc")
-        if record.method != METHOD or not isinstance(data, dict) or not data.get("sid"):
+        link = record.extra.oidc
+        if record.method != METHOD or link is None or not link.sid:
             return
         provider = self.source.provider_of(record)
         if provider is not None:
-            await self.store.set_remove(self._sid_key(provider, str(data["sid"])), record.id)
+            await self.store.set_remove(self._sid_key(provider, link.sid), record.id)
 
     @property
     def providers(self) -> dict[str, OIDCProvider]:
@@ -174,25 +180,20 @@ class OIDCLogin:
             claims=session_claims(claims),
         )
         sid = claims.get("sid") if isinstance(claims.get("sid"), str) else None
-        ctx = await self.sessions.create(
-            identity,
-            extra={
-                "oidc": {
-                    "provider": provider.name,
-                    "iss": provider.issuer,
-                    "sub": sub,
-                    "sid": sid,
-                    "expires_at": tokens.expires_at,
-                    "refreshable": tokens.refresh_token is not None,
-                    # Keycloak says how long its session lasts without renewal; others do not.
-                    "refresh_expires_at": tokens.refresh_expires_at,
-                }
-            },
+        link = ProviderSession(
+            provider=provider.name,
+            iss=provider.issuer,
+            sub=sub,
+            sid=sid,
+            expires_at=tokens.expires_at,
+            refreshable=tokens.refresh_token is not None,
+            refresh_expires_at=tokens.refresh_expires_at,
         )
+        ctx = await self.sessions.create(identity, extra=SessionExtra(oidc=link))
         record = ctx.record
         limits = self._provider_limits(provider, tokens, claims)
         record.expires_at = min([record.expires_at, *limits])
-        record.extra["oidc"]["tokens"] = self.sessions.sealer.seal(
+        link.tokens = self.sessions.sealer.seal(
             ctx.cookie_token,
             record.id,
             {"id_token": tokens.id_token, "refresh_token": tokens.refresh_token},
@@ -234,8 +235,8 @@ class OIDCLogin:
     async def logout(self, record: SessionRecord, cookie_token: str) -> str | None:
         """End an OIDC session here and return the provider's end-session URL, if any."""
         provider = self.source.provider_of(record)
-        data = record.extra.get("oidc") or {}
-        tokens = self.sessions.sealer.open(cookie_token, record.id, data.get("tokens", "")) or {}
+        sealed = record.extra.oidc.tokens if record.extra.oidc else ""
+        tokens = self.sessions.sealer.open(cookie_token, record.id, sealed) or {}
         await self.sessions.end(record, "logout")
         if provider is None:
             return None
@@ -265,13 +266,13 @@ class OIDCLogin:
         for record in candidates:
             if record is None or record.method != METHOD:
                 continue
-            data = record.extra.get("oidc") or {}
-            if data.get("iss") != provider.issuer or data.get("provider") != provider.name:
+            link = record.extra.oidc
+            if link is None or link.iss != provider.issuer or link.provider != provider.name:
                 continue
             # Both named: both must match, so one user's sid cannot end another user's session.
-            if sid is not None and data.get("sid") != sid:
+            if sid is not None and link.sid != sid:
                 continue
-            if sub is not None and data.get("sub") != sub:
+            if sub is not None and link.sub != sub:
                 continue
             if await self.sessions.end(record, "backchannel_logout"):
                 ended += 1
@@ -281,7 +282,7 @@ class OIDCLogin:
         )
         return ended
 
-    async def _validate_logout_token(self, token: Any) -> tuple[OIDCProvider, dict[str, Any]]:
+    async def _validate_logout_token(self, token: Any) -> tuple[OIDCProvider, Claims]:
         if not isinstance(token, str) or not token or len(token) > MAX_JWT_LENGTH:
             raise InvalidLogoutToken()
         issuer = _unverified_issuer(token)

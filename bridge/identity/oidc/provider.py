@@ -18,6 +18,8 @@ from bridge.errors import (
     RefreshRefused,
     TokenRejected,
 )
+from bridge.identity import Claims
+from bridge.identity.oidc.documents import Document
 from bridge.identity.oidc.tokens import TOKEN_CLAIMS, TokenChecks
 
 log = logging.getLogger("bridge.oidc")
@@ -27,7 +29,7 @@ log = logging.getLogger("bridge.oidc")
 class ProviderTokens:
     """What a token response gave, already checked."""
 
-    claims: dict[str, Any]
+    claims: Claims
     id_token: str
     access_token: str
     refresh_token: str | None
@@ -43,7 +45,7 @@ class OIDCProvider(TokenChecks):
 
     async def authorization_url(self, *, state: str, nonce: str, code_verifier: str) -> str:
         metadata = await self.metadata()
-        extra: dict[str, Any] = {}
+        extra: dict[str, int] = {}
         if self.settings.max_session_age:
             # The provider must re-authenticate anyone whose sign-in is older than this.
             extra["max_age"] = self.settings.max_session_age
@@ -56,7 +58,7 @@ class OIDCProvider(TokenChecks):
         )
         return str(url)
 
-    async def _token_request(self, **kwargs: Any) -> dict[str, Any]:
+    async def _token_request(self, **kwargs: Any) -> Document:
         metadata = await self.metadata()
         try:
             if kwargs.get("grant_type") == "refresh_token":
@@ -82,7 +84,7 @@ class OIDCProvider(TokenChecks):
             self.client.token = None
         return dict(token)
 
-    def _tokens(self, response: Mapping[str, Any], claims: dict[str, Any]) -> ProviderTokens:
+    def _tokens(self, response: Mapping[str, Any], claims: Claims) -> ProviderTokens:
         access_token = response.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise TokenRejected("access_token_missing")
@@ -182,7 +184,7 @@ class OIDCProvider(TokenChecks):
             tokens.claims = {**tokens.claims, **userinfo}
         return tokens
 
-    async def userinfo(self, access_token: str, subject: str) -> dict[str, Any]:
+    async def userinfo(self, access_token: str, subject: str) -> Claims:
         """Fetch userinfo claims (only those configured); its ``sub`` must match the ID token's."""
         metadata = await self.metadata()
         url = metadata.get("userinfo_endpoint")

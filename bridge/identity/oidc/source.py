@@ -20,7 +20,7 @@ from bridge.identity import Identity
 from bridge.identity.oidc.provider import OIDCProvider
 from bridge.identity.oidc.tokens import session_claims
 from bridge.sessions import SessionManager, SessionRecord
-from bridge.settings import Settings
+from bridge.settings.schema import Settings
 
 log = logging.getLogger("bridge.oidc")
 
@@ -52,11 +52,11 @@ class OIDCSource:
         return sub if len(self.providers) == 1 else f"{provider.name}:{sub}"
 
     def provider_of(self, record: SessionRecord | None) -> OIDCProvider | None:
-        data = record.extra.get("oidc") if record is not None else None
-        if not isinstance(data, dict):
+        link = record.extra.oidc if record is not None else None
+        if link is None:
             return None
-        provider = self.providers.get(str(data.get("provider")))
-        if provider is None or data.get("iss") != provider.issuer:
+        provider = self.providers.get(link.provider)
+        if provider is None or link.iss != provider.issuer:
             return None
         return provider
 
@@ -66,18 +66,14 @@ class OIDCSource:
     async def identify(self, request: Request, record: SessionRecord | None) -> Identity | None:
         if record is None or record.method != METHOD:
             return None
-        provider = self.provider_of(record)
-        if provider is None:
+        provider, link = self.provider_of(record), record.extra.oidc
+        if provider is None or link is None:
             return None
-        data = record.extra["oidc"]
-        refresh_ends = data.get("refresh_expires_at")
-        if refresh_ends is not None and self.clock() >= float(refresh_ends):
+        if link.refresh_expires_at is not None and self.clock() >= link.refresh_expires_at:
             # The provider said when its session would lapse unless renewed; it has.
             raise LoginEnded("upstream_refused")
         # Without a refresh token the session's own expiry is already the tokens' expiry.
-        if not data.get("refreshable") or (
-            self.clock() < float(data.get("expires_at", 0)) - REFRESH_MARGIN
-        ):
+        if not link.refreshable or self.clock() < link.expires_at - REFRESH_MARGIN:
             return Identity(subject=record.subject, method=METHOD, claims=dict(record.claims))
         token = self.sessions.cookie_token(request)
         if token is None:
@@ -93,19 +89,19 @@ class OIDCSource:
             self.sessions.lock_name(record.id), wait=self.settings.store.lock_wait
         ) as lease:
             fresh = await self.sessions.load_by_id(record.id)
-            if fresh is None:
+            link = fresh.extra.oidc if fresh is not None else None
+            if fresh is None or link is None:
                 raise LoginEnded("upstream_refused")
-            data = fresh.extra["oidc"]
-            if self.clock() < float(data.get("expires_at", 0)) - REFRESH_MARGIN:
+            if self.clock() < link.expires_at - REFRESH_MARGIN:
                 # Another request renewed them while this one waited.
                 record.claims = fresh.claims
                 return Identity(subject=fresh.subject, method=METHOD, claims=dict(fresh.claims))
-            sealed = self.sessions.sealer.open(cookie_token, fresh.id, data.get("tokens", ""))
+            sealed = self.sessions.sealer.open(cookie_token, fresh.id, link.tokens)
             refresh_token = (sealed or {}).get("refresh_token")
             if not refresh_token:
                 raise LoginEnded("upstream_refused")
             try:
-                tokens = await provider.refresh(refresh_token, data["sub"])
+                tokens = await provider.refresh(refresh_token, link.sub)
             except RefreshRefused as exc:
                 log.info(
                     "provider refused refresh",
@@ -121,9 +117,9 @@ class OIDCSource:
                 "id_token": tokens.id_token or (sealed or {}).get("id_token"),
                 "refresh_token": tokens.refresh_token,
             }
-            data["tokens"] = self.sessions.sealer.seal(cookie_token, fresh.id, store_tokens)
-            data["expires_at"] = tokens.expires_at
-            data["refresh_expires_at"] = tokens.refresh_expires_at
+            link.tokens = self.sessions.sealer.seal(cookie_token, fresh.id, store_tokens)
+            link.expires_at = tokens.expires_at
+            link.refresh_expires_at = tokens.refresh_expires_at
             try:
                 await self.sessions.save(fresh, fence=lease)
             except SessionGone as exc:

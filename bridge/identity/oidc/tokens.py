@@ -20,7 +20,8 @@ from joserfc.jwk import Key, KeySet
 from bridge.errors import (
     TokenRejected,
 )
-from bridge.identity.oidc.documents import ProviderDocuments
+from bridge.identity import Claims
+from bridge.identity.oidc.documents import Document, ProviderDocuments
 
 # The key type each algorithm is verified with; EdDSA only on Ed25519 keys (OKP, RFC 8037).
 EDDSA_ALGS = ("EdDSA", "Ed25519")
@@ -39,7 +40,7 @@ MAX_CLAIMS_BYTES = 8 * 1024
 class TokenChecks(ProviderDocuments):
     """The checks of the tokens a provider signs."""
 
-    async def verify_jwt(self, token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def verify_jwt(self, token: Any) -> tuple[Document, Claims]:
         """Check a signed JWT against the provider's keys; return its header and claims."""
         if not isinstance(token, str) or len(token) > MAX_JWT_LENGTH or token.count(".") != 2:
             raise TokenRejected("malformed")
@@ -76,17 +77,20 @@ class TokenChecks(ProviderDocuments):
     def _claims_error(exc: JoseError) -> TokenRejected:
         return TokenRejected(f"claims:{getattr(exc, 'claim', '') or type(exc).__name__}")
 
-    def _registry(self, **options: Any) -> jwt.JWTClaimsRegistry:
-        return jwt.JWTClaimsRegistry(
+    def _check_claims(self, claims: Claims, **required: Any) -> None:
+        """Check iss, aud (and azp), iat and the ``required`` claims of a token from us."""
+        registry = jwt.JWTClaimsRegistry(
             now=lambda: int(self.clock()),
             leeway=self.settings.leeway,
             iss={"essential": True, "value": self.issuer},
             aud={"essential": True, "value": self.settings.client_id},
             iat={"essential": True},
-            **options,
+            **required,
         )
-
-    def _check_audience(self, claims: Mapping[str, Any]) -> None:
+        try:
+            registry.validate(claims)
+        except JoseError as exc:
+            raise self._claims_error(exc) from exc
         aud = claims.get("aud")
         azp = claims.get("azp")
         # OpenID Connect Core 3.1.3.7: with several audiences azp must name us; if present at all
@@ -103,19 +107,14 @@ class TokenChecks(ProviderDocuments):
         nonce: str | None,
         access_token: str | None = None,
         subject: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Claims:
         """Validate an ID token (signature, iss, aud, azp, exp, iat, nonce); return its claims.
 
         ``nonce`` is required for a login; a refresh passes None and the ``subject`` it
         expects instead (OpenID Connect Core 12.2).
         """
         header, claims = await self.verify_jwt(id_token)
-        registry = self._registry(exp={"essential": True}, sub={"essential": True})
-        try:
-            registry.validate(claims)
-        except JoseError as exc:
-            raise self._claims_error(exc) from exc
-        self._check_audience(claims)
+        self._check_claims(claims, exp={"essential": True}, sub={"essential": True})
         if nonce is not None:
             if not isinstance(claims.get("nonce"), str) or not secrets.compare_digest(
                 claims["nonce"], nonce
@@ -134,19 +133,14 @@ class TokenChecks(ProviderDocuments):
                 raise TokenRejected("at_hash_mismatch")
         return claims
 
-    async def validate_logout_token(self, logout_token: Any) -> dict[str, Any]:
+    async def validate_logout_token(self, logout_token: Any) -> Claims:
         """Validate a back-channel logout token (OpenID Connect Back-Channel Logout 1.0, 2.6)."""
         header, claims = await self.verify_jwt(logout_token)
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in LOGOUT_TOKEN_TYPES):
             raise TokenRejected("typ_not_logout")
         # Back-Channel Logout 1.0, 2.4: exp is required, like iat and jti.
-        registry = self._registry(exp={"essential": True}, jti={"essential": True})
-        try:
-            registry.validate(claims)
-        except JoseError as exc:
-            raise self._claims_error(exc) from exc
-        self._check_audience(claims)
+        self._check_claims(claims, exp={"essential": True}, jti={"essential": True})
         if claims["iat"] < self.clock() - LOGOUT_TOKEN_MAX_AGE - self.settings.leeway:
             raise TokenRejected("too_old")
         events = claims.get("events")
@@ -191,9 +185,9 @@ def _half_hash(value: str, alg: str) -> bytes | None:
     return half
 
 
-def session_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+def session_claims(claims: Mapping[str, Any]) -> Claims:
     """Keep the claims that describe the person (for access rules), within a size bound."""
-    kept: dict[str, Any] = {}
+    kept: Claims = {}
     size = 0
     for key, value in claims.items():
         if key in TOKEN_CLAIMS or key == "sub":
