@@ -155,14 +155,8 @@ def create_app(
                 headers.add("Referrer-Policy", "same-origin")
         if request.endpoint != "static":
             # Tokens, errors and pages are per visitor: never cached by a browser or a proxy.
-            if "cache-control" in present:
-                headers["Cache-Control"] = "no-store"
-            else:
-                headers.add("Cache-Control", "no-store")
-            if "vary" not in present:
-                headers.add("Vary", "Cookie")
-            else:
-                _vary_on_cookie(response)
+            headers["Cache-Control"] = "no-store"
+            _vary_on_cookie(response, present)
         return requestlog.finish(response, bridge, metrics)
 
     @app.after_serving
@@ -174,7 +168,11 @@ def create_app(
     return app
 
 
-def _vary_on_cookie(response: Response) -> None:
+def _vary_on_cookie(response: Response, present: set[str]) -> None:
+    """Add ``Cookie`` to the response's ``Vary`` (``present``: its header names, lower-case)."""
+    if "vary" not in present:
+        response.headers.add("Vary", "Cookie")
+        return
     vary = ", ".join(response.headers.getlist("Vary"))
     if "cookie" not in (v.strip().lower() for v in vary.split(",")):
         response.headers["Vary"] = f"{vary}, Cookie" if vary.strip() else "Cookie"

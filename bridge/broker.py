@@ -240,10 +240,9 @@ class TokenBroker:
             return change(record, entry)
 
         def cached(record: SessionRecord) -> TokenEntry | None:
-            sealed = record.sealed or record.tokens
-            if sealed not in opened:
-                opened[sealed] = self.sessions.open_tokens(ctx, record)
-            entry = opened[sealed].get(avatar.name)
+            if record.token_blob not in opened:
+                opened[record.token_blob] = self.sessions.open_tokens(ctx, record)
+            entry = opened[record.token_blob].get(avatar.name)
             return entry if self._fresh(entry, refreshing=refreshing) else None
 
         def apply(record: SessionRecord, fetched: TokenEntry | None) -> tuple[str, TokenEntry]:
@@ -253,7 +252,7 @@ class TokenBroker:
             if entry is None:
                 if fetched is None:
                     raise _Stale()
-                tokens = dict(opened[record.sealed or record.tokens])
+                tokens = dict(opened[record.token_blob])
                 tokens[avatar.name] = entry = fetched
                 self.sessions.seal_tokens(ctx, record, tokens)
             return counted(record, entry), entry

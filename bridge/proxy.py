@@ -71,6 +71,8 @@ class TrustedProxies:
         self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
     def __contains__(self, address: object) -> bool:
+        if not self.networks:
+            return False  # none configured (the default): no address to parse
         if isinstance(address, str):
             address = parse_ip(address)
         if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
@@ -141,7 +143,7 @@ class ProxyHeaders(HTTPMiddleware):
         """Return ``scope`` as the app should see it (the caller passes a copy)."""
         client = scope.get("client")
         peer = client[0] if client else None
-        trusted = peer is not None and bool(self.trusted.networks) and peer in self.trusted
+        trusted = peer is not None and peer in self.trusted
         scope["bridge.trusted_proxy"] = trusted
         scope["bridge.peer"] = peer
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])

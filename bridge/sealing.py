@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from cryptography.exceptions import InvalidTag
@@ -48,29 +48,37 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _seal(key: bytes, plaintext: bytes, aad: bytes) -> str:
+def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM under ``key``: a fresh nonce, then the ciphertext and its tag."""
     nonce = os.urandom(12)
-    return _b64(nonce + AESGCM(key).encrypt(nonce, plaintext, aad))
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
-def _open(key: bytes, sealed: str, aad: bytes) -> bytes | None:
+def _open(keys: Iterable[bytes], sealed: bytes, aad: bytes) -> bytes | None:
+    """Open what :func:`_seal` sealed under any of ``keys``; None if none of them did."""
+    if len(sealed) < 12 + 16:
+        return None
+    for key in keys:
+        try:
+            return AESGCM(key).decrypt(sealed[:12], sealed[12:], aad)
+        except InvalidTag:
+            continue
+    return None
+
+
+def _open_text(keys: Iterable[bytes], sealed: str, aad: bytes) -> bytes | None:
     try:
         raw = _unb64(sealed)
     except (ValueError, TypeError):
         return None
-    if len(raw) < 12 + 16:
-        return None
-    try:
-        return AESGCM(key).decrypt(raw[:12], raw[12:], aad)
-    except InvalidTag:
-        return None
+    return _open(keys, raw, aad)
 
 
 class SessionSealer:
     """Seal and open a session's token blob; keys are tried newest first, for rotation.
 
     Deriving a session's keys (HKDF) costs more than sealing itself, so the derived keys of
-    the ``cache_size`` most recently used sessions are kept in this process (never in the
+    the ``cache_size`` most recently derived sessions are kept in this process (never in the
     store), each beside the cookie value it was derived from. The keys are kept as bytes: a
     cipher object holds about 2.5 KB of key schedule, and building one costs a microsecond.
     """
@@ -99,30 +107,19 @@ class SessionSealer:
 
     def seal_raw(self, cookie_token: str, session_id: str, plaintext: bytes) -> bytes:
         """Return ``plaintext`` sealed for this session: nonce, ciphertext and tag."""
-        nonce = os.urandom(12)
-        cipher = AESGCM(self._session_keys(cookie_token, session_id)[0])
-        return nonce + cipher.encrypt(nonce, plaintext, session_id.encode())
+        key = self._session_keys(cookie_token, session_id)[0]
+        return _seal(key, plaintext, session_id.encode())
 
     def open_raw(self, cookie_token: str, session_id: str, sealed: bytes) -> bytes | None:
         """Return what :meth:`seal_raw` sealed, or None if it was not sealed for this session."""
-        if len(sealed) < 12 + 16:
-            return None
-        for key in self._session_keys(cookie_token, session_id):
-            try:
-                return AESGCM(key).decrypt(sealed[:12], sealed[12:], session_id.encode())
-            except InvalidTag:
-                continue
-        return None
+        return _open(self._session_keys(cookie_token, session_id), sealed, session_id.encode())
 
     def seal_bytes(self, cookie_token: str, session_id: str, plaintext: bytes) -> str:
         return _b64(self.seal_raw(cookie_token, session_id, plaintext))
 
     def open_bytes(self, cookie_token: str, session_id: str, sealed: str) -> bytes | None:
-        try:
-            raw = _unb64(sealed)
-        except (ValueError, TypeError):
-            return None
-        return self.open_raw(cookie_token, session_id, raw)
+        keys = self._session_keys(cookie_token, session_id)
+        return _open_text(keys, sealed, session_id.encode())
 
     def seal(self, cookie_token: str, session_id: str, value: dict[str, Any]) -> str:
         plain = json.dumps(value, separators=(",", ":")).encode()
@@ -138,10 +135,10 @@ class SessionSealer:
 
 def seal_with_handle(handle: str, value: str) -> str:
     key = _derive(handle.encode("ascii"), b"", _HANDLE_INFO)
-    return _seal(key, value.encode("utf-8"), b"")
+    return _b64(_seal(key, value.encode("utf-8"), b""))
 
 
 def open_with_handle(handle: str, sealed: str) -> str | None:
     key = _derive(handle.encode("ascii"), b"", _HANDLE_INFO)
-    plain = _open(key, sealed, b"")
+    plain = _open_text([key], sealed, b"")
     return plain.decode("utf-8") if plain is not None else None

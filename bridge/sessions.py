@@ -164,8 +164,13 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
         return Identity(subject=self.subject, method=self.method, claims=dict(self.claims))
 
     @property
+    def token_blob(self) -> bytes | str | None:
+        """The sealed tokens, in whichever form the record holds them."""
+        return self.sealed or self.tokens
+
+    @property
     def has_tokens(self) -> bool:
-        return bool(self.sealed or self.tokens)
+        return bool(self.token_blob)
 
 
 # Records are JSON (msgspec's codec, typed on the way in): readable with redis-cli as before,

@@ -23,27 +23,14 @@ blueprint = Blueprint("tokens", __name__)
 
 MAX_QUERY_LENGTH = 4096
 MAX_HANDLE_LENGTH = 256
-_QUERY_KEY = b"refreshToken="
-# The query the component sends: only the handle, nothing escaped (handles are URL-safe).
-_PLAIN_VALUE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _encode = msgspec.json.Encoder(enc_hook=str).encode  # settings' names are str subclasses
-
-
-def _plain_query_handle(query: bytes) -> str | None:
-    """Return the handle of ``refreshToken=VALUE`` when the query is exactly that, unescaped
-    (what werkzeug would parse to the same); None sends the query to werkzeug's parser."""
-    if query.startswith(_QUERY_KEY) and _PLAIN_VALUE.issuperset(query[len(_QUERY_KEY) :]):
-        return query[len(_QUERY_KEY) :].decode("ascii")
-    return None
 
 
 async def read_handle(request: Request) -> str | None:
     """Return the ``refreshToken`` the component sent (query, form or JSON body), if any."""
     if len(request.query_string) > MAX_QUERY_LENGTH:
         raise RequestTooLarge()
-    handle: Any = _plain_query_handle(request.query_string)
-    if handle is None:
-        handle = request.args.get("refreshToken")
+    handle: Any = request.args.get("refreshToken")
     if handle is None and request.method == "POST":
         if request.is_json:
             try:
