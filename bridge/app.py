@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
 from bridge import requestlog
+from bridge.connection import HTTPConnection
 from bridge.errors import BadRequest, HTTPError, MethodNotAllowed, StoreUnavailable
 from bridge.identity import IdentitySource
 from bridge.mount import install
@@ -42,7 +43,10 @@ UNBUILDABLE = "bridge.unbuildable_request"
 
 
 class BridgeQuart(Quart):
-    """Quart, answering requests it cannot build (a ``Host`` werkzeug refuses) like any other."""
+    """Quart, answering requests it cannot build (a ``Host`` werkzeug refuses) like any other,
+    each run in the server's own task (:mod:`bridge.connection`)."""
+
+    asgi_http_class = HTTPConnection
 
     def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
         try:
