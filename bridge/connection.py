@@ -58,9 +58,7 @@ class HTTPConnection(ASGIHTTPConnection):
         """Quart's own way: a receiver feeds the body while the handler runs."""
         receiver = asyncio.ensure_future(self.handle_messages(request, receive))
         handler = asyncio.ensure_future(self.handle_request(request, send))
-        done, pending = await asyncio.wait(
-            [handler, receiver], return_when=asyncio.FIRST_COMPLETED
-        )
+        done, pending = await asyncio.wait([handler, receiver], return_when=asyncio.FIRST_COMPLETED)
         await cancel_tasks(pending)
         raise_task_exceptions(done)
 

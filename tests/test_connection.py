@@ -9,10 +9,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conftest import site_cookie
 from quart import Quart
 
 from bridge import connection
+from conftest import site_cookie
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
