@@ -7,6 +7,7 @@ and most answer in a millisecond. For such a request this connection
 
 - runs the handler in the server's own task and sends the answer under ``asyncio.timeout``
   (a timer, no task), with Quart's ``RESPONSE_TIMEOUT``;
+- sends an answer held in memory (every JSON answer, every page) as one body message;
 - watches for the client leaving only once the request has run for :data:`WATCH_AFTER`
   seconds: a request still waiting then (on Sentifyd, on a lock) is cancelled when its client
   disconnects, as under Quart; one that answers sooner costs no watcher.
@@ -22,7 +23,9 @@ from typing import Any, cast
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart.asgi import ASGIHTTPConnection, _handle_exception
 from quart.utils import cancel_tasks, raise_task_exceptions
+from quart.utils import encode_headers
 from quart.wrappers import Request, Response
+from quart.wrappers.response import DataBody
 
 WATCH_AFTER = 0.25  # seconds a request runs before its client's leaving is watched for
 
@@ -73,9 +76,22 @@ class HTTPConnection(ASGIHTTPConnection):
             timeout = self.app.config["RESPONSE_TIMEOUT"]
         try:
             async with asyncio.timeout(timeout):
-                await self._send_response(send, response)
+                if isinstance(response, Response) and isinstance(response.response, DataBody):
+                    await self._send_whole(send, response, response.response)
+                else:
+                    await self._send_response(send, response)
         except TimeoutError:
             pass  # as Quart: a client too slow to take the answer does not get all of it
+
+    @staticmethod
+    async def _send_whole(send: ASGISendCallable, response: Response, body: DataBody) -> None:
+        """The status, the headers and the body (or its range) in two messages, not three."""
+        headers = encode_headers(response.headers)
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        data = body.data[body.begin : body.end]
+        await send({"type": "http.response.body", "body": data, "more_body": False})
 
 
 class _Watch:
