@@ -135,3 +135,12 @@ async def test_a_client_gone_before_its_request_arrived_gets_nothing(app: Quart)
     client = Client([], leave_after=0)
     await run(app, scope("GET", "/healthz"), client)
     assert client.sent == [] and client.asked == 1
+
+
+async def test_an_answer_in_memory_is_sent_in_one_body_message(app: Quart) -> None:
+    client = Client([b""])
+    await run(app, scope("GET", "/healthz"), client)
+    assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
+    assert client.sent[1]["more_body"] is False and client.json
+    length = dict(client.sent[0]["headers"])[b"content-length"]
+    assert int(length) == len(client.sent[1]["body"])
