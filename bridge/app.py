@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from quart import Quart, Response, g, jsonify, request
+from quart import Quart, Request, Response, g, jsonify, request
 from quart.wrappers import BaseRequestWebsocket
 from quart.wrappers.response import FileBody
 from werkzeug.exceptions import HTTPException
@@ -42,11 +42,28 @@ _STATUS_CODES = {
 UNBUILDABLE = "bridge.unbuildable_request"
 
 
+class BridgeRequest(Request):
+    """Quart's request, naming its blueprints without re-deriving them on every look."""
+
+    @property
+    def blueprints(self) -> list[str]:
+        # Quart imports a helper and splits the endpoint's name each time: three times a request.
+        endpoint = self.endpoint
+        names = _BLUEPRINTS.get(endpoint)
+        if names is None:
+            names = _BLUEPRINTS[endpoint] = super().blueprints
+        return names
+
+
+_BLUEPRINTS: dict[str | None, list[str]] = {}  # by endpoint: as many as the app has routes
+
+
 class BridgeQuart(Quart):
     """Quart, answering requests it cannot build (a ``Host`` werkzeug refuses) like any other,
     each run in the server's own task (:mod:`bridge.connection`)."""
 
     asgi_http_class = HTTPConnection
+    request_class = BridgeRequest
 
     def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
         try:

@@ -22,8 +22,7 @@ from typing import Any, cast
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart.asgi import ASGIHTTPConnection, _handle_exception
-from quart.utils import cancel_tasks, raise_task_exceptions
-from quart.utils import encode_headers
+from quart.utils import cancel_tasks, encode_headers, raise_task_exceptions
 from quart.wrappers import Request, Response
 from quart.wrappers.response import DataBody
 
