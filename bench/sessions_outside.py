@@ -69,11 +69,14 @@ async def create_sessions(port: int, cookies: list[str]) -> dict[str, int]:
     return statuses
 
 
-def redis_used(port: int) -> int:
+def redis_used(port: int) -> tuple[int, int]:
+    """Redis's ``used_memory`` and, within it, ``used_memory_dataset`` (the keys and values
+    alone: no client buffers, which grow in a burst of connections and shrink after it)."""
     import redis
 
     with redis.Redis(host="127.0.0.1", port=port) as client:
-        return int(client.info("memory")["used_memory"])
+        info = client.info("memory")
+        return int(info["used_memory"]), int(info["used_memory_dataset"])
 
 
 def measure(sizes: list[int], use_redis: bool, warmup: int = WARMUP) -> dict[str, Any]:
@@ -103,7 +106,7 @@ def measure(sizes: list[int], use_redis: bool, warmup: int = WARMUP) -> dict[str
             _require_200("warm-up", statuses)
             time.sleep(1.0)  # let the server settle after the burst
             base_rss = rss_kb(bridge.pid)
-            base_redis = redis_used(redis_proc.port) if redis_proc else 0
+            base_redis = redis_used(redis_proc.port) if redis_proc else (0, 0)
             done = 0
             for size in sorted(sizes):
                 batch = cookies[warmup + done:warmup + size]
@@ -117,8 +120,11 @@ def measure(sizes: list[int], use_redis: bool, warmup: int = WARMUP) -> dict[str
                 }
                 point["rss_bytes_per_session"] = round(point["rss_growth_kb"] * 1024 / size)
                 if redis_proc is not None:
-                    grown = redis_used(redis_proc.port) - base_redis
-                    point["redis_bytes_per_session"] = round(grown / size)
+                    used, dataset = redis_used(redis_proc.port)
+                    point["redis_bytes_per_session"] = round((used - base_redis[0]) / size)
+                    point["redis_dataset_bytes_per_session"] = round(
+                        (dataset - base_redis[1]) / size
+                    )
                 out["checkpoints"].append(point)
                 print(json.dumps(point), file=sys.stderr, flush=True)
     finally:
