@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-from quart import Quart, Request, Response, g, jsonify, request
+from quart import Quart, Request, Response, request
+from quart.routing import QuartRule
 from quart.wrappers import BaseRequestWebsocket
 from quart.wrappers.response import FileBody
 from werkzeug.exceptions import HTTPException
@@ -18,8 +21,11 @@ from werkzeug.routing import MapAdapter
 from bridge import requestlog
 from bridge.connection import HTTPConnection
 from bridge.errors import BadRequest, HTTPError, MethodNotAllowed, StoreUnavailable
+from bridge.exchange import Exchange
+from bridge.exchange import current as current_exchange
 from bridge.identity import IdentitySource
 from bridge.mount import install
+from bridge.requestlog import TOKEN_ENDPOINT
 from bridge.runtime import assemble
 from bridge.settings.schema import Settings
 from bridge.store import Store
@@ -40,6 +46,8 @@ _STATUS_CODES = {
 
 
 UNBUILDABLE = "bridge.unbuildable_request"
+_TOKEN_PATH = re.compile(r"/request_tokens(?:/(?P<avatar>[A-Za-z0-9_-]{1,64}))?")
+_PLAIN_HOST = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}(?::[0-9]{1,5})?")
 
 
 class BridgeRequest(Request):
@@ -64,6 +72,21 @@ class BridgeQuart(Quart):
 
     asgi_http_class = HTTPConnection
     request_class = BridgeRequest
+    serve_tokens: Callable[[Request, str | None], Awaitable[Response]] | None = None
+
+    def direct_route(self, request: Request) -> Awaitable[Response] | None:
+        """The token endpoint's answer without Quart's request machinery, or None for Quart.
+
+        Taken by the component's own requests only: a GET of ``/request_tokens`` or
+        ``/request_tokens/<name>`` with a plain Host. Anything else (another method, an odd
+        name, a Host werkzeug might refuse) goes through Quart, which answers it as ever.
+        """
+        if self.serve_tokens is None or request.method != "GET":
+            return None
+        match = _TOKEN_PATH.fullmatch(request.path)
+        if match is None or not _PLAIN_HOST.fullmatch(request.headers.get("Host", "")):
+            return None
+        return self.serve_tokens(request, match["avatar"])
 
     def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
         try:
@@ -147,21 +170,29 @@ def create_app(
 
     @app.before_request
     async def begin() -> None:
-        requestlog.start()
-        if request.scope.get(UNBUILDABLE):
+        current: Request = request._get_current_object()  # type: ignore[attr-defined]
+        requestlog.start(current, current.endpoint)
+        if current.scope.get(UNBUILDABLE):
             raise BadRequest("The request's Host header is not valid.")
 
     app.register_blueprint(auth.make_blueprint([p.redirect_path for p in settings.oidc]))
-    _register_error_handlers(app)
+    app.register_error_handler(Exception, error_answer_of)
+    app.register_error_handler(HTTPException, error_answer_of)
 
     html_policy = content_security_policy(settings)
 
     @app.after_request
-    async def finish(response: Response) -> Response:
+    async def after(response: Response) -> Response:
+        exchange = current_exchange()
+        if exchange is None:  # a request that failed before its first step
+            current: Request = request._get_current_object()  # type: ignore[attr-defined]
+            exchange = requestlog.start(current, current.endpoint)
+        return finish(response, exchange)
+
+    def finish(response: Response, exchange: Exchange) -> Response:
+        """Every answer's last step: headers, the cleared cookie, the request's log line."""
         headers = response.headers
-        if getattr(g._get_current_object(), "session_ended", False) and (
-            sessions.cookie_name not in _set_cookie_names(response)
-        ):
+        if exchange.session_ended and sessions.cookie_name not in _set_cookie_names(response):
             sessions.clear_cookie(response)
         # The names once, then add or replace: werkzeug's get and setdefault raise (and catch)
         # an exception per header they do not find, and each lookup scans every header.
@@ -174,11 +205,30 @@ def create_app(
             headers["Content-Security-Policy"] = html_policy
             if "referrer-policy" not in present:
                 headers.add("Referrer-Policy", "same-origin")
-        if request.endpoint != "static":
+        if exchange.endpoint != "static":
             # Tokens, errors and pages are per visitor: never cached by a browser or a proxy.
             headers["Cache-Control"] = "no-store"
             _vary_on_cookie(response, present)
-        return requestlog.finish(response, bridge, metrics)
+        return requestlog.finish(response, exchange, bridge, metrics)
+
+    token_rules: dict[bool, QuartRule] = {
+        "avatar_name" in rule.arguments: rule  # type: ignore[misc]  # a QuartMap's rules
+        for rule in app.url_map.iter_rules(TOKEN_ENDPOINT)
+    }
+
+    async def serve_tokens(request: Request, avatar_name: str | None) -> Response:
+        """The token endpoint without Quart's request machinery: the same first step, view,
+        error answers and last step as through Quart (see :meth:`BridgeQuart.direct_route`)."""
+        request.url_rule = token_rules[avatar_name is not None]
+        request.view_args = {"avatar_name": avatar_name} if avatar_name is not None else {}
+        exchange = requestlog.start(request, TOKEN_ENDPOINT)
+        try:
+            response = await tokens.answer(bridge, request, avatar_name)
+        except Exception as error:  # noqa: BLE001 - answered as Quart's handlers answer it
+            response = error_answer(error)
+        return finish(response, exchange)
+
+    app.serve_tokens = serve_tokens
 
     @app.after_serving
     async def close() -> None:
@@ -203,37 +253,33 @@ def _set_cookie_names(response: Response) -> set[str]:
     return {h.split("=", 1)[0] for h in response.headers.getlist("Set-Cookie")}
 
 
-def _register_error_handlers(app: Quart) -> None:
-    @app.errorhandler(HTTPError)
-    async def bridge_error(error: HTTPError) -> Response:
-        g.error_code = error.code  # the request log and metrics name the outcome
+async def error_answer_of(error: Exception) -> Response:
+    return error_answer(error)
+
+
+def error_answer(error: Exception) -> Response:
+    """The JSON answer to what a request raised, through Quart's handlers or the direct path."""
+    headers: dict[str, str] = {}
+    if isinstance(error, HTTPError):
         if isinstance(error, StoreUnavailable):
             log.warning("store unavailable")
-        response = jsonify(error.body())
-        response.status_code = error.status
-        response.headers.update(error.headers())
-        return response
-
-    @app.errorhandler(HTTPException)
-    async def http_exception(error: HTTPException) -> Response:
+        code, status, body, headers = error.code, error.status, error.body(), error.headers()
+    elif isinstance(error, HTTPException):
         status = error.code or 500
-        g.error_code = _STATUS_CODES.get(status, "http_error")
         if status == 405:
-            allowed = list(getattr(error, "valid_methods", None) or [])
-            return await bridge_error(MethodNotAllowed(allowed))
-        response = jsonify(
-            {"error": _STATUS_CODES.get(status, "http_error"), "message": error.name}
-        )
-        response.status_code = status
-        return response
-
-    @app.errorhandler(Exception)
-    async def unexpected(error: Exception) -> Response:
+            return error_answer(MethodNotAllowed(list(getattr(error, "valid_methods", None) or [])))
+        code = _STATUS_CODES.get(status, "http_error")
+        body = {"error": code, "message": error.name}
+    else:
         # Type only: the exception's text could quote a token or an upstream body.
         log.error("unhandled error", extra={"fields": {"exc_type": type(error).__name__}})
-        g.error_code = "internal_error"
-        response = jsonify(
-            {"error": "internal_error", "message": "The bridge hit an unexpected error."}
-        )
-        response.status_code = 500
-        return response
+        code, status = "internal_error", 500
+        body = {"error": code, "message": "The bridge hit an unexpected error."}
+    exchange = current_exchange()
+    if exchange is not None:
+        exchange.error_code = code  # the request log and metrics name the outcome
+    # As jsonify writes it (ASCII, compact, a newline), without needing Quart's app context.
+    text = json.dumps(body, ensure_ascii=True, separators=(",", ":")) + "\n"
+    response = Response(text, status=status, mimetype="application/json")
+    response.headers.update(headers)
+    return response

@@ -7,6 +7,8 @@ and most answer in a millisecond. For such a request this connection
 
 - runs the handler in the server's own task and sends the answer under ``asyncio.timeout``
   (a timer, no task), with Quart's ``RESPONSE_TIMEOUT``;
+- answers the component's token requests by the app's ``direct_route`` (the token endpoint
+  without Quart's contexts, hooks and dispatch; see :mod:`bridge.app`), others through Quart;
 - sends an answer held in memory (every JSON answer, every page) as one body message;
 - watches for the client leaving only once the request has run for :data:`WATCH_AFTER`
   seconds: a request still waiting then (on Sentifyd, on a lock) is cancelled when its client
@@ -65,8 +67,13 @@ class HTTPConnection(ASGIHTTPConnection):
         raise_task_exceptions(done)
 
     async def handle_request(self, request: Request, send: ASGISendCallable) -> None:
+        route = getattr(self.app, "direct_route", None)
+        direct = route(request) if route is not None else None
         try:
-            response: Any = await self.app.handle_request(request)
+            if direct is not None:
+                response: Any = await direct  # the token endpoint, past Quart's machinery
+            else:
+                response = await self.app.handle_request(request)
         except Exception as error:
             response = await _handle_exception(self.app, error)
         if isinstance(response, Response) and response.timeout != Ellipsis:

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from quart import g, has_request_context, request
-
+from bridge.exchange import Exchange
+from bridge.exchange import current as current_exchange
 from bridge.store.base import Store
 
 EVENT_TYPES = (
@@ -73,8 +73,9 @@ class Lifecycle:
         if session_id:
             record["session"] = session_id
         record.update({k: v for k, v in fields.items() if v is not None})
-        if has_request_context():
-            self._add_request_facts(record)
+        exchange = current_exchange()
+        if exchange is not None:
+            self._add_request_facts(record, exchange)
         log.info(event, extra={"fields": record})
         for listener in self.listeners:
             listener(record)
@@ -87,14 +88,13 @@ class Lifecycle:
         """Return up to ``limit`` of the user's events, newest first."""
         return await self.store.list_range(self.store.key("events", user), limit)
 
-    def _add_request_facts(self, record: Event) -> None:
-        # The token route names its avatar once (g.avatar) for every event it causes.
-        avatar = g.get("avatar")
-        if avatar and "avatar" not in record:
-            record["avatar"] = avatar
+    def _add_request_facts(self, record: Event, exchange: Exchange) -> None:
+        # The token route names its avatar once (exchange.avatar) for every event it causes.
+        if exchange.avatar and "avatar" not in record:
+            record["avatar"] = exchange.avatar
         # An operator's request (admin API) is not the user's client: leave its address out.
-        if self.record_client and not g.get("operator"):
-            record["client_ip"] = request.remote_addr
-            agent = request.headers.get("User-Agent")
+        if self.record_client and not exchange.operator:
+            record["client_ip"] = exchange.request.remote_addr
+            agent = exchange.request.headers.get("User-Agent")
             if agent:
                 record["user_agent"] = agent[:MAX_USER_AGENT]

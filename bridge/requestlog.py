@@ -16,9 +16,10 @@ import re
 import secrets
 import time
 
-from quart import Request, Response, g, request
+from quart import Request, Response
 
 from bridge import logs
+from bridge.exchange import Exchange, close_exchange, open_exchange
 from bridge.metrics import Metrics
 from bridge.runtime import Bridge
 
@@ -31,7 +32,7 @@ MAX_LOGGED_PATH = 256
 log = logging.getLogger("bridge.request")
 
 
-def incoming_request_id() -> str | None:
+def incoming_request_id(request: Request) -> str | None:
     """Return the proxy's request id when the peer is a trusted proxy and the id is sane."""
     if request.scope.get(TRUSTED_PROXY_FLAG) is not True:
         return None
@@ -39,51 +40,56 @@ def incoming_request_id() -> str | None:
     return value if REQUEST_ID_RE.fullmatch(value) else None
 
 
-def start() -> None:
+def start(request: Request, endpoint: str | None) -> Exchange:
     """Begin a request: note when, and give it an id (the proxy's, or a fresh one)."""
-    state = g._get_current_object()
-    state.request_started = time.perf_counter()
-    state.request_id = incoming_request_id() or secrets.token_hex(16)
-    logs.request_id.set(state.request_id)
+    exchange = Exchange(
+        request=request,
+        started=time.perf_counter(),
+        request_id=incoming_request_id(request) or secrets.token_hex(16),
+        endpoint=endpoint,
+    )
+    open_exchange(exchange)
+    logs.request_id.set(exchange.request_id)
+    return exchange
 
 
-def finish(response: Response, bridge: Bridge, metrics: Metrics | None) -> Response:
+def finish(
+    response: Response, exchange: Exchange, bridge: Bridge, metrics: Metrics | None
+) -> Response:
     """End a request: its id on the answer, its log line, and the token-request metric."""
-    state = g._get_current_object()
-    current: Request = request._get_current_object()  # type: ignore[attr-defined]
-    request_id = getattr(state, "request_id", None) or secrets.token_hex(16)
-    response.headers[REQUEST_ID_HEADER] = request_id
-    started = getattr(state, "request_started", None)
+    request = exchange.request
+    response.headers[REQUEST_ID_HEADER] = exchange.request_id
     status = response.status_code
     fields: dict[str, object] = {
-        "method": current.method,
-        "path": current.path[:MAX_LOGGED_PATH],
+        "method": request.method,
+        "path": request.path[:MAX_LOGGED_PATH],
         "status": status,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-        "request_id": request_id,
+        "duration_ms": round((time.perf_counter() - exchange.started) * 1000, 2),
+        "request_id": exchange.request_id,
     }
-    session_id = getattr(state, "session_id", None) or _session_id_from_cookie(bridge)
+    session_id = exchange.session_id or _session_id_from_cookie(bridge, request)
     if session_id:
         fields["session"] = session_id
-    if current.endpoint == TOKEN_ENDPOINT:
-        avatar = getattr(state, "avatar", None) or _avatar_of_request(bridge)
-        outcome = getattr(state, "error_code", None) or ("ok" if status < 400 else "http_error")
+    if exchange.endpoint == TOKEN_ENDPOINT:
+        avatar = exchange.avatar or _avatar_of_request(bridge, request)
+        outcome = exchange.error_code or ("ok" if status < 400 else "http_error")
         fields["avatar"] = avatar
         fields["outcome"] = outcome
         if metrics is not None:
             metrics.observe_token_request(avatar, status, outcome)
     log.info("request", extra={"fields": fields})
     logs.request_id.set(None)
+    close_exchange()
     return response
 
 
-def _session_id_from_cookie(bridge: Bridge) -> str | None:
+def _session_id_from_cookie(bridge: Bridge, request: Request) -> str | None:
     # The id is a hash of the cookie value: safe to log, and no store read to find it.
     token = bridge.sessions.cookie_token(request)
     return bridge.sessions.session_id(token) if token else None
 
 
-def _avatar_of_request(bridge: Bridge) -> str | None:
+def _avatar_of_request(bridge: Bridge, request: Request) -> str | None:
     name = (request.view_args or {}).get("avatar_name")
     avatar = bridge.settings.avatar(name)
     return avatar.name if avatar else None

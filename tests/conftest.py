@@ -16,7 +16,8 @@ import support_leaks
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from bridge.app import create_app
+from bridge import app as bridge_app
+from bridge.app import BridgeQuart, create_app
 from bridge.doubles.fake_sentifyd import FakeState, create_fake_sentifyd
 from bridge.identity.oidc import OIDCProvider
 from bridge.identity.site_cookie import SiteCookieSource
@@ -315,6 +316,28 @@ def _install_leak_hooks(monkeypatch: pytest.MonkeyPatch, guard: support_leaks.Le
             support_leaks.register_answer(guard, response, body, endpoint)
         return response
 
+    # The token endpoint's GETs take the direct path, past Quart's process_response.
+    direct_route = BridgeQuart.direct_route
+
+    def routed(self: BridgeQuart, request: Any) -> Any:
+        direct = direct_route(self, request)
+        if direct is None:
+            return None
+
+        async def answered_directly() -> Any:
+            response = await direct
+            body = await response.get_data(as_text=True)
+            support_leaks.register_answer(guard, response, body, request.endpoint)
+            return response
+
+        return answered_directly()
+
+    error_answer = bridge_app.error_answer
+
+    def errored(error: Exception) -> Any:
+        support_leaks.register_exception(guard, error)
+        return error_answer(error)
+
     handle_user_exception = Quart.handle_user_exception
 
     async def handled(self: Quart, error: Exception) -> Any:
@@ -327,3 +350,5 @@ def _install_leak_hooks(monkeypatch: pytest.MonkeyPatch, guard: support_leaks.Le
     monkeypatch.setattr(OIDCProvider, "_token_request", provider_tokens)
     monkeypatch.setattr(Quart, "process_response", answered)
     monkeypatch.setattr(Quart, "handle_user_exception", handled)
+    monkeypatch.setattr(BridgeQuart, "direct_route", routed)
+    monkeypatch.setattr(bridge_app, "error_answer", errored)

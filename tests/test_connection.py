@@ -144,3 +144,94 @@ async def test_an_answer_in_memory_is_sent_in_one_body_message(app: Quart) -> No
     assert client.sent[1]["more_body"] is False and client.json
     length = dict(client.sent[0]["headers"])[b"content-length"]
     assert int(length) == len(client.sent[1]["body"])
+
+
+# --- the token endpoint's direct path answers as Quart's route does ------------------------
+
+
+async def _exchanges(app: Quart, caplog: Any) -> list[tuple[Any, ...]]:
+    """The same visitor's token requests, refusals included; what each answer and log line say."""
+    client = app.test_client()
+    seen: list[tuple[Any, ...]] = []
+
+    async def ask(path: str, **headers: str) -> Any:
+        caplog.clear()
+        answer = await client.get(path, headers={"Sec-Fetch-Site": "same-origin", **headers})
+        body = await answer.get_json()
+        lines = [r.fields for r in caplog.records if r.name == "bridge.request"]  # type: ignore[attr-defined]
+        assert len(lines) == 1, lines
+        line = {k: v for k, v in lines[0].items() if k not in ("request_id", "duration_ms")}
+        cookies = sorted(
+            h.split("=", 1)[0] + (" cleared" if "Max-Age=0" in h or "01 Jan 1970" in h else "")
+            for h in answer.headers.getlist("Set-Cookie")
+        )
+        names = sorted(n.lower() for n, _ in answer.headers.items() if n.lower() != "set-cookie")
+        error = body.get("error") if isinstance(body, dict) else None
+        seen.append((path.split("?")[0], answer.status_code, error, names, cookies, line))
+        assert answer.headers["X-Request-ID"] == lines[0]["request_id"]
+        return body
+
+    async with app.test_app():
+        await ask("/request_tokens")  # no login: 401
+        client.set_cookie("localhost", "session", site_cookie(app, "alice"))
+        first = await ask("/request_tokens")
+        handle = first["tokens"]["refreshToken"]
+        await ask(f"/request_tokens?refreshToken={handle}")
+        await ask("/request_tokens?refreshToken=not-a-handle-we-gave")
+        await ask("/request_tokens/premium")  # not in the customers group: 403
+        await ask("/request_tokens/nobody")  # no such avatar: 404
+        await ask("/request_tokens", **{"Sec-Fetch-Site": "cross-site"})
+        client.delete_cookie("localhost", "session")  # signed out at the site
+        await ask("/request_tokens")  # the session ends, its cookie is cleared
+    for row in seen:
+        row[-1].pop("session", None)  # a hash of each app's own random session id
+    return seen
+
+
+async def test_the_direct_path_answers_as_the_quart_route_does(
+    make_app: Callable[..., Quart], caplog: Any
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    direct = make_app()
+    taken: list[str] = []
+    route = direct.direct_route
+
+    def counted(request: Any) -> Any:
+        answer = route(request)
+        if answer is not None:
+            taken.append(request.path)
+        return answer
+
+    direct.direct_route = counted  # type: ignore[method-assign]
+    through_quart = make_app()
+    through_quart.serve_tokens = None  # type: ignore[attr-defined]
+    direct_rows = await _exchanges(direct, caplog)
+    quart_rows = await _exchanges(through_quart, caplog)
+    assert len(taken) == len(direct_rows)  # every one of these took the direct path
+    assert direct_rows == quart_rows
+    statuses = [row[1] for row in direct_rows]
+    assert statuses == [401, 200, 200, 401, 403, 404, 403, 401], direct_rows
+    assert direct_rows[-1][4] == ["sentifyd_bridge cleared"]
+
+
+async def test_other_token_requests_go_through_quart(app: Quart) -> None:
+    taken = []
+    route = app.direct_route
+
+    def counted(request: Any) -> Any:
+        answer = route(request)
+        taken.append(answer is not None)
+        if answer is not None:
+            answer.close()
+        return None
+
+    app.direct_route = counted  # type: ignore[method-assign]
+    client = app.test_client()
+    await client.post("/request_tokens", json={})
+    await client.get("/request_tokens/", headers={"Sec-Fetch-Site": "same-origin"})
+    await client.get("/request_tokens/n%C3%A4me", headers={"Sec-Fetch-Site": "same-origin"})
+    await client.get("/request_tokens", headers={"Host": "[::1]:8000"})
+    await client.get("/healthz")
+    assert taken == [False] * 5

@@ -133,3 +133,27 @@ async def test_handles_and_sentifyd_tokens_are_collected_without_the_test(
     logging.getLogger("bridge.test").info("handle %s", handle)
     assert leak_guard.leaks()
     leak_guard.texts.clear()
+
+
+@pytest.mark.parametrize("where", ["body", "exception"])
+async def test_the_hooks_see_the_token_endpoints_direct_path(
+    make_app: Callable[..., Quart],
+    leak_guard: LeakGuard,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    from bridge.routes import tokens
+
+    async def leaky(bridge: object, request: object, avatar_name: str | None) -> Response:
+        if where == "exception":
+            raise RuntimeError(binascii.hexlify(API_KEY.encode()).decode())
+        return Response(base64.b64encode(API_KEY.encode()).decode())
+
+    monkeypatch.setattr(tokens, "answer", leaky)
+    app = make_app()
+    async with app.test_app():
+        answer = await app.test_client().get("/request_tokens")
+    assert answer.status_code == (500 if where == "exception" else 200)
+    found = leak_guard.leaks()
+    leak_guard.texts.clear()  # seen: this test's leaks are on purpose
+    assert found, where

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from quart import Blueprint, Quart, Request, Response, current_app, g
+from quart import Blueprint, Request, Response, current_app
 from quart import request as current_request
 
 from bridge.errors import (
@@ -16,6 +16,7 @@ from bridge.errors import (
     SessionGone,
     UnknownAvatar,
 )
+from bridge.exchange import current as current_exchange
 from bridge.origin import check_same_origin
 from bridge.runtime import Bridge
 
@@ -52,16 +53,22 @@ async def read_handle(request: Request) -> str | None:
 @blueprint.route("/request_tokens", methods=["GET", "POST"])
 @blueprint.route("/request_tokens/<avatar_name>", methods=["GET", "POST"])
 async def request_tokens(avatar_name: str | None = None) -> Response:
-    app: Quart = current_app._get_current_object()  # type: ignore[attr-defined]
     # The request itself, not its context-local proxy: every attribute read of the proxy
     # looks the context up again, and the gate and the sources read it many times.
     request: Request = current_request._get_current_object()  # type: ignore[attr-defined]
-    bridge = Bridge.of(app)
+    return await answer(Bridge.of(current_app), request, avatar_name)
+
+
+async def answer(bridge: Bridge, request: Request, avatar_name: str | None) -> Response:
+    """The token endpoint's answer: through Quart above, or its direct path for GETs
+    (:meth:`bridge.app.BridgeQuart.direct_route`); it reads no Quart context."""
     cors_origin = check_same_origin(request, bridge.settings.server)
     avatar = bridge.settings.avatar(avatar_name)
     if avatar is None:
         raise UnknownAvatar()
-    g.avatar = avatar.name  # named in the request log and in the lifecycle events it causes
+    exchange = current_exchange()
+    if exchange is not None:
+        exchange.avatar = avatar.name  # named in the request log and the events it causes
     handle = await read_handle(request)
     page = bridge.page_path(avatar.name)
     _, ctx = await bridge.gate.admit(request, avatar, next_path=page, create=handle is None)
@@ -72,15 +79,13 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
         # The per-session limits count in the live session's record (the broker's write), so
         # a made-up cookie stores no counter.
         if handle is None:
-            answer = await bridge.broker.issue(ctx, avatar)
+            tokens = await bridge.broker.issue(ctx, avatar)
         else:
-            answer = await bridge.broker.refresh(ctx, avatar, handle)
+            tokens = await bridge.broker.refresh(ctx, avatar, handle)
     except SessionGone as exc:
         raise LoginRequired(bridge.gate.login_url(page)) from exc
     # The contract's body, encoded as jsonify would (same keys, order and newline), faster.
-    response = app.response_class(
-        _encode(answer.body()) + b"\n", mimetype="application/json"
-    )
+    response = Response(_encode(tokens.body()) + b"\n", mimetype="application/json")
     if ctx.is_new:
         bridge.sessions.set_cookie(response, ctx.cookie_token)
     if cors_origin:
