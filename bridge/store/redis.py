@@ -127,6 +127,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
+
 def connect(address: RedisAddress, timeout: float) -> tuple[Redis | RedisCluster, Sentinel | None]:
     """Build redis-py's client for the address's topology (and, for Sentinel, its sentinels)."""
     # One immediate retry on a fresh connection: after a restart or a failover every pooled
@@ -163,7 +164,47 @@ def connect(address: RedisAddress, timeout: float) -> tuple[Redis | RedisCluster
         # the commands in flight on them.
         return RedisCluster(startup_nodes=nodes, reinitialize_steps=0, **options), None
     host, port = address.nodes[0]
+    # One Redis: no per-read timer of redis-py's own (a timer and a task per command). Every
+    # call is already bounded by RedisStore's guard, whose cancellation makes redis-py drop
+    # the connection it was reading from. Sentinel and Cluster keep theirs: their clients fail
+    # over on a read's TimeoutError.
+    options["socket_timeout"] = None
     return Redis(host=host, port=port, db=address.db, **options), None
+
+
+class _Guard:
+    """``async with store._guard():`` a timeout around the calls, and any failure a 503.
+
+    A class rather than a generator-based context manager: it is entered on every Redis call.
+    """
+
+    __slots__ = ("store", "timeout")
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.timeout = asyncio.timeout(store.timeout)
+
+    async def __aenter__(self) -> None:
+        await self.timeout.__aenter__()
+
+    async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        store = self.store
+        try:
+            await self.timeout.__aexit__(kind, error, traceback)
+        except store._errors as exc:  # the timeout's TimeoutError
+            error = exc
+        if error is not None and isinstance(error, store._errors):
+            # One line when an outage starts, not one per request; the type only, because a
+            # Redis error's text may quote a value.
+            if not store._failing:
+                store._failing = True
+                log.warning(
+                    "redis unavailable", extra={"fields": {"exc_type": type(error).__name__}}
+                )
+            raise StoreUnavailable() from error
+        if error is None and store._failing:
+            store._failing = False
+            log.warning("redis available again")
 
 
 class RedisStore(Store):
@@ -216,22 +257,9 @@ class RedisStore(Store):
             lease=settings.lock_lease,
         )
 
-    @asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
+    def _guard(self) -> _Guard:
         """Bound the enclosed Redis calls by the timeout; turn any failure into a 503."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                yield
-        except self._errors as exc:
-            # One line when an outage starts, not one per request; the type only, because a
-            # Redis error's text may quote a value.
-            if not self._failing:
-                self._failing = True
-                log.warning("redis unavailable", extra={"fields": {"exc_type": type(exc).__name__}})
-            raise StoreUnavailable() from exc
-        if self._failing:
-            self._failing = False
-            log.warning("redis available again")
+        return _Guard(self)
 
     # --- records ------------------------------------------------------------------------
 
