@@ -118,11 +118,7 @@ def throughput(args: argparse.Namespace, keys: Secrets, workdir: Path,
     with fake_sentifyd(fake_port, keys, latency=UPSTREAM_LATENCY, token_ttl=TOKEN_TTL):
         fake = f"http://127.0.0.1:{fake_port}"
         for server in args.servers:
-            port = free_port()
-            with Proc(f"ceiling-{server}", [PYTHON, str(BENCH / "apps.py"), "ceiling",
-                                            "--server", server, "--port", str(port)], port):
-                rows.append(_row(f"(a) bare Quart JSON, {server}",
-                                 load(f"http://127.0.0.1:{port}/json", **run), server))
+            rows.append(_ceiling(server, f"(a) bare Quart JSON, {server}", run))
             log(rows[-1])
 
         port = free_port()
@@ -158,11 +154,7 @@ def throughput(args: argparse.Namespace, keys: Secrets, workdir: Path,
             # The ceiling once more, in a fresh process, right after the bridge's rows: the
             # machine's speed drifts over a run and varies from one process to the next, so
             # the ratios take the mean of the two (both are reported).
-            port = free_port()
-            with Proc(f"ceiling-{server}-again", [PYTHON, str(BENCH / "apps.py"), "ceiling",
-                                                  "--server", server, "--port", str(port)], port):
-                rows.append(_row(f"(a) bare Quart JSON, {server}, again after (c)",
-                                 load(f"http://127.0.0.1:{port}/json", **run), server))
+            rows.append(_ceiling(server, f"(a) bare Quart JSON, {server}, again after (c)", run))
             log(rows[-1])
 
         for server in args.servers:
@@ -186,6 +178,14 @@ def throughput(args: argparse.Namespace, keys: Secrets, workdir: Path,
                         rows.append(row)
                         log(rows[-1])
     return rows + [{"upstream": {"bridge": bridge_calls, "snippet": snippet_calls}}]
+
+
+def _ceiling(server: str, name: str, run: dict[str, Any]) -> dict[str, Any]:
+    """The bare Quart endpoint under ``server``, in a fresh process."""
+    port = free_port()
+    with Proc(f"ceiling-{server}", [PYTHON, str(BENCH / "apps.py"), "ceiling", "--server", server,
+                                    "--port", str(port)], port):
+        return _row(name, load(f"http://127.0.0.1:{port}/json", **run), server)
 
 
 def _upstream_calls(fake: str, port: int, cookies: list[str] | None,
