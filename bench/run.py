@@ -245,7 +245,7 @@ def ratios(rows: list[dict[str, Any]], upstream: dict[str, Any], mem: list[dict[
 
     for server in servers:
         before = by_name[f"(a) bare Quart JSON, {server}"]
-        after = by_name.get(f"(a) bare Quart JSON, {server}, again after (c)", before)
+        after = by_name[f"(a) bare Quart JSON, {server}, again after (c)"]
         ceiling = {"rps": (before["rps"] + after["rps"]) / 2,
                    "p99_ms": (before["p99_ms"] + after["p99_ms"]) / 2}
         hot, refresh = f"(c) bridge hot path, {server}", f"(c) bridge refresh path, {server}"

@@ -21,7 +21,7 @@ from werkzeug.routing import MapAdapter
 from bridge import requestlog
 from bridge.connection import HTTPConnection
 from bridge.errors import BadRequest, HTTPError, MethodNotAllowed, StoreUnavailable
-from bridge.exchange import Exchange
+from bridge.exchange import Exchange, note
 from bridge.exchange import current as current_exchange
 from bridge.identity import IdentitySource
 from bridge.mount import install
@@ -275,9 +275,7 @@ def error_answer(error: Exception) -> Response:
         log.error("unhandled error", extra={"fields": {"exc_type": type(error).__name__}})
         code, status = "internal_error", 500
         body = {"error": code, "message": "The bridge hit an unexpected error."}
-    exchange = current_exchange()
-    if exchange is not None:
-        exchange.error_code = code  # the request log and metrics name the outcome
+    note(error_code=code)  # the request log and metrics name the outcome
     # As jsonify writes it (ASCII, compact, a newline), without needing Quart's app context.
     text = json.dumps(body, ensure_ascii=True, separators=(",", ":")) + "\n"
     response = Response(text, status=status, mimetype="application/json")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from quart import Request
 
@@ -34,6 +35,14 @@ _current: ContextVar[Exchange | None] = ContextVar("bridge_exchange", default=No
 def current() -> Exchange | None:
     """The exchange of the request being handled, or None outside one."""
     return _current.get()
+
+
+def note(**facts: Any) -> None:
+    """Note ``facts`` (fields of :class:`Exchange`) on the request being handled, if any."""
+    exchange = _current.get()
+    if exchange is not None:
+        for name, value in facts.items():
+            setattr(exchange, name, value)  # slotted: a name it does not have raises
 
 
 def open_exchange(exchange: Exchange) -> None:

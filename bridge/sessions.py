@@ -24,7 +24,7 @@ import msgspec
 from quart import Request, Response
 
 from bridge.errors import SessionGone, SessionRevoked, StoreUnavailable
-from bridge.exchange import current as current_exchange
+from bridge.exchange import note
 from bridge.identity import Claims, Identity
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
@@ -283,9 +283,7 @@ class SessionManager:
     async def load_raw(self, token: str) -> tuple[SessionRecord, bytes] | None:
         """Return the live record for a cookie value and the bytes it was stored as."""
         session_id = self.session_id(token)
-        exchange = current_exchange()
-        if exchange is not None:
-            exchange.session_id = session_id  # the request log names it without hashing it again
+        note(session_id=session_id)  # the request log names it without hashing it again
         loaded = await self._read(session_id)
         if loaded is None:
             return None
@@ -341,9 +339,7 @@ class SessionManager:
         await self.store.set_add(
             self.user_key(record.subject), record.id, self.settings.session.absolute_timeout
         )
-        exchange = current_exchange()
-        if exchange is not None:
-            exchange.session_id = record.id  # the request log names the session it started
+        note(session_id=record.id)  # the request log names the session it started
         await self.lifecycle.emit(
             "session_started", user=record.subject, session_id=record.id, method=record.method
         )
@@ -443,9 +439,7 @@ class SessionManager:
         ended = await self.store.end_record(
             self.record_key(record.id), self.tombstone_key(record.id), self.tombstone_ttl()
         )
-        exchange = current_exchange()
-        if exchange is not None:
-            exchange.session_ended = True  # the response clears this visitor's cookie
+        note(session_ended=True)  # the response clears this visitor's cookie
         await self.store.set_remove(self.user_key(record.subject), record.id)
         self.sealer.forget(record.id)
         for forget in self.on_end:

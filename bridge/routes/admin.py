@@ -15,7 +15,7 @@ from quart import Blueprint, Response, current_app, jsonify, request
 from bridge.admin import MAX_PAGE, MAX_USER_LENGTH, SESSION_ID_RE, Admin
 from bridge.bearer import require_bearer
 from bridge.errors import BadRequest, NotFound
-from bridge.exchange import current as current_exchange
+from bridge.exchange import note
 from bridge.origin import check_same_origin
 from bridge.runtime import Bridge
 
@@ -38,9 +38,7 @@ async def authenticate() -> None:
     token = bridge.settings.admin_token
     assert token is not None  # the blueprint is registered only with a token
     require_bearer(request, token)
-    exchange = current_exchange()
-    if exchange is not None:
-        exchange.operator = True  # events caused here do not record this client as the user's
+    note(operator=True)  # lifecycle events caused here do not record this client as the user's
 
 
 @blueprint.after_request
@@ -48,9 +46,7 @@ async def no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
     # Ending sessions here marks the request as one whose session ended, but the caller is an
     # operator, not the visitor whose cookie should be cleared.
-    exchange = current_exchange()
-    if exchange is not None:
-        exchange.session_ended = False
+    note(session_ended=False)
     return response
 
 

@@ -16,7 +16,7 @@ from bridge.errors import (
     SessionGone,
     UnknownAvatar,
 )
-from bridge.exchange import current as current_exchange
+from bridge.exchange import note
 from bridge.origin import check_same_origin
 from bridge.runtime import Bridge
 
@@ -66,9 +66,7 @@ async def answer(bridge: Bridge, request: Request, avatar_name: str | None) -> R
     avatar = bridge.settings.avatar(avatar_name)
     if avatar is None:
         raise UnknownAvatar()
-    exchange = current_exchange()
-    if exchange is not None:
-        exchange.avatar = avatar.name  # named in the request log and the events it causes
+    note(avatar=avatar.name)  # named in the request log and in the events it causes
     handle = await read_handle(request)
     page = bridge.page_path(avatar.name)
     _, ctx = await bridge.gate.admit(request, avatar, next_path=page, create=handle is None)
