@@ -10,7 +10,9 @@ touch several of them, while different sessions spread over a cluster's nodes. E
 (a user's index, an event list, a counter) is used alone.
 
 Records are JSON values, one key each, written with one ``SET ... PX``: a session record is
-never half-written.
+never half-written. With one Redis, the token hot path's record read and conditional write go
+over one pipelined connection of the store's own (:mod:`bridge.store.pipe`): redis-py's pooled
+call cost more CPU than the rest of a token request. Everything else goes through redis-py.
 
 Every operation is bounded by ``[store] timeout``; every backend failure (refused, reset, slow,
 a Redis error, no master known during a failover) becomes :class:`~bridge.errors.StoreUnavailable`
@@ -49,6 +51,7 @@ from bridge.settings.schema import StoreSettings
 from bridge.settings.values import RedisAddress
 from bridge.settings.values import parse_url as parse_url  # the store URL reader, for callers here
 from bridge.store.base import Changed, Lease, Store
+from bridge.store.pipe import Pipe
 
 log = logging.getLogger("bridge.store")
 
@@ -103,6 +106,7 @@ return old
 """
 # KEYS: lock, waiters; ARGV: token, lease ms. Take a free lock, or count in as its waiter in
 # the same step (so a release in between cannot miss this waiter).
+_SWAP_BYTES = _SWAP_RECORD.encode()
 _LOCK_ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 redis.call('INCR', KEYS[2])
@@ -194,6 +198,9 @@ class _Guard:
         except store._errors as exc:  # the timeout's TimeoutError
             error = exc
         if error is not None and isinstance(error, store._errors):
+            if isinstance(error, TimeoutError) and store._pipe is not None:
+                # Whatever the pipe's connection still owes may never come: start afresh.
+                store._pipe.drop()
             # One line when an outage starts, not one per request; the type only, because a
             # Redis error's text may quote a value.
             if not store._failing:
@@ -244,6 +251,21 @@ class RedisStore(Store):
         self._release = self.client.register_script(_LOCK_RELEASE)
         self._acquire_script = self.client.register_script(_LOCK_ACQUIRE)
         self._swap_record = self.client.register_script(_SWAP_RECORD)
+        # One Redis: the hot path's record read and write go over one pipelined connection
+        # (bridge.store.pipe), everything else through redis-py.
+        self._pipe: Pipe | None = None
+        if address.topology == "single":
+            host, port = address.nodes[0]
+            self._pipe = Pipe(
+                host,
+                port,
+                db=address.db,
+                username=address.username,
+                password=address.password.reveal() if address.password else None,
+                tls=address.tls,
+                ca_certs=address.ca_certs,
+                timeout=timeout,
+            )
 
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> RedisStore:
@@ -288,7 +310,10 @@ class RedisStore(Store):
 
     async def get_record(self, key: str) -> bytes | None:
         async with self._guard():
-            raw = await self.client.get(key)
+            if self._pipe is not None:
+                raw = await self._pipe.call(b"GET", key)
+            else:
+                raw = await self.client.get(key)
         if raw is None:
             return None
         return raw if isinstance(raw, bytes) else raw.encode("utf-8")
@@ -335,7 +360,11 @@ class RedisStore(Store):
             fence.token if fence is not None else "",
         ]
         async with self._guard():
-            outcome = await self._swap_record(keys=keys, args=args)
+            if self._pipe is not None:
+                script = self._swap_record
+                outcome = await self._pipe.evalsha(script.sha, _SWAP_BYTES, keys, args)
+            else:
+                outcome = await self._swap_record(keys=keys, args=args)
         if isinstance(outcome, bytes):
             return Changed(outcome)
         if int(outcome) < 0:
@@ -466,6 +495,8 @@ class RedisStore(Store):
             return False
 
     async def close(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.close()
         with suppress(RedisError, RedisClusterException, OSError):
             await self.client.aclose()
         if self._sentinel is not None:

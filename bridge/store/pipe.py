@@ -1,0 +1,238 @@
+"""One pipelined connection to one Redis, for the token hot path's record read and write.
+
+redis-py takes a pooled connection for each command, wraps the call in its retry and its
+own locks, and reads the reply through a stream reader: on this machine that is the larger
+part of what a Redis-backed token request costs beyond the memory store's. This connection
+writes each command as soon as it is asked, all on one socket, and hands replies to their
+callers in the order they were sent (Redis answers one connection's commands in order): no
+pool, no lock, and one read of the socket wakes every caller whose reply it holds.
+
+Only commands that answer at once go here: a blocking one (``BLPOP``) would hold up every
+reply behind it, so the lock's waits stay on redis-py. It speaks RESP2 with a single Redis
+(not Sentinel, not Cluster, whose clients follow a failover themselves), authenticates and
+selects the database as redis-py does, and speaks TLS with the same checks (the CA given,
+or the system's, and the host name). A connection that closes fails every caller waiting on
+it with :class:`redis.exceptions.ConnectionError`; a timeout drops it (:meth:`Pipe.drop`);
+the next command opens a fresh one. Errors are redis-py's classes, so the store's guard
+treats both clients' failures alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any
+
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+Arg = bytes | str | int
+_CRLF = b"\r\n"
+
+
+class _Incomplete(Exception):
+    """The buffer ends inside a reply: wait for more bytes."""
+
+
+class _Reply(asyncio.Protocol):
+    """The connection's protocol: a queue of callers, served in order as replies arrive."""
+
+    def __init__(self) -> None:
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        position = 0
+        while position < len(buffer):
+            try:
+                value, position = _parse(buffer, position)
+            except _Incomplete:
+                break
+            except ValueError:  # not RESP: nothing more on this connection can be trusted
+                self.close(RedisConnectionError("Redis sent a reply that is not RESP"))
+                return
+            if not self.waiting:
+                self.close(RedisConnectionError("Redis sent a reply nobody asked for"))
+                return
+            caller = self.waiting.popleft()
+            if caller.done():  # its caller gave up (timed out, left): the reply is dropped
+                continue
+            if isinstance(value, RedisError):
+                caller.set_exception(value)
+            else:
+                caller.set_result(value)
+        del buffer[:position]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(RedisConnectionError("Redis closed the connection"))
+
+    def fail(self, error: Exception) -> None:
+        self.lost = True
+        while self.waiting:
+            caller = self.waiting.popleft()
+            if not caller.done():
+                caller.set_exception(error)
+
+    def close(self, error: Exception) -> None:
+        self.fail(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        assert self.transport is not None
+        caller = asyncio.get_running_loop().create_future()
+        self.waiting.append(caller)
+        self.transport.write(packed)
+        return caller
+
+
+class Pipe:
+    """A lazily opened, pipelined connection to the Redis at ``host:port``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        ca_certs: str | None = None,
+        timeout: float = 2.0,
+    ) -> None:
+        self.host, self.port, self.db = host, port, db
+        self.timeout = timeout  # bounds an opening, which no caller's deadline may cut short
+        self._auth: tuple[str, ...] = ()
+        if password is not None:
+            self._auth = (username, password) if username else (password,)
+        self._tls: ssl.SSLContext | None = None
+        if tls:
+            # As redis-py's rediss://: the certificate and its host name are checked.
+            self._tls = ssl.create_default_context(cafile=ca_certs)
+        self._reply: _Reply | None = None
+        self._opening: asyncio.Future[_Reply] | None = None
+
+    def __repr__(self) -> str:  # never the password
+        return f"Pipe({self.host}:{self.port}/{self.db})"
+
+    async def call(self, *args: Arg) -> Any:
+        """Send one command; return its reply (bytes, int, None, or a list of those)."""
+        reply = self._reply
+        if reply is None or reply.lost or reply.transport is None or reply.transport.is_closing():
+            reply = await self._connection()
+        return await reply.send(pack(args))
+
+    async def evalsha(self, sha: str, script: bytes, keys: list[str], args: list[Arg]) -> Any:
+        """Run a Lua script by its SHA-1, loading it first if this Redis does not know it."""
+        try:
+            return await self.call(b"EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted or flushed Redis forgot the script
+            await self.call(b"SCRIPT", b"LOAD", script)
+            return await self.call(b"EVALSHA", sha, len(keys), *keys, *args)
+
+    def drop(self) -> None:
+        """Close the connection (its callers fail); the next command opens a fresh one."""
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            reply.close(RedisConnectionError("The connection to Redis was dropped"))
+
+    async def close(self) -> None:
+        self.drop()
+
+    async def _connection(self) -> _Reply:
+        # One opening at a time, however many callers arrive meanwhile; a caller that gives
+        # up does not cancel it for the others.
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open())
+            self._opening.add_done_callback(self._opened)
+        return await asyncio.shield(self._opening)
+
+    def _opened(self, opening: asyncio.Future[_Reply]) -> None:
+        self._opening = None
+        if opening.cancelled():
+            return
+        if opening.exception() is None:
+            self._reply = opening.result()
+
+    async def _open(self) -> _Reply:
+        loop = asyncio.get_running_loop()
+        reply: _Reply | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                _, reply = await loop.create_connection(
+                    _Reply,
+                    self.host,
+                    self.port,
+                    ssl=self._tls,
+                    server_hostname=self.host if self._tls is not None else None,
+                )
+                if self._auth:
+                    await reply.send(pack((b"AUTH", *self._auth)))
+                if self.db:
+                    await reply.send(pack((b"SELECT", self.db)))
+        except BaseException:
+            if reply is not None:
+                reply.close(RedisConnectionError("Redis refused the connection's set-up"))
+            raise
+        return reply
+
+
+def pack(args: tuple[Arg, ...]) -> bytes:
+    """Encode a command as a RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode("utf-8")
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+def _parse(buffer: bytearray, position: int) -> tuple[Any, int]:
+    """Read one RESP2 reply at ``position``; return it and where the next one starts."""
+    end = buffer.find(_CRLF, position)
+    if end < 0:
+        raise _Incomplete()
+    kind, line, after = buffer[position], bytes(buffer[position + 1 : end]), end + 2
+    if kind == 36:  # $ bulk string
+        size = int(line)
+        if size < 0:
+            return None, after
+        if len(buffer) < after + size + 2:
+            raise _Incomplete()
+        return bytes(buffer[after : after + size]), after + size + 2
+    if kind == 58:  # : integer
+        return int(line), after
+    if kind == 43:  # + simple string
+        return line, after
+    if kind == 45:  # - error
+        return _error(line.decode("utf-8", "replace")), after
+    if kind == 42:  # * array
+        count = int(line)
+        if count < 0:
+            return None, after
+        items = []
+        for _ in range(count):
+            item, after = _parse(buffer, after)
+            items.append(item)
+        return items, after
+    raise ValueError("unknown RESP type")
+
+
+def _error(text: str) -> RedisError:
+    code = text.split(" ", 1)[0]
+    if code == "NOSCRIPT":
+        return NoScriptError(text)
+    if code in ("NOAUTH", "WRONGPASS") or text.startswith("ERR invalid password"):
+        return AuthenticationError(text)
+    return ResponseError(text)

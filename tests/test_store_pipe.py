@@ -1,0 +1,295 @@
+"""The pipelined connection the Redis store's hot path uses, against a real redis-server.
+
+Replies must reach their own callers whatever the interleaving (many in flight, replies split
+over reads, callers that gave up), the connection must recover from a restart and a hang, and
+it must authenticate, select the database and speak TLS as redis-py does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from support_redis import RedisServer, redis_server, tls_files  # noqa: F401 - fixture
+
+from bridge.errors import StoreUnavailable
+from bridge.store.pipe import Pipe, pack
+from bridge.store.redis import RedisStore, parse_url
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 0.5
+
+
+@pytest.fixture
+async def pipe(redis_server: RedisServer) -> AsyncIterator[Pipe]:  # noqa: F811
+    made = Pipe("127.0.0.1", redis_server.port, timeout=TIMEOUT)
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:  # noqa: F811
+    made = RedisStore(parse_url(redis_server.url), prefix="t", timeout=TIMEOUT)
+    yield made
+    await made.close()
+
+
+def pipe_connections(server: RedisServer) -> int:
+    """How many of Redis's clients are not the test's own look (CLIENT LIST, minus this one)."""
+    with server.client() as client:
+        return len(client.client_list()) - 1
+
+
+def test_commands_are_packed_as_resp_bulk_strings() -> None:
+    assert pack((b"GET", "k\u00e9", 12)) == b"*3\r\n$3\r\nGET\r\n$3\r\nk\xc3\xa9\r\n$2\r\n12\r\n"
+
+
+async def test_hundreds_in_flight_each_get_their_own_reply_on_one_connection(
+    pipe: Pipe,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    with redis_server.client() as client:
+        for i in range(400):
+            # Some values are large, so replies arrive split over many reads.
+            client.set(f"k{i}", (b"%d:" % i) * (20_000 if i % 50 == 0 else 1))
+    replies = await asyncio.gather(*(pipe.call(b"GET", f"k{i}") for i in range(400)))
+    for i, value in enumerate(replies):
+        assert value == (b"%d:" % i) * (20_000 if i % 50 == 0 else 1)
+    assert await pipe.call(b"GET", "missing") is None
+    assert await pipe.call(b"INCR", "n") == 1
+    assert await pipe.call(b"SET", "s", "v") == b"OK"
+    assert pipe_connections(redis_server) == 1
+
+
+async def test_a_caller_that_gave_up_leaves_the_others_their_own_replies(
+    pipe: Pipe,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    with redis_server.client() as client:
+        for i in range(40):
+            client.set(f"k{i}", i)
+    assert await pipe.call(b"GET", "k0") == b"0"  # the connection is open
+    calls = [asyncio.ensure_future(pipe.call(b"GET", f"k{i}")) for i in range(40)]
+    await asyncio.sleep(0)  # every command is on the wire, no reply read yet
+    for call in calls[::2]:
+        call.cancel()  # a visitor left: its request is cancelled, not the connection
+    for i, call in enumerate(calls):
+        if i % 2:
+            assert await call == b"%d" % i
+        else:
+            with pytest.raises(asyncio.CancelledError):
+                await call
+    assert await pipe.call(b"GET", "k7") == b"7"
+    assert pipe_connections(redis_server) == 1  # still the same one connection
+
+
+async def test_an_error_reply_fails_its_own_caller_only(pipe: Pipe) -> None:
+    await pipe.call(b"SET", "text", "v")
+    good, bad, after = await asyncio.gather(
+        pipe.call(b"GET", "text"),
+        pipe.call(b"INCR", "text"),
+        pipe.call(b"GET", "text"),
+        return_exceptions=True,
+    )
+    assert good == b"v" and after == b"v"
+    assert isinstance(bad, ResponseError)
+
+
+async def test_a_script_redis_forgot_is_loaded_again(
+    store: RedisStore,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    assert await store.put_record("t:r:{a}", b"one", 30, tombstone="t:e:{a}", create=True)
+    with redis_server.client() as client:
+        client.script_flush()
+    assert await store.swap_record("t:r:{a}", b"one", b"two", 30, tombstone="t:e:{a}") is True
+    assert await store.get_record("t:r:{a}") == b"two"
+
+
+async def test_the_hot_path_uses_one_connection_however_many_requests(
+    store: RedisStore,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    assert await store.put_record("t:r:{a}", b"v0", 30, tombstone="t:e:{a}", create=True)
+    with redis_server.client() as client:
+        before = client.info("clients")["connected_clients"]
+    reads = await asyncio.gather(*(store.get_record("t:r:{a}") for _ in range(100)))
+    assert reads == [b"v0"] * 100
+    with redis_server.client() as client:
+        after = client.info("clients")["connected_clients"]
+    assert after - before == 1  # the pipe's, besides redis-py's pooled one for put_record
+
+
+async def test_a_restarted_redis_is_reconnected_to(
+    store: RedisStore,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    assert await store.put_record("t:r:{a}", b"v", 30, tombstone="t:e:{a}", create=True)
+    assert await store.get_record("t:r:{a}") == b"v"
+    redis_server.stop()
+    with pytest.raises(StoreUnavailable):
+        await store.get_record("t:r:{a}")
+    redis_server.start()
+    assert await store.get_record("t:r:{a}") is None  # no persistence: a fresh Redis
+    assert await store.put_record("t:r:{a}", b"w", 30, tombstone="t:e:{a}", create=True)
+    assert await store.swap_record("t:r:{a}", b"w", b"x", 30, tombstone="t:e:{a}") is True
+
+
+async def test_a_hung_redis_is_bounded_and_its_late_replies_reach_nobody(
+    store: RedisStore,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    for name in ("a", "b"):
+        key = f"t:r:{{{name}}}"
+        assert await store.put_record(key, name.encode(), 30, tombstone="t:e:x", create=True)
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        calls = [store.get_record("t:r:{a}") for _ in range(20)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+        assert time.monotonic() - started < TIMEOUT + 0.5
+    finally:
+        redis_server.resume()
+    # The frozen server's twenty replies to "a" must not answer these.
+    assert await store.get_record("t:r:{b}") == b"b"
+    assert await asyncio.gather(*(store.get_record("t:r:{b}") for _ in range(5))) == [b"b"] * 5
+
+
+async def test_a_server_that_accepts_and_never_answers_is_bounded(tmp_path: Path) -> None:
+    # A listener that never replies: a connection whose set-up (AUTH) never finishes is
+    # closed, and a later call opens another, rather than every caller waiting on it.
+    accepted: list[asyncio.StreamWriter] = []
+    closed: list[bool] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        while await reader.read(65536):
+            pass
+        closed.append(True)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore(parse_url(f"redis://:pw@127.0.0.1:{port}/0"), timeout=0.3)
+    try:
+        for _ in range(2):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await store.get_record("t:r:{a}")
+            assert time.monotonic() - started < 0.8
+            await asyncio.sleep(0.1)  # past the opening's own deadline
+        assert len(accepted) == 2 and len(closed) == 2
+    finally:
+        await store.close()
+        server.close()
+        for writer in accepted:
+            writer.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+def acl_redis(tmp_path: Path) -> Any:
+    server = RedisServer(tmp_path, password="admin-pass").start()
+    with server.client() as client:
+        client.acl_setuser(
+            "bridge", enabled=True, passwords=["+user-pass"], keys=["t:*"], commands=["+@all"]
+        )
+    yield server
+    server.stop()
+
+
+async def test_it_authenticates_as_a_user_and_selects_the_database(acl_redis: RedisServer) -> None:
+    store = RedisStore(parse_url(f"redis://bridge:user-pass@127.0.0.1:{acl_redis.port}/3"))
+    try:
+        assert await store.put_record("t:r:{a}", b"v", 30, tombstone="t:e:{a}", create=True)
+        assert await store.swap_record("t:r:{a}", b"v", b"w", 30, tombstone="t:e:{a}") is True
+        assert await store.get_record("t:r:{a}") == b"w"
+    finally:
+        await store.close()
+    with redis.Redis(port=acl_redis.port, password="admin-pass", db=3) as client:
+        assert client.get("t:r:{a}") == b"w"
+    with redis.Redis(port=acl_redis.port, password="admin-pass", db=0) as client:
+        assert client.get("t:r:{a}") is None
+
+
+async def test_a_wrong_password_fails_without_saying_it(acl_redis: RedisServer) -> None:
+    pipe = Pipe("127.0.0.1", acl_redis.port, username="bridge", password="not-it", timeout=1)
+    try:
+        with pytest.raises(AuthenticationError) as caught:
+            await pipe.call(b"GET", "t:k")
+        assert "not-it" not in str(caught.value) and "not-it" not in repr(pipe)
+    finally:
+        await pipe.close()
+    store = RedisStore(parse_url(f"redis://bridge:not-it@127.0.0.1:{acl_redis.port}/0"))
+    try:
+        with pytest.raises(StoreUnavailable) as unavailable:
+            await store.get_record("t:r:{a}")
+        assert "not-it" not in str(unavailable.value)
+    finally:
+        await store.close()
+
+
+async def test_a_closed_connection_fails_its_callers_and_the_next_call_reconnects(
+    pipe: Pipe,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    assert await pipe.call(b"SET", "k", "v") == b"OK"
+    with redis_server.client() as client:
+        client.client_kill_filter(_type="normal", skipme=True)
+    with pytest.raises(RedisConnectionError):
+        # The kill may land before or during this call; either way the next one reconnects.
+        await asyncio.wait_for(pipe.call(b"BLPOP", "nothing", 5), 2)
+    assert await pipe.call(b"GET", "k") == b"v"
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Any:
+    server = RedisServer(tmp_path, password="s3cret-pass", tls=tls_files(tmp_path)).start()
+    yield server
+    server.stop()
+
+
+async def test_the_hot_path_speaks_tls(tls_redis: RedisServer) -> None:
+    store = RedisStore(parse_url(tls_redis.url), timeout=2)
+    try:
+        assert await store.put_record("t:r:{a}", b"v", 30, tombstone="t:e:{a}", create=True)
+        assert await store.swap_record("t:r:{a}", b"v", b"w", 30, tombstone="t:e:{a}") is True
+        assert await store.get_record("t:r:{a}") == b"w"
+    finally:
+        await store.close()
+
+
+async def test_the_hot_path_refuses_an_unknown_certificate_authority(
+    tls_redis: RedisServer, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    url = tls_redis.url.replace(tls_redis.tls["ca"], tls_files(other)["ca"])
+    store = RedisStore(parse_url(url), timeout=2)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.get_record("t:r:{a}")
+    finally:
+        await store.close()
+
+
+async def test_the_hot_path_checks_the_host_name(tls_redis: RedisServer) -> None:
+    # The certificate names 127.0.0.1, not localhost.
+    url = tls_redis.url.replace("127.0.0.1", "localhost")
+    store = RedisStore(parse_url(url), timeout=2)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.get_record("t:r:{a}")
+    finally:
+        await store.close()
