@@ -82,6 +82,23 @@ def test_the_soak_answers_200_and_is_reported(tmp_path: Path) -> None:
     assert out.with_suffix(".md").exists()
 
 
+def test_two_instances_on_every_topology_answer_200_and_are_reported(tmp_path: Path) -> None:
+    out = tmp_path / "topologies"
+    done = _run(
+        [str(BENCH / "topologies.py"), "--duration", "1", "--concurrency", "4", "--out", str(out)],
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    rows = {(row["topology"], row["path"]): row for row in report["rows"]}
+    topologies, paths = ("single", "sentinel", "cluster"), ("hot", "refresh")
+    assert set(rows) == {(t, p) for t in topologies for p in paths}
+    for row in rows.values():
+        assert row["errors"] == 0 and row["requests"] > 0, row
+        assert 0 < row["commands_per_request"] < 7, row  # no lock on the hot path
+    assert "| Cluster, 3 masters" in out.with_suffix(".md").read_text()
+
+
 def test_the_in_app_measure_runs_on_every_path() -> None:
     done = _run([str(BENCH / "micro.py"), "--requests", "100"], timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]  # it stops at any answer but 200
