@@ -99,14 +99,20 @@ async def measure(sessions: int, method: str) -> dict[str, object]:
         tracemalloc.stop()
     else:
         after = rss_kb(os.getpid()) * 1024
-    sample = await store.get(manager.record_key(next(iter(
-        [k.rsplit(":", 1)[1] async for k in store.scan(store.key("session", "*"))]))))
+    # One stored record, as its bytes (the session layer's JSON).
+    async for key in store.scan(store.key("session", "*")):
+        sample = await store.get_record(key)
+        break
+    else:
+        raise RuntimeError("no session record was stored")
+    if sample is None:
+        raise RuntimeError("a session record vanished")
     await bridge.aclose()
     return {
         "sessions": sessions,
         "method": method,
         "bytes_per_session": round((after - before) / sessions),
-        "record_json_bytes": len(json.dumps(sample, separators=(",", ":"))),
+        "record_json_bytes": len(sample),
         "seconds": round(seconds, 1),
     }
 

@@ -99,6 +99,13 @@ def test_two_instances_on_every_topology_answer_200_and_are_reported(tmp_path: P
     assert "| Cluster, 3 masters" in out.with_suffix(".md").read_text()
 
 
+def test_the_in_process_memory_measure_reads_a_stored_record() -> None:
+    done = _run([str(BENCH / "memory.py"), "--sessions", "50"], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["sessions"] == 50 and report["record_json_bytes"] > 200, report
+
+
 def test_the_in_app_measure_runs_on_every_path() -> None:
     done = _run([str(BENCH / "micro.py"), "--requests", "100"], timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]  # it stops at any answer but 200
