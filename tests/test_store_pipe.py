@@ -293,3 +293,73 @@ async def test_the_hot_path_checks_the_host_name(tls_redis: RedisServer) -> None
             await store.get_record("t:r:{a}")
     finally:
         await store.close()
+
+
+# --- Sentinel: where the master is ----------------------------------------------------------
+
+
+async def test_a_demoted_master_is_left_for_wherever_the_master_is_now(tmp_path: Path) -> None:
+    # As after a failover: the server the pipe is connected to becomes a replica (it answers
+    # a write with READONLY), and the sentinels now name another server as the master.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = RedisServer(tmp_path / "a").start()
+    second = RedisServer(tmp_path / "b").start()
+    master = [first.port]
+    asked: list[int] = []
+
+    async def locate() -> tuple[str, int]:
+        asked.append(master[0])
+        return "127.0.0.1", master[0]
+
+    pipe = Pipe("unused", 0, locate=locate, timeout=1)
+    try:
+        assert await pipe.call(b"SET", "k", "on-first") == b"OK"
+        with first.client() as client:
+            client.replicaof("127.0.0.1", second.port)
+        master[0] = second.port
+        with pytest.raises(ResponseError, match="READONLY"):
+            await pipe.call(b"SET", "k", "late")
+        assert await pipe.call(b"SET", "k", "on-second") == b"OK"
+        assert asked == [first.port, second.port]  # asked again once, on reconnecting
+        with second.client() as client:
+            assert client.get("k") == b"on-second"
+    finally:
+        await pipe.close()
+        first.stop()
+        second.stop()
+
+
+async def test_no_master_known_is_store_unavailable_and_found_when_it_is(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path).start()
+    known: list[bool] = [False]
+
+    async def locate() -> tuple[str, int]:
+        if not known[0]:
+            raise RedisConnectionError("No master found for 'svc'")
+        return "127.0.0.1", server.port
+
+    store = RedisStore(parse_url(f"redis://127.0.0.1:{server.port}/0"), timeout=TIMEOUT)
+    assert store._pipe is not None
+    store._pipe.locate = locate  # as the Sentinel store's pipe asks the sentinels
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.get_record("t:r:{a}")
+        known[0] = True
+        assert await store.get_record("t:r:{a}") is None
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_one_redis_and_sentinel_use_the_pipe_and_a_cluster_does_not() -> None:
+    single = RedisStore(parse_url("redis://127.0.0.1:1/0"))
+    sentinel = RedisStore(parse_url("redis+sentinel://127.0.0.1:1/svc/0"))
+    cluster = RedisStore(parse_url("redis+cluster://127.0.0.1:1"))
+    try:
+        assert single._pipe is not None and single._pipe.locate is None
+        assert sentinel._pipe is not None and sentinel._pipe.locate is not None
+        assert cluster._pipe is None  # redis-py's cluster client follows MOVED and ASK
+    finally:
+        for store in (single, sentinel, cluster):
+            await store.close()

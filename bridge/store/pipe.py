@@ -8,13 +8,14 @@ callers in the order they were sent (Redis answers one connection's commands in 
 pool, no lock, and one read of the socket wakes every caller whose reply it holds.
 
 Only commands that answer at once go here: a blocking one (``BLPOP``) would hold up every
-reply behind it, so the lock's waits stay on redis-py. It speaks RESP2 with a single Redis
-(not Sentinel, not Cluster, whose clients follow a failover themselves), authenticates and
-selects the database as redis-py does, and speaks TLS with the same checks (the CA given,
-or the system's, and the host name). A connection that closes fails every caller waiting on
-it with :class:`redis.exceptions.ConnectionError`; a timeout drops it (:meth:`Pipe.drop`);
-the next command opens a fresh one. Errors are redis-py's classes, so the store's guard
-treats both clients' failures alike.
+reply behind it, so the lock's waits stay on redis-py. It speaks RESP2 with one Redis, or with
+a Sentinel-managed master, which it asks the sentinels for (``locate``) each time it connects;
+it authenticates and selects the database as redis-py does, and speaks TLS with the same checks
+(the CA given, or the system's, and the host name). A connection that closes fails every caller
+waiting on it with :class:`redis.exceptions.ConnectionError`; a timeout drops it
+(:meth:`Pipe.drop`), and so does a ``READONLY`` answer (the server it reached is a replica now,
+after a failover); the next command opens a fresh one. Errors are redis-py's classes, so the
+store's guard treats both clients' failures alike.
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 Arg = bytes | str | int
@@ -67,6 +75,10 @@ class _Reply(asyncio.Protocol):
                 continue
             if isinstance(value, RedisError):
                 caller.set_exception(value)
+                if isinstance(value, ReadOnlyError):
+                    # A replica now (demoted in a failover): find the master again.
+                    self.close(RedisConnectionError("Redis answered as a replica"))
+                    return
             else:
                 caller.set_result(value)
         del buffer[:position]
@@ -95,13 +107,15 @@ class _Reply(asyncio.Protocol):
 
 
 class Pipe:
-    """A lazily opened, pipelined connection to the Redis at ``host:port``."""
+    """A lazily opened, pipelined connection to the Redis at ``host:port``, or wherever
+    ``locate`` (asked at each connection) says the master is."""
 
     def __init__(
         self,
         host: str,
         port: int,
         *,
+        locate: Callable[[], Awaitable[tuple[str, int]]] | None = None,
         db: int = 0,
         username: str | None = None,
         password: str | None = None,
@@ -110,6 +124,7 @@ class Pipe:
         timeout: float = 2.0,
     ) -> None:
         self.host, self.port, self.db = host, port, db
+        self.locate = locate
         self.timeout = timeout  # bounds an opening, which no caller's deadline may cut short
         self._auth: tuple[str, ...] = ()
         if password is not None:
@@ -168,12 +183,15 @@ class Pipe:
         reply: _Reply | None = None
         try:
             async with asyncio.timeout(self.timeout):
+                host, port = self.host, self.port
+                if self.locate is not None:
+                    host, port = await self.locate()
                 _, reply = await loop.create_connection(
                     _Reply,
-                    self.host,
-                    self.port,
+                    host,
+                    port,
                     ssl=self._tls,
-                    server_hostname=self.host if self._tls is not None else None,
+                    server_hostname=host if self._tls is not None else None,
                 )
                 if self._auth:
                     await reply.send(pack((b"AUTH", *self._auth)))
@@ -235,4 +253,6 @@ def _error(text: str) -> RedisError:
         return NoScriptError(text)
     if code in ("NOAUTH", "WRONGPASS") or text.startswith("ERR invalid password"):
         return AuthenticationError(text)
+    if code == "READONLY":
+        return ReadOnlyError(text)
     return ResponseError(text)

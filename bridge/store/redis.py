@@ -10,9 +10,10 @@ touch several of them, while different sessions spread over a cluster's nodes. E
 (a user's index, an event list, a counter) is used alone.
 
 Records are JSON values, one key each, written with one ``SET ... PX``: a session record is
-never half-written. With one Redis, the token hot path's record read and conditional write go
-over one pipelined connection of the store's own (:mod:`bridge.store.pipe`): redis-py's pooled
-call cost more CPU than the rest of a token request. Everything else goes through redis-py.
+never half-written. With one Redis or Sentinel, the token hot path's record read and conditional
+write go over one pipelined connection of the store's own (:mod:`bridge.store.pipe`), which asks
+the sentinels for the master whenever it connects: redis-py's pooled call cost more CPU than the
+rest of a token request. Everything else, and a cluster, goes through redis-py.
 
 Every operation is bounded by ``[store] timeout``; every backend failure (refused, reset, slow,
 a Redis error, no master known during a failover) becomes :class:`~bridge.errors.StoreUnavailable`
@@ -37,6 +38,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -251,14 +253,19 @@ class RedisStore(Store):
         self._release = self.client.register_script(_LOCK_RELEASE)
         self._acquire_script = self.client.register_script(_LOCK_ACQUIRE)
         self._swap_record = self.client.register_script(_SWAP_RECORD)
-        # One Redis: the hot path's record read and write go over one pipelined connection
-        # (bridge.store.pipe), everything else through redis-py.
+        # One Redis, or Sentinel's master: the hot path's record read and write go over one
+        # pipelined connection (bridge.store.pipe), everything else through redis-py.
         self._pipe: Pipe | None = None
-        if address.topology == "single":
+        if address.topology in ("single", "sentinel"):
             host, port = address.nodes[0]
+            locate = None
+            if self._sentinel is not None:
+                assert address.service is not None
+                locate = partial(self._sentinel.discover_master, address.service)
             self._pipe = Pipe(
                 host,
                 port,
+                locate=locate,
                 db=address.db,
                 username=address.username,
                 password=address.password.reveal() if address.password else None,
