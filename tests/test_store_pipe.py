@@ -363,3 +363,35 @@ async def test_one_redis_and_sentinel_use_the_pipe_and_a_cluster_does_not() -> N
     finally:
         for store in (single, sentinel, cluster):
             await store.close()
+
+
+async def test_closing_while_a_connection_opens_leaves_none_open(tmp_path: Path) -> None:
+    # The store closes at shutdown; an opening still waiting (here on AUTH) must not leave a
+    # connection behind, and nothing is sent once closed.
+    accepted: list[asyncio.StreamWriter] = []
+    arrived, ended = asyncio.Event(), asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        arrived.set()
+        while await reader.read(65536):
+            pass
+        ended.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pipe = Pipe("127.0.0.1", port, password="pw", timeout=5)
+    call = asyncio.ensure_future(pipe.call(b"GET", "k"))
+    try:
+        await asyncio.wait_for(arrived.wait(), 2)
+        await pipe.close()
+        with pytest.raises((asyncio.CancelledError, RedisConnectionError)):
+            await call
+        await asyncio.wait_for(ended.wait(), 2)  # the half-open connection was closed
+        with pytest.raises(RedisConnectionError):
+            await pipe.call(b"GET", "k")
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.close()
+        await server.wait_closed()

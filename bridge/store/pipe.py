@@ -135,12 +135,15 @@ class Pipe:
             self._tls = ssl.create_default_context(cafile=ca_certs)
         self._reply: _Reply | None = None
         self._opening: asyncio.Future[_Reply] | None = None
+        self._closed = False
 
     def __repr__(self) -> str:  # never the password
         return f"Pipe({self.host}:{self.port}/{self.db})"
 
     async def call(self, *args: Arg) -> Any:
         """Send one command; return its reply (bytes, int, None, or a list of those)."""
+        if self._closed:
+            raise RedisConnectionError("The connection to Redis was closed")
         reply = self._reply
         if reply is None or reply.lost or reply.transport is None or reply.transport.is_closing():
             reply = await self._connection()
@@ -161,6 +164,12 @@ class Pipe:
             reply.close(RedisConnectionError("The connection to Redis was dropped"))
 
     async def close(self) -> None:
+        """Close for good: the connection, and one still being opened."""
+        self._closed = True
+        opening = self._opening
+        if opening is not None:
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
         self.drop()
 
     async def _connection(self) -> _Reply:
@@ -176,7 +185,10 @@ class Pipe:
         if opening.cancelled():
             return
         if opening.exception() is None:
-            self._reply = opening.result()
+            if self._closed:  # closed while it opened
+                opening.result().close(RedisConnectionError("Closed"))
+            else:
+                self._reply = opening.result()
 
     async def _open(self) -> _Reply:
         loop = asyncio.get_running_loop()
