@@ -2,7 +2,8 @@
 
 Replies must reach their own callers whatever the interleaving (many in flight, replies split
 over reads, callers that gave up), the connection must recover from a restart and a hang, and
-it must authenticate, select the database and speak TLS as redis-py does.
+it must authenticate and select the database as redis-py does (its TLS is tested with the
+store's, in test_store_redis.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import redis
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from support_redis import RedisServer, redis_server, tls_files  # noqa: F401 - fixture
+from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 from bridge.errors import StoreUnavailable
 from bridge.store.pipe import Pipe, pack
@@ -248,51 +249,6 @@ async def test_a_closed_connection_fails_its_callers_and_the_next_call_reconnect
         # The kill may land before or during this call; either way the next one reconnects.
         await asyncio.wait_for(pipe.call(b"BLPOP", "nothing", 5), 2)
     assert await pipe.call(b"GET", "k") == b"v"
-
-
-# --- TLS ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tls_redis(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path, password="s3cret-pass", tls=tls_files(tmp_path)).start()
-    yield server
-    server.stop()
-
-
-async def test_the_hot_path_speaks_tls(tls_redis: RedisServer) -> None:
-    store = RedisStore(parse_url(tls_redis.url), timeout=2)
-    try:
-        assert await store.put_record("t:r:{a}", b"v", 30, tombstone="t:e:{a}", create=True)
-        assert await store.swap_record("t:r:{a}", b"v", b"w", 30, tombstone="t:e:{a}") is True
-        assert await store.get_record("t:r:{a}") == b"w"
-    finally:
-        await store.close()
-
-
-async def test_the_hot_path_refuses_an_unknown_certificate_authority(
-    tls_redis: RedisServer, tmp_path: Path
-) -> None:
-    other = tmp_path / "other"
-    other.mkdir()
-    url = tls_redis.url.replace(tls_redis.tls["ca"], tls_files(other)["ca"])
-    store = RedisStore(parse_url(url), timeout=2)
-    try:
-        with pytest.raises(StoreUnavailable):
-            await store.get_record("t:r:{a}")
-    finally:
-        await store.close()
-
-
-async def test_the_hot_path_checks_the_host_name(tls_redis: RedisServer) -> None:
-    # The certificate names 127.0.0.1, not localhost.
-    url = tls_redis.url.replace("127.0.0.1", "localhost")
-    store = RedisStore(parse_url(url), timeout=2)
-    try:
-        with pytest.raises(StoreUnavailable):
-            await store.get_record("t:r:{a}")
-    finally:
-        await store.close()
 
 
 # --- Sentinel: where the master is ----------------------------------------------------------

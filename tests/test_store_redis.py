@@ -538,6 +538,10 @@ async def test_tls_with_password_works(tls_redis: RedisServer) -> None:
     try:
         await store.set("t:k", {"v": 1}, 30)
         assert await store.get("t:k") == {"v": 1}
+        # The hot path's own connection (bridge.store.pipe) speaks TLS too.
+        assert await store.put_record("t:r:{a}", b"v", 30, tombstone="t:e:{a}", create=True)
+        assert await store.swap_record("t:r:{a}", b"v", b"w", 30, tombstone="t:e:{a}") is True
+        assert await store.get_record("t:r:{a}") == b"w"
     finally:
         await store.close()
 
@@ -554,26 +558,29 @@ async def test_wrong_password_is_store_unavailable(tls_redis: RedisServer) -> No
         await store.close()
 
 
-async def test_unknown_certificate_authority_is_refused(
-    tls_redis: RedisServer, tmp_path: Path
-) -> None:
-    other = tmp_path / "other"
+def _other_ca(server: RedisServer, directory: Path) -> str:
+    other = directory / "other"
     other.mkdir()
-    url = tls_redis.url.replace(tls_redis.tls["ca"], tls_files(other)["ca"])
-    store = RedisStore(parse_url(url), timeout=2)
-    try:
-        with pytest.raises(StoreUnavailable):
-            await store.get("t:k")
-    finally:
-        await store.close()
+    return server.url.replace(server.tls["ca"], tls_files(other)["ca"])
 
 
-async def test_plain_connection_to_a_tls_port_is_store_unavailable(
-    tls_redis: RedisServer,
+@pytest.mark.parametrize(
+    "url_of",
+    [
+        pytest.param(_other_ca, id="unknown certificate authority"),
+        # The certificate names 127.0.0.1, not localhost.
+        pytest.param(lambda s, _: s.url.replace("127.0.0.1", "localhost"), id="wrong host name"),
+        pytest.param(lambda s, _: f"redis://127.0.0.1:{s.port}/0", id="plain to a TLS port"),
+    ],
+)
+async def test_a_refused_tls_connection_is_store_unavailable_on_both_clients(
+    tls_redis: RedisServer, tmp_path: Path, url_of: Callable[[RedisServer, Path], str]
 ) -> None:
-    store = RedisStore(parse_url(f"redis://127.0.0.1:{tls_redis.port}/0"), timeout=0.5)
+    store = RedisStore(parse_url(url_of(tls_redis, tmp_path)), timeout=0.5)
     try:
         with pytest.raises(StoreUnavailable):
-            await store.get("t:k")
+            await store.get("t:k")  # redis-py
+        with pytest.raises(StoreUnavailable):
+            await store.get_record("t:r:{a}")  # the hot path's pipe
     finally:
         await store.close()
