@@ -106,9 +106,9 @@ if redis.sha1hex(old) == ARGV[3] then return 1 end
 redis.call('SET', KEYS[1], old, 'KEEPTTL')
 return old
 """
+_SWAP_BYTES = _SWAP_RECORD.encode()  # for the pipe, which loads it itself when Redis forgot it
 # KEYS: lock, waiters; ARGV: token, lease ms. Take a free lock, or count in as its waiter in
 # the same step (so a release in between cannot miss this waiter).
-_SWAP_BYTES = _SWAP_RECORD.encode()
 _LOCK_ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 redis.call('INCR', KEYS[2])
