@@ -148,13 +148,13 @@ def fake_sentifyd(port: int, keys: Secrets, *, latency: float, token_ttl: int) -
 # (new chains and new sessions per session and user, sessions per user, anonymous work per
 # address, which no benchmark request is). A run with any answer but 200 is not reported.
 LIMITS = {"per_session": "off"}
+LIMITS_TOML = "".join(f'{key} = "{value}"\n' for key, value in LIMITS.items())
 LIMITS_NOTE = ("limits at their defaults except per_session = \"off\" (each session is driven "
                "far faster than a component drives it)")
 
 
 def write_bridge_config(directory: Path, port: int, fake_port: int, server: str,
-                        store_url: str = "memory://", extra: str = "",
-                        limits: dict[str, str] | None = None) -> Path:
+                        store_url: str = "memory://", extra: str = "") -> Path:
     """The bridge's config for a loopback run: memory store (or ``store_url``), the stand-in
     Sentifyd, the site's Flask cookie as the way in, plain http on 127.0.0.1 (so
     cookie_secure = false)."""
@@ -189,7 +189,7 @@ user_field = "user_id"
 login_url = "http://127.0.0.1:{port}/login?next={{next}}"
 
 [limits]
-{"".join(f'{key} = "{value}"{chr(10)}' for key, value in (limits or LIMITS).items())}
+{LIMITS_TOML}
 [logging]
 level = "INFO"
 {extra}""")

@@ -57,8 +57,6 @@ UPSTREAM_LATENCY = 0.05
 TOKEN_TTL = 3600  # longer than the run: tokens come from each session's cache
 SERVER = "uvicorn"
 TOPOLOGIES = ("single", "sentinel", "cluster")
-# Each session is driven far faster than a component drives it, as in run.py.
-LIMITS = {"per_session": "off"}
 # Commands Redis's own machinery sends, not the bridge.
 NOT_THE_BRIDGES = {
     "info", "ping", "replconf", "psync", "sync", "publish", "subscribe", "cluster", "client",
@@ -124,8 +122,8 @@ def run_topology(name: str, args: argparse.Namespace, keys: Secrets,
         bridges = []
         for index in range(2):
             port = free_port()
-            config = write_bridge_config(workdir, port, fake_port, SERVER, store_url=url,
-                                         limits=LIMITS)
+            # The limits of run.py (common.LIMITS): the config already holds its [limits].
+            config = write_bridge_config(workdir, port, fake_port, SERVER, store_url=url)
             stack.enter_context(Proc(f"bridge-{name}-{index}", [
                 PYTHON, str(BENCH / "apps.py"), "bridge", "--server", SERVER, "--port",
                 str(port), "--config", str(config)], port, env=keys.env()))
