@@ -149,7 +149,7 @@ class Pipe:
             reply = await self._connection()
         return await reply.send(pack(args))
 
-    async def evalsha(self, sha: str, script: bytes, keys: list[str], args: list[Arg]) -> Any:
+    async def evalsha(self, sha: str, script: Arg, keys: list[str], args: list[Arg]) -> Any:
         """Run a Lua script by its SHA-1, loading it first if this Redis does not know it."""
         try:
             return await self.call(b"EVALSHA", sha, len(keys), *keys, *args)

@@ -106,7 +106,6 @@ if redis.sha1hex(old) == ARGV[3] then return 1 end
 redis.call('SET', KEYS[1], old, 'KEEPTTL')
 return old
 """
-_SWAP_BYTES = _SWAP_RECORD.encode()  # for the pipe, which loads it itself when Redis forgot it
 # KEYS: lock, waiters; ARGV: token, lease ms. Take a free lock, or count in as its waiter in
 # the same step (so a release in between cannot miss this waiter).
 _LOCK_ACQUIRE = """
@@ -368,8 +367,9 @@ class RedisStore(Store):
         ]
         async with self._guard():
             if self._pipe is not None:
-                script = self._swap_record
-                outcome = await self._pipe.evalsha(script.sha, _SWAP_BYTES, keys, args)
+                # By its SHA; the pipe loads the text itself if Redis forgot it.
+                sha = self._swap_record.sha
+                outcome = await self._pipe.evalsha(sha, _SWAP_RECORD, keys, args)
             else:
                 outcome = await self._swap_record(keys=keys, args=args)
         if isinstance(outcome, bytes):
