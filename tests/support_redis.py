@@ -325,7 +325,13 @@ class SentinelSetup:
         return int(port)
 
     def wait_replica(self, server: RedisServer) -> None:
-        """Wait until ``server`` replicates the current master, its first sync done."""
+        """Wait until ``server`` replicates the current master, its first sync done.
+
+        A restarted old master is converted by the sentinels on their own clock: it must have
+        answered as a master, without going down, for 8 s, seen by an INFO sent every 10 s, and a
+        sentinel whose timer stalls for 2 s (a loaded machine) stays in TILT, doing nothing, for
+        30 s. So the bound is 75 s, and a miss reports what the sentinels logged.
+        """
 
         def replicating() -> bool:
             try:
@@ -335,7 +341,21 @@ class SentinelSetup:
                 return False
             return info["role"] == "slave" and info.get("master_link_status") == "up"
 
-        _wait(replicating, READY_TIMEOUT * 2, "the old master to become a replica")
+        try:
+            _wait(replicating, READY_TIMEOUT * 5, f"{server.port} to become a replica")
+        except RuntimeError as missed:
+            raise RuntimeError(f"{missed}; the sentinels logged:\n{self.log_excerpt()}") from None
+
+    def log_excerpt(self) -> str:
+        """The sentinels' role changes, TILTs and conversions, for a failure message."""
+        wanted = ("tilt", "sdown", "odown", "switch-master", "convert-to-slave", "failover")
+        lines = []
+        for i in range(len(self.sentinel_ports)):
+            log = self.directory / f"sentinel{i}" / "sentinel.log"
+            if log.exists():
+                text = log.read_text(errors="replace").splitlines()
+                lines += [f"sentinel{i}: {line}" for line in text if any(w in line for w in wanted)]
+        return "\n".join(lines[-60:])
 
     def stop(self) -> None:
         for process in self.sentinels:
