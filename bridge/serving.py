@@ -17,6 +17,7 @@ answers written together wake the peer once and find it awake for the rest.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Any
 
@@ -30,6 +31,8 @@ TOO_LARGE = (
     b'{"error":"request_too_large"}\n'
 )
 
+
+log = logging.getLogger("bridge.serving")
 
 # A connection whose pending bytes pass this is written at once (a long streamed answer).
 MAX_PENDING_BYTES = 64 * 1024
@@ -70,8 +73,13 @@ class WriteBatch:
     def flush(self) -> None:
         pending, self.pending, self.sizes = self.pending, {}, {}
         for transport, chunks in pending.items():
-            if not transport.is_closing():
+            if transport.is_closing():
+                continue
+            try:
                 transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            except Exception:  # one broken connection must not keep the others' answers
+                log.warning("A connection could not be written to; closed.", exc_info=True)
+                transport.abort()
 
 
 class BatchedTransport(asyncio.Transport):

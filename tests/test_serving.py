@@ -202,3 +202,33 @@ async def test_a_client_that_left_leaves_nothing_waiting(server: Server) -> None
     writer.write(get("/after"))
     assert (await server.read_answer(reader))[1] == b"answer to /after"
     await close(writer)
+
+
+async def test_a_connection_that_cannot_be_written_leaves_the_others_answered(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clients = [await connect(server) for _ in range(3)]
+    write = Recorded.write
+    failed: list[bytes] = []
+
+    def first_fails(self: Recorded, data: bytes) -> None:
+        if not failed:
+            failed.append(data)
+            raise RuntimeError("this connection is broken")
+        write(self, data)
+
+    monkeypatch.setattr(Recorded, "write", first_fails)
+    for i, (_, writer) in enumerate(clients):
+        writer.write(get(f"/many/{i}"))  # answered in one turn, written by one flush
+    outcomes = []
+    for reader, _ in clients:
+        try:
+            outcomes.append((await asyncio.wait_for(server.read_answer(reader), 5))[1])
+        except (asyncio.IncompleteReadError, ConnectionError):
+            outcomes.append(b"closed")
+    assert failed and max(server.flushed) == 3
+    # The broken one is closed; the flush went on to the others.
+    assert outcomes.count(b"closed") == 1
+    assert all(o in (b"closed", f"answer to /many/{i}".encode()) for i, o in enumerate(outcomes))
+    for _, writer in clients:
+        await close(writer)
