@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bridge import serving
+from bridge import turns
 from bridge.cli import _serve_uvicorn
 from conftest import free_port
 
@@ -76,20 +76,20 @@ class Server:
 @pytest.fixture
 async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Server]:
     served = Server(free_port())
-    made = serving.BatchedTransport.__init__
+    made = turns.BatchedTransport.__init__
 
-    def recording(self: serving.BatchedTransport, transport: Any, batch: Any) -> None:
+    def recording(self: turns.BatchedTransport, transport: Any, batch: Any) -> None:
         served.writes.append([])
         made(self, Recorded(transport, served.writes[-1]), batch)  # type: ignore[arg-type]
 
-    flush = serving.WriteBatch.flush
+    flush = turns.WriteBatch.flush
 
-    def counted(self: serving.WriteBatch) -> None:
+    def counted(self: turns.WriteBatch) -> None:
         served.flushed.append(len(self.pending))
         flush(self)
 
-    monkeypatch.setattr(serving.BatchedTransport, "__init__", recording)
-    monkeypatch.setattr(serving.WriteBatch, "flush", counted)
+    monkeypatch.setattr(turns.BatchedTransport, "__init__", recording)
+    monkeypatch.setattr(turns.WriteBatch, "flush", counted)
     stop = asyncio.Event()
 
     async def app(scope: dict[str, Any], receive: Any, send: Send) -> None:
@@ -182,7 +182,7 @@ async def test_a_long_streamed_answer_is_written_as_it_grows(server: Server) -> 
     writes = server.writes[1]
     # Held at most until 64 KiB had gathered, then written; never the whole 200 KB at once.
     assert len(writes) >= 3
-    assert max(len(w) for w in writes) <= serving.MAX_PENDING_BYTES + 20_100
+    assert max(len(w) for w in writes) <= turns.MAX_PENDING_BYTES + 20_100
     await close(writer)
 
 
@@ -194,7 +194,7 @@ async def test_a_client_that_left_leaves_nothing_waiting(server: Server) -> None
     await asyncio.sleep(0.1)  # the server saw the connection go
     server.release.set()
     await asyncio.sleep(0.1)
-    batch = serving._batch_for(asyncio.get_running_loop())
+    batch = turns.batch_for(asyncio.get_running_loop())
     assert batch.pending == {}
     assert batch.sizes == {}
     # The others are still served.

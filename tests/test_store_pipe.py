@@ -70,6 +70,33 @@ async def test_hundreds_in_flight_each_get_their_own_reply_on_one_connection(
     assert pipe_connections(redis_server) == 1
 
 
+async def test_the_commands_asked_in_one_turn_go_out_in_one_write(
+    pipe: Pipe,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    assert await pipe.call(b"SET", "k", "v") == b"OK"  # the connection is open
+    batched = pipe._reply.transport  # type: ignore[union-attr]
+    writes: list[bytes] = []
+
+    class Recorded:
+        def __init__(self, transport: Any) -> None:
+            self.transport = transport
+
+        def write(self, data: bytes) -> None:
+            writes.append(data)
+            self.transport.write(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.transport, name)
+
+    batched.transport = Recorded(batched.transport)  # type: ignore[union-attr]
+    replies = await asyncio.gather(*(pipe.call(b"GET", "k") for _ in range(100)))
+    assert replies == [b"v"] * 100
+    assert writes == [pack((b"GET", "k")) * 100]  # one write, the commands in the order asked
+    assert await pipe.call(b"GET", "k") == b"v"
+    assert len(writes) == 2
+
+
 async def test_a_caller_that_gave_up_leaves_the_others_their_own_replies(
     pipe: Pipe,
     redis_server: RedisServer,  # noqa: F811

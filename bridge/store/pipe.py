@@ -3,9 +3,10 @@
 redis-py takes a pooled connection for each command, wraps the call in its retry and its
 own locks, and reads the reply through a stream reader: on this machine that is the larger
 part of what a Redis-backed token request costs beyond the memory store's. This connection
-writes each command as soon as it is asked, all on one socket, and hands replies to their
-callers in the order they were sent (Redis answers one connection's commands in order): no
-pool, no lock, and one read of the socket wakes every caller whose reply it holds.
+writes the commands asked in a turn of the event loop together at its end (:mod:`bridge.turns`),
+all on one socket, and hands replies to their callers in the order they were sent (Redis
+answers one connection's commands in order): no pool, no lock, and one read of the socket
+wakes every caller whose reply it holds.
 
 Only commands that answer at once go here: a blocking one (``BLPOP``) would hold up every
 reply behind it, so the lock's waits stay on redis-py. It speaks RESP2 with one Redis, or with
@@ -35,6 +36,8 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from bridge.turns import BatchedTransport, batch_for
+
 Arg = bytes | str | int
 _CRLF = b"\r\n"
 
@@ -53,7 +56,10 @@ class _Reply(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # The commands of one turn go out together at its end (bridge.turns): one write, one
+        # wake-up of Redis, however many requests asked; their replies are read next turn anyway.
+        loop = asyncio.get_running_loop()
+        self.transport = BatchedTransport(transport, batch_for(loop))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
