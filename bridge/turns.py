@@ -27,15 +27,18 @@ class WriteBatch:
     """The bytes the loop's connections wrote this turn, written at the end of the turn."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Held weakly: the loop keys this batch in a WeakKeyDictionary, which a strong
+        # reference from its value would keep alive for ever.
+        self.loop = weakref.ref(loop)
         self.pending: dict[asyncio.Transport, list[bytes]] = {}
         self.sizes: dict[asyncio.Transport, int] = {}
 
     def add(self, transport: asyncio.Transport, data: bytes) -> None:
         chunks = self.pending.get(transport)
         if chunks is None:
-            if not self.pending:
-                self.loop.call_soon(self.flush)
+            loop = self.loop()
+            if not self.pending and loop is not None:
+                loop.call_soon(self.flush)
             self.pending[transport] = [data]
             self.sizes[transport] = len(data)
             return

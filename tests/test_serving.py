@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import socket
+import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -232,3 +236,30 @@ async def test_a_connection_that_cannot_be_written_leaves_the_others_answered(
     assert all(o in (b"closed", f"answer to /many/{i}".encode()) for i, o in enumerate(outcomes))
     for _, writer in clients:
         await close(writer)
+
+
+def test_a_loop_that_ended_leaves_no_batch_behind() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    ended: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    def echo() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(conn.recv(1))
+
+    async def one_write() -> None:
+        loop = asyncio.get_running_loop()
+        ended.append(weakref.ref(loop))
+        reader, writer = await asyncio.open_connection(*listener.getsockname())
+        batched = turns.BatchedTransport(writer.transport, turns.batch_for(loop))  # type: ignore[arg-type]
+        batched.write(b"x")  # written at the end of this turn
+        assert await reader.readexactly(1) == b"x"  # and echoed back
+        await close(writer)
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    asyncio.run(one_write())
+    thread.join(5)
+    listener.close()
+    gc.collect()
+    assert ended[0]() is None  # the loop is gone, and its batch with it
