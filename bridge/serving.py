@@ -38,11 +38,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)  # type: ignore[arg-type]
         self.transport = BatchedTransport(self.transport, batch_for(self.loop))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if isinstance(self.transport, BatchedTransport):
-            self.transport.batch.drop(self.transport.transport)
-        super().connection_lost(exc)
-
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
