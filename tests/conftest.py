@@ -94,6 +94,21 @@ class Clock:
         self.now += seconds
 
 
+class RecordedTransport:
+    """A connection's real transport, noting each write it is given (and passing it on)."""
+
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self.transport = transport
+        self.writes = writes
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 @pytest.fixture
 def settings() -> Settings:
     return make_settings()

@@ -19,24 +19,9 @@ import pytest
 
 from bridge import turns
 from bridge.cli import _serve_uvicorn
-from conftest import free_port
+from conftest import RecordedTransport, free_port
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class Recorded:
-    """A connection's real transport, noting each write it is given."""
-
-    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
-        self.transport = transport
-        self.writes = writes
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-        self.transport.write(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
 
 
 class Server:
@@ -84,7 +69,7 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Server]:
 
     def recording(self: turns.BatchedTransport, transport: Any, batch: Any) -> None:
         served.writes.append([])
-        made(self, Recorded(transport, served.writes[-1]), batch)  # type: ignore[arg-type]
+        made(self, RecordedTransport(transport, served.writes[-1]), batch)  # type: ignore[arg-type]
 
     flush = turns.WriteBatch.flush
 
@@ -212,16 +197,16 @@ async def test_a_connection_that_cannot_be_written_leaves_the_others_answered(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clients = [await connect(server) for _ in range(3)]
-    write = Recorded.write
+    write = RecordedTransport.write
     failed: list[bytes] = []
 
-    def first_fails(self: Recorded, data: bytes) -> None:
+    def first_fails(self: RecordedTransport, data: bytes) -> None:
         if not failed:
             failed.append(data)
             raise RuntimeError("this connection is broken")
         write(self, data)
 
-    monkeypatch.setattr(Recorded, "write", first_fails)
+    monkeypatch.setattr(RecordedTransport, "write", first_fails)
     for i, (_, writer) in enumerate(clients):
         writer.write(get(f"/many/{i}"))  # answered in one turn, written by one flush
     outcomes = []

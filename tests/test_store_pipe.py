@@ -23,6 +23,7 @@ from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 from bridge.errors import StoreUnavailable
 from bridge.store.pipe import Pipe, pack
 from bridge.store.redis import RedisStore, parse_url
+from conftest import RecordedTransport
 
 pytestmark = pytest.mark.integration
 
@@ -77,19 +78,7 @@ async def test_the_commands_asked_in_one_turn_go_out_in_one_write(
     assert await pipe.call(b"SET", "k", "v") == b"OK"  # the connection is open
     batched = pipe._reply.transport  # type: ignore[union-attr]
     writes: list[bytes] = []
-
-    class Recorded:
-        def __init__(self, transport: Any) -> None:
-            self.transport = transport
-
-        def write(self, data: bytes) -> None:
-            writes.append(data)
-            self.transport.write(data)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.transport, name)
-
-    batched.transport = Recorded(batched.transport)  # type: ignore[union-attr]
+    batched.transport = RecordedTransport(batched.transport, writes)  # type: ignore[union-attr]
     replies = await asyncio.gather(*(pipe.call(b"GET", "k") for _ in range(100)))
     assert replies == [b"v"] * 100
     assert writes == [pack((b"GET", "k")) * 100]  # one write, the commands in the order asked
