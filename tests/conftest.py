@@ -5,6 +5,7 @@ clock, a site-login helper, live servers on 127.0.0.1, and the leak guard around
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -367,3 +368,38 @@ def _install_leak_hooks(monkeypatch: pytest.MonkeyPatch, guard: support_leaks.Le
     monkeypatch.setattr(Quart, "handle_user_exception", handled)
     monkeypatch.setattr(BridgeQuart, "direct_route", routed)
     monkeypatch.setattr(bridge_app, "error_answer", errored)
+
+
+# --- no silent skips --------------------------------------------------------------------------
+
+# A skip that CI accepts, by test id (a prefix of the node id): each entry says why it cannot run
+# on CI's machine. Empty: under CI, every collected test runs or the run fails.
+CI_SKIP_ALLOWLIST: dict[str, str] = {}
+
+_skipped: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append((report.nodeid, reason))
+
+
+def unallowed_skips(skipped: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Return the skips that no entry of the allowlist covers."""
+    return [
+        (nodeid, reason)
+        for nodeid, reason in skipped
+        if not any(nodeid.startswith(allowed) for allowed in CI_SKIP_ALLOWLIST)
+    ]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not os.environ.get("CI"):
+        return
+    refused = unallowed_skips(_skipped)
+    if refused:
+        lines = [f"  {nodeid}: {reason}" for nodeid, reason in refused]
+        print("\nCI is set and these tests were skipped (allowlist: tests/conftest.py):")
+        print("\n".join(lines))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -153,7 +153,7 @@ def connect(address: RedisAddress, timeout: float) -> tuple[Redis | RedisCluster
         # The sentinels are asked in turn, without the data nodes' credentials and TLS; a hung
         # one must leave time to ask the next within the store's timeout.
         ask = timeout / (len(address.nodes) + 1)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(address.nodes),
             sentinel_kwargs={
                 "socket_timeout": ask,
