@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from quart import Quart
-from support_ops import METRICS_TOKEN, metric
+from support_ops import METRICS_TOKEN, OPS_ENV, admin_headers, metric
 
 from conftest import Clock, bridge_of, login, make_settings
 
@@ -30,6 +30,19 @@ async def scrape(app: Quart) -> str:
 
 
 # --- access ---------------------------------------------------------------------------------
+
+
+async def test_each_token_opens_only_its_own_door(make_app: Any) -> None:
+    """The admin token is not a metrics token, nor the metrics token an admin token."""
+    application = make_app(make_settings(env=OPS_ENV))
+    async with application.test_app():
+        client = application.test_client()
+        as_admin = await client.get("/metrics", headers=admin_headers())
+        assert as_admin.status_code == 401
+        assert (await as_admin.get_json())["error"] == "unauthorized"
+        assert (await client.get("/admin/sessions", headers=SCRAPE)).status_code == 401
+        assert (await client.get("/metrics", headers=SCRAPE)).status_code == 200
+        assert (await client.get("/admin/sessions", headers=admin_headers())).status_code == 200
 
 
 async def test_metrics_are_off_without_a_token_by_default(app: Quart) -> None:

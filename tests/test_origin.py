@@ -117,3 +117,28 @@ async def test_the_demo_sites_forms_refuse_same_site_posts(path: str) -> None:
     async with demo.test_app():
         response = await demo.test_client().post(path, headers={"Sec-Fetch-Site": "same-site"})
         assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        f"{PUBLIC_URL}.evil.example",  # the public origin as a prefix of another host
+        f"{PUBLIC_URL}0",  # another port that starts with ours
+        "http://127.0.0.1",  # the same host on another port
+        PUBLIC_URL.replace("http://", "https://"),  # another scheme
+        "http://evil.example?" + PUBLIC_URL,
+        "null",  # a sandboxed frame or a file: page
+    ],
+)
+@pytest.mark.parametrize("site", [None, "same-origin"])
+async def test_an_origin_that_only_resembles_ours_is_refused(
+    app: Quart, op: ControlledProvider, origin: str, site: str | None
+) -> None:
+    browser = app.test_client()
+    await sign_in(browser, op)
+    before = stored(app)
+    headers = {"Origin": origin, **({"Sec-Fetch-Site": site} if site else {})}
+    response = await browser.get("/request_tokens", headers=headers)
+    assert response.status_code == 403
+    assert (await response.get_json())["error"] == "cross_site_request"
+    assert stored(app) == before
