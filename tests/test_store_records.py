@@ -85,6 +85,20 @@ async def test_a_write_fenced_by_a_held_lease_goes_through(store: Store) -> None
     assert await store.get_record(RECORD) == b"2"
 
 
+async def test_a_swap_fenced_by_a_released_lease_writes_nothing(store: Store) -> None:
+    """The hot path's write (swap_record) is fenced like put_record: it is what the broker
+    writes after a Sentifyd call made under the lock."""
+    await store.put_record(RECORD, b"1", 30, tombstone=TOMB, create=True)
+    async with store.lock(LOCK, wait=1) as lease:
+        assert await store.swap_record(RECORD, b"1", b"2", 30, tombstone=TOMB, fence=lease) is True
+    with pytest.raises(LeaseLost):
+        await store.swap_record(RECORD, b"2", b"3", 30, tombstone=TOMB, fence=lease)
+    async with store.lock(LOCK, wait=1):  # another holder now: the old lease still fences
+        with pytest.raises(LeaseLost):
+            await store.swap_record(RECORD, b"2", b"4", 30, tombstone=TOMB, fence=lease)
+    assert await store.get_record(RECORD) == b"2"
+
+
 async def test_a_holder_stalled_past_its_lease_writes_nothing(
     redis_server: RedisServer,  # noqa: F811
 ) -> None:
@@ -107,6 +121,8 @@ async def test_a_holder_stalled_past_its_lease_writes_nothing(
                 assert await other.put_record(RECORD, b"2", 30, tombstone=TOMB, fence=new)
                 with pytest.raises(LeaseLost):
                     await stalled.put_record(RECORD, b"stale", 30, tombstone=TOMB, fence=old)
+                with pytest.raises(LeaseLost):  # the hot path's write, fenced the same way
+                    await stalled.swap_record(RECORD, b"2", b"stale", 30, tombstone=TOMB, fence=old)
                 assert await other.get_record(RECORD) == b"2"
                 assert await other.client.get(LOCK) == new.token.encode()
         assert await other.get_record(RECORD) == b"2"  # nothing the stalled holder did stuck
