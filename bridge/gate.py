@@ -98,8 +98,9 @@ class Gate:
     ) -> tuple[Visitor, SessionContext | None]:
         """Admit a visitor to ``avatar``'s tokens: 401 if unknown, 403 if not allowed.
 
-        With ``create`` the visitor gets a fresh session when they have none; without it
-        (a refresh, which must name an existing session) they get None.
+        With ``create`` the visitor gets a fresh session when they have none (429 beyond
+        ``new_sessions_per_user``); without it (a refresh, which must name an existing
+        session) they get None.
         """
         visitor = await self.identify(request)
         if visitor.identity is None:
@@ -119,6 +120,5 @@ class Gate:
             )
         if not create:
             return visitor, None
-        # A new session is a Sentifyd login to come: held per user, before anything is stored.
-        await self.limiter.check_new_session(visitor.identity.subject)
+        # The per-user limits are the session manager's, the same for every way in.
         return visitor, await self.sessions.create(visitor.identity)

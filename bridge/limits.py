@@ -6,8 +6,10 @@ nothing here counts a signed-in visitor's traffic per address. What is counted:
 
 - per session: its requests (a backstop) and its first requests, each a new handle chain,
   counted in the session's record (written by each request anyway);
-- per user: new sessions, each one a Sentifyd login (the session cap lives in
-  :meth:`bridge.sessions.SessionManager.create`);
+- per user: new sessions, each one a Sentifyd login, counted by
+  :meth:`bridge.sessions.SessionManager.create` (through its ``before_create``), where every
+  way in (site cookie, JWT, "who am I", SSO) makes its sessions; the cap on live sessions is
+  there too;
 - per client address: anonymous work only, that is refusals (401/403) and the identity checks
   they cost: beyond the limit a refusal becomes 429, while a visitor who is recognised and
   admitted is never refused per address. Only when recognising a visitor costs a call to the

@@ -127,6 +127,7 @@ def assemble(
     if sources is not None:
         ways = list(sources)  # a test's own sources stand in for the configured ones
     limiter = RateLimiter(settings.limits, store, clock=clock)
+    sessions.before_create = limiter.check_new_session
     gate = Gate(sessions, ways, lifecycle, limiter)
     http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
     closers.append(http.aclose)

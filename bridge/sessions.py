@@ -228,6 +228,9 @@ class SessionManager:
         self.cookie_name = settings.session.effective_cookie_name
         # Called with each record that end() ended: a way in drops its own indexes of it.
         self.on_end: list[Callable[[SessionRecord], Awaitable[None]]] = []
+        # before_create(subject): counts a new session of the user, whichever way they came
+        # in, and raises (RateLimited) beyond their budget, before anything is stored.
+        self.before_create: Callable[[str], Awaitable[None]] | None = None
 
     # --- cookie ---------------------------------------------------------------------------
 
@@ -319,10 +322,14 @@ class SessionManager:
     async def create(self, identity: Identity, extra: SessionExtra = NO_EXTRA) -> SessionContext:
         """Start a session with a fresh id (never reuse one across identities: no fixation).
 
-        Beyond ``[limits] sessions_per_user`` live sessions, the user's oldest end (``evicted``).
+        Every way in comes here, so the per-user limits hold for all of them: ``before_create``
+        counts ``[limits] new_sessions_per_user`` (and may refuse, storing nothing), and beyond
+        ``[limits] sessions_per_user`` live sessions the user's oldest end (``evicted``).
         """
         if await self.blocked_until(identity.subject) is not None:
             raise SessionRevoked()
+        if self.before_create is not None:
+            await self.before_create(identity.subject)
         token = secrets.token_urlsafe(32)
         now = self.clock()
         record = SessionRecord(

@@ -18,7 +18,7 @@ from quart import (
 
 from bridge.access import is_allowed
 from bridge.csrf import check_csrf_token, csrf_token
-from bridge.errors import HTTPError, InvalidCSRFToken, NotFound
+from bridge.errors import HTTPError, InvalidCSRFToken, NotFound, RateLimited
 from bridge.identity.oidc import METHOD as OIDC
 from bridge.identity.oidc import STATE_TTL, OIDCLogin
 from bridge.origin import check_same_origin
@@ -88,17 +88,28 @@ async def callback() -> Response:
     try:
         finished = await oidc.finish(request.args, request.cookies.get(oidc.binding_cookie))
     except HTTPError as exc:
+        # Refused (a bad callback, or the user's new-session limit): nothing was stored, and
+        # the session this browser may already have is left as it was.
         if not request.accept_mimetypes.accept_html:
             raise
         # A person's browser landed here: a page with a way forward, not a JSON body.
+        title, message = "Sign-in did not complete", exc.message
+        if isinstance(exc, RateLimited):
+            title = "Too many sign-ins"
+            message = (
+                "This account has started too many sessions just now; "
+                f"please try again in {exc.retry_after} seconds."
+            )
         body = await render_template(
             "message.html",
-            title="Sign-in did not complete",
-            message=exc.message,
+            title=title,
+            message=message,
             status=exc.status,
             action={"url": bridge.url("/login"), "label": "Try again"},
         )
-        return _no_store(Response(body, status=exc.status, content_type="text/html; charset=utf-8"))
+        page = Response(body, status=exc.status, content_type="text/html; charset=utf-8")
+        page.headers.update(exc.headers())
+        return _no_store(page)
     if old_token:
         # Whoever was signed in in this browser before is not any more.
         old = await bridge.sessions.load(old_token)
