@@ -13,15 +13,17 @@ fenced by the lock's lease, so concurrent requests of one session share one upst
 Nothing is answered before the record is written, and every write is refused once the session
 ended: a request in flight when its session ends gets :class:`SessionGone`, never the tokens.
 
-Beyond ``[session] max_chains`` a new chain replaces the least recently used chain that is no
-longer live (its last token expired, plus a slack); while every chain is live, new ones are
-refused with 429, so a flood of first requests never breaks an open tab.
+Beyond ``[session] max_chains`` a new chain evicts the least recently used one: a page view is
+never refused for want of room, however many pages a visitor reads in a token's lifetime (the
+bridge cannot tell a closed tab from an idle one, and a navigation closes tabs silently). The
+record keeps a mark of each evicted chain's current handle (the newest ``MAX_EVICTED``), so a
+tab that was only idle presents it once and gets a new chain of the same session, with the same
+tokens; a rotated handle replayed on a chain that still exists is theft, as ever.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import secrets
 import time
@@ -31,7 +33,6 @@ from typing import Any
 
 from bridge.errors import (
     InvalidRefreshToken,
-    RateLimited,
     SessionGone,
     UpstreamError,
     UpstreamRejected,
@@ -56,11 +57,11 @@ log = logging.getLogger("bridge.broker")
 
 HANDLE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 MAX_RETIRED = 32
+# Evicted chains whose current handle still starts a new chain (8 bytes each in the record).
+MAX_EVICTED = 256
 MAX_REMEMBERED_FAILURES = 10_000
 # Lock-free writes that each met another of the session's writes first; then its lock.
 LOCK_FREE_ATTEMPTS = 3
-# A tab refreshes when its token expires; a hidden tab's timers may run a minute late.
-CHAIN_SLACK = 120.0
 
 __all__ = ["SessionGone", "TokenAnswer", "TokenBroker"]
 
@@ -106,8 +107,6 @@ class TokenBroker:
         self.clock = clock
         # cache_hit(bool): metrics hook.
         self.on_cache: Callable[[bool], None] | None = None
-        # on_limited(scope): metrics hook, called when a new tab is refused (all tabs live).
-        self.on_limited: Callable[[str], None] | None = None
         # count_request(record, first=...): counts a token request in the session's record
         # (bridge.limits); raises RateLimited beyond a budget.
         self.count_request: Callable[..., None] | None = None
@@ -125,39 +124,21 @@ class TokenBroker:
         current = digest(handle)
 
         def add_chain(record: SessionRecord, entry: TokenEntry) -> str:
-            self._make_room(record)  # before any upstream call: a refused tab costs nothing
+            if any(c.id == chain_id for c in record.chains):
+                return handle  # written already, by a write whose reply was lost
+            self._make_room(record)
             record.chains.append(
-                Chain(
-                    id=chain_id,
-                    avatar=avatar.name,
-                    current=current,
-                    created_at=self.clock(),
-                    live_until=self._live_until(entry),
-                )
+                Chain(id=chain_id, avatar=avatar.name, current=current, created_at=self.clock())
             )
             return handle
 
         return await self._serve(ctx, avatar, add_chain, refreshing=False)
 
     def _make_room(self, record: SessionRecord) -> None:
-        """Drop idle chains beyond the cap; refuse (429) when only live ones would make room."""
-        cap = self.settings.session.max_chains
-        if len(record.chains) < cap:
-            return
-        now = self.clock()
-        idle = sorted((c for c in record.chains if c.live_until <= now), key=lambda c: c.live_until)
-        excess = len(record.chains) - cap + 1
-        if len(idle) < excess:
-            soonest = min(c.live_until for c in record.chains)
-            if self.on_limited:
-                self.on_limited("tabs")
-            raise RateLimited(max(1, math.ceil(soonest - now)))
-        dropped = {c.id for c in idle[:excess]}
-        record.chains = [c for c in record.chains if c.id not in dropped]
-
-    def _live_until(self, entry: TokenEntry) -> float:
-        lifetime = float(entry.exp - entry.iat)
-        return float(entry.exp) + max(CHAIN_SLACK, lifetime)
+        """Evict the least recently used chains beyond the cap, so that one more fits."""
+        while len(record.chains) >= self.settings.session.max_chains:
+            oldest = min(record.chains, key=lambda c: (c.last_used, c.created_at, c.id))
+            record.evict(oldest, MAX_EVICTED)
 
     async def refresh(
         self, ctx: SessionContext, avatar: AvatarSettings, handle: str
@@ -185,7 +166,7 @@ class TokenBroker:
                     chain.spend(handle_hash, MAX_RETIRED)
                     chain.grace = Grace(hash=handle_hash, at=now, sealed=sealed[0])
                     chain.current = new_hash
-                    chain.live_until = self._live_until(entry)
+                    chain.used_at = now
                     return new_handle
                 grace = chain.grace
                 if (
@@ -198,11 +179,24 @@ class TokenBroker:
                     repeated = open_with_handle(handle, grace.sealed)
                     if repeated is None or chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
-                    chain.live_until = self._live_until(entry)
                     return repeated
             if any(chain.has_spent(handle_hash) for chain in record.chains):
                 raise _HandleReused()
-            raise InvalidRefreshToken()
+            if not record.take_evicted(avatar.name, handle_hash):
+                raise InvalidRefreshToken()
+            # The current handle of an evicted chain: its tab was idle, not closed. It goes on
+            # as a new chain whose first rotation is this one (a duplicate within the grace
+            # window gets the same answer, a replay after it is theft).
+            if not sealed:
+                sealed.append(seal_with_handle(handle, new_handle))
+            self._make_room(record)
+            chain = Chain(
+                id=secrets.token_hex(6), avatar=avatar.name, current=new_hash, created_at=now
+            )
+            chain.spend(handle_hash, MAX_RETIRED)
+            chain.grace = Grace(hash=handle_hash, at=now, sealed=sealed[0])
+            record.chains.append(chain)
+            return new_handle
 
         try:
             return await self._serve(ctx, avatar, rotate, refreshing=True)

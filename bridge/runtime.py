@@ -139,7 +139,7 @@ def assemble(
     upstream.observer = metrics.observe_upstream
     broker.on_cache = metrics.observe_cache
     lifecycle.listeners.append(metrics.observe_event)
-    limiter.on_limited = broker.on_limited = metrics.observe_rate_limited
+    limiter.on_limited = metrics.observe_rate_limited
     return Bridge(
         settings=settings,
         store=store,

@@ -55,8 +55,9 @@ class Grace(msgspec.Struct, omit_defaults=True):
 class Chain(msgspec.Struct, omit_defaults=True):
     """One component instance's line of refresh handles (stored as hashes only).
 
-    ``live_until`` is when the access token last handed to it expires, plus a slack for
-    throttled background tabs: until then the chain may be refreshed, so it is never evicted.
+    ``used_at`` is when it was last refreshed (``created_at`` until then): beyond
+    ``[session] max_chains`` the least recently used chain is evicted (:class:`SessionRecord`
+    remembers it in ``evicted``).
     """
 
     id: str
@@ -71,15 +72,16 @@ class Chain(msgspec.Struct, omit_defaults=True):
     spent: bytes = b""
     retired: list[str] = []
     grace: Grace | None = None
-    live_until: float = 0.0
+    used_at: float = 0.0
+
+    @property
+    def last_used(self) -> float:
+        return self.used_at or self.created_at
 
     def has_spent(self, handle_hash: str) -> bool:
         if handle_hash in self.retired:
             return True
-        mark, blob = spent_mark(handle_hash), self.spent
-        return any(
-            blob[i : i + SPENT_BYTES] == mark for i in range(0, len(blob), SPENT_BYTES)
-        )
+        return _has_mark(self.spent, spent_mark(handle_hash))
 
     def spend(self, handle_hash: str, keep: int) -> None:
         """Add ``handle_hash`` to the retired handles, keeping the newest ``keep``."""
@@ -94,6 +96,22 @@ SPENT_BYTES = 8
 def spent_mark(handle_hash: str) -> bytes:
     """The stored mark of a retired handle: the first bytes of its SHA-256 (hex given)."""
     return bytes.fromhex(handle_hash[: 2 * SPENT_BYTES])
+
+
+def evicted_mark(avatar: str, handle_hash: str) -> bytes:
+    """The stored mark of an evicted chain's current handle, bound to the chain's avatar."""
+    return spent_mark(digest(f"{avatar}:{handle_hash}"))
+
+
+def _has_mark(blob: bytes, mark: bytes) -> bool:
+    return _find_mark(blob, mark) >= 0
+
+
+def _find_mark(blob: bytes, mark: bytes) -> int:
+    for i in range(0, len(blob), SPENT_BYTES):
+        if blob[i : i + SPENT_BYTES] == mark:
+            return i
+    return -1
 
 
 class TokenEntry(msgspec.Struct):
@@ -157,6 +175,9 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
     sealed: bytes | None = None
     tokens: str | None = None
     chains: list[Chain] = []
+    # Marks (evicted_mark) of the current handles of chains evicted beyond max_chains, newest
+    # last and bounded: such a handle, presented once, starts a new chain in their place.
+    evicted: bytes = b""
     extra: SessionExtra = NO_EXTRA
     # The session's own rate-limit windows (bridge.limits), written with the record itself.
     counts: list[Count] = []
@@ -172,6 +193,20 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
     @property
     def has_tokens(self) -> bool:
         return bool(self.token_blob)
+
+    def evict(self, chain: Chain, keep: int) -> None:
+        """Drop ``chain``, remembering its current handle among the newest ``keep`` evicted."""
+        self.chains = [c for c in self.chains if c is not chain]
+        mark = evicted_mark(chain.avatar, chain.current)
+        self.evicted = (self.evicted + mark)[-keep * SPENT_BYTES :]
+
+    def take_evicted(self, avatar: str, handle_hash: str) -> bool:
+        """Forget the evicted chain whose current handle this is; tell whether there was one."""
+        at = _find_mark(self.evicted, evicted_mark(avatar, handle_hash))
+        if at < 0:
+            return False
+        self.evicted = self.evicted[:at] + self.evicted[at + SPENT_BYTES :]
+        return True
 
 
 # Records are JSON (msgspec's codec, typed on the way in): readable with redis-cli as before,

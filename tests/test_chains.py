@@ -1,0 +1,232 @@
+"""The chain policy: a page view is never refused for want of room, an evicted tab recovers on
+its next refresh, a replay on a chain that still exists is theft, and the record stays bounded.
+
+Each test runs on the memory store and on a real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
+from support_redis import RedisServer
+
+from bridge.broker import MAX_EVICTED
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
+from bridge.sessions import SPENT_BYTES
+from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, Clock, bridge_of, login
+from conftest import make_settings as base_settings
+
+HOUR = 3600
+# 29 a minute, just under the default new_chains_per_session = 30/minute.
+PAGE_VIEW_EVERY = 60 / 29 + 0.001
+
+
+@pytest.fixture
+def fake() -> Quart:
+    # Sentifyd's tokens as they are measured: one hour.
+    return create_fake_sentifyd({API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}, token_ttl=HOUR)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "memory":
+        yield "memory://"
+        return
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_bridge(
+    make_app: Callable[..., Quart], store_url: str
+) -> Callable[..., Any]:
+    """An app on the parametrized store, with the default limits and ``session`` overrides."""
+
+    def factory(**session: Any) -> Quart:
+        return make_app(base_settings({"session": session, "store": {"url": store_url}}))
+
+    return factory
+
+
+@pytest.fixture
+async def app(make_bridge: Callable[..., Quart]) -> AsyncIterator[Quart]:
+    application = make_bridge()
+    async with application.test_app():
+        yield application
+
+
+@pytest.fixture
+async def small(make_bridge: Callable[..., Quart]) -> AsyncIterator[Quart]:
+    """Room for three tabs."""
+    application = make_bridge(max_chains=3)
+    async with application.test_app():
+        yield application
+
+
+async def page_view(client: Client) -> str:
+    response = await client.get("/request_tokens")
+    assert response.status_code == 200, await response.get_data()
+    handle: str = (await response.get_json())["tokens"]["refreshToken"]
+    return handle
+
+
+async def refresh(client: Client, handle: str) -> Any:
+    return await client.get("/request_tokens", query_string={"refreshToken": handle})
+
+
+async def refreshed(client: Client, handle: str) -> str:
+    response = await refresh(client, handle)
+    assert response.status_code == 200, await response.get_data()
+    new: str = (await response.get_json())["tokens"]["refreshToken"]
+    return new
+
+
+async def events(app: Quart) -> list[str]:
+    return [e["event"] for e in await bridge_of(app).lifecycle.recent("alice", 1000)]
+
+
+async def the_record(app: Quart) -> Any:
+    [record] = await bridge_of(app).sessions.sessions_of("alice")
+    return record
+
+
+async def test_two_hundred_page_views_at_29_a_minute_are_all_served(
+    app: Quart, clock: Clock, fake_state: Any
+) -> None:
+    client = app.test_client()
+    login(client, app)
+    handles = []
+    for _ in range(200):
+        handles.append(await page_view(client))
+        clock.advance(PAGE_VIEW_EVERY)
+    # The very first tab, evicted long ago, refreshes: the same session's tokens, no login.
+    assert await refreshed(client, handles[0])
+    assert fake_state.login_calls == 1
+    assert "refresh_handle_reused" not in await events(app)
+    record = await the_record(app)
+    assert len(record.chains) == 64
+    # 136 evicted; the first one's mark was taken back, and its new chain evicted another.
+    assert len(record.evicted) == (200 - 64) * SPENT_BYTES
+
+
+async def test_a_new_tab_beyond_the_cap_evicts_the_least_recently_used(
+    small: Quart, clock: Clock
+) -> None:
+    client = small.test_client()
+    login(client, small)
+    tabs = []
+    for _ in range(3):
+        tabs.append(await page_view(client))
+        clock.advance(1)
+    one, two, three = tabs
+    await refreshed(client, one)  # the first tab is used again: the second is the oldest now
+    clock.advance(5)
+    await page_view(client)
+    record = await the_record(small)
+    assert len(record.chains) == 3
+    assert record.take_evicted("default", _hash(two))
+    assert not record.take_evicted("default", _hash(three))
+
+
+async def test_an_evicted_tab_recovers_as_a_new_tab_of_the_session(
+    small: Quart, clock: Clock, fake_state: Any
+) -> None:
+    client = small.test_client()
+    login(client, small)
+    tabs = [await page_view(client) for _ in range(6)]  # the first three were evicted
+    for handle in tabs:
+        clock.advance(1)
+        next_handle = await refreshed(client, handle)
+        assert await refreshed(client, next_handle)  # and the new chain rotates on
+    assert fake_state.login_calls == 1
+    assert "refresh_handle_reused" not in await events(small)
+    assert len((await the_record(small)).chains) == 3
+
+
+async def test_a_duplicate_recovery_within_the_grace_window_gets_the_same_answer(
+    small: Quart, clock: Clock
+) -> None:
+    client = small.test_client()
+    login(client, small)
+    evicted = [await page_view(client) for _ in range(4)][0]
+    one = await refresh(client, evicted)
+    clock.advance(5)
+    two = await refresh(client, evicted)
+    one_tokens, two_tokens = (await one.get_json())["tokens"], (await two.get_json())["tokens"]
+    assert two_tokens["refreshToken"] == one_tokens["refreshToken"]
+    assert two_tokens["accessToken"] == one_tokens["accessToken"]
+
+
+async def test_an_evicted_handle_presented_again_after_the_grace_window_is_theft(
+    small: Quart, clock: Clock
+) -> None:
+    client = small.test_client()
+    login(client, small)
+    evicted = [await page_view(client) for _ in range(4)][0]
+    assert await refreshed(client, evicted)
+    clock.advance(11)
+    replay = await refresh(client, evicted)
+    assert replay.status_code == 401
+    assert (await events(small))[:2] == ["session_ended", "refresh_handle_reused"]
+
+
+async def test_a_rotated_handle_replayed_on_a_live_chain_is_still_theft(
+    app: Quart, clock: Clock
+) -> None:
+    client = app.test_client()
+    login(client, app)
+    first = await page_view(client)
+    for _ in range(100):  # evictions all around it
+        clock.advance(PAGE_VIEW_EVERY)
+        await page_view(client)
+    second = await refreshed(client, first)  # recovered: a chain that exists again
+    clock.advance(PAGE_VIEW_EVERY)
+    await refreshed(client, second)
+    clock.advance(11)
+    replay = await refresh(client, second)
+    assert replay.status_code == 401
+    assert (await events(app))[:2] == ["session_ended", "refresh_handle_reused"]
+    assert await bridge_of(app).sessions.sessions_of("alice") == []
+
+
+async def test_an_evicted_handle_is_bound_to_its_avatar(small: Quart) -> None:
+    client = small.test_client()
+    login(client, small, groups=["customers"])
+    evicted = [await page_view(client) for _ in range(4)][0]
+    other = await client.get("/request_tokens/premium", query_string={"refreshToken": evicted})
+    assert other.status_code == 401
+    assert (await other.get_json())["error"] == "invalid_refresh_token"
+    assert await refreshed(client, evicted)  # still good for its own avatar
+
+
+async def test_what_is_kept_of_evicted_tabs_is_bounded(
+    small: Quart, clock: Clock
+) -> None:
+    client = small.test_client()
+    login(client, small)
+    handles = []
+    for _ in range(MAX_EVICTED + 20):
+        clock.advance(PAGE_VIEW_EVERY)
+        handles.append(await page_view(client))
+    record = await the_record(small)
+    assert len(record.chains) == 3
+    assert len(record.evicted) == MAX_EVICTED * SPENT_BYTES
+    # The oldest evicted tabs are forgotten (a plain 401, no theft); the newest still recover.
+    forgotten = await refresh(client, handles[0])
+    assert forgotten.status_code == 401
+    assert "refresh_handle_reused" not in await events(small)
+    assert await refreshed(client, handles[-4])
+    assert await refreshed(client, handles[-3 - MAX_EVICTED])
+
+
+def _hash(handle: str) -> str:
+    from bridge.sealing import digest
+
+    return digest(handle)
