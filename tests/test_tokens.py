@@ -220,6 +220,26 @@ async def test_a_long_chain_keeps_a_small_record_and_still_catches_old_handles(
     assert events[0]["reason"] == "handle_reuse"
 
 
+async def test_after_a_long_chain_the_handle_just_rotated_is_still_a_replay(
+    client: Client, app: Quart, clock: Clock
+) -> None:
+    # The retired handles kept are the newest: after more rotations than are kept, the one
+    # just rotated is the likeliest to be replayed by whoever copied it.
+    from bridge.broker import MAX_RETIRED
+
+    handles = [(await first(client, app))["tokens"]["refreshToken"]]
+    for _ in range(MAX_RETIRED + 10):
+        clock.advance(20)
+        body = await (await tokens(client, query_string={"refreshToken": handles[-1]})).get_json()
+        handles.append(body["tokens"]["refreshToken"])
+    clock.advance(11)  # past the grace window
+    replay = await tokens(client, query_string={"refreshToken": handles[-2]})
+    assert replay.status_code == 401
+    events = await bridge_of(app).lifecycle.recent("alice")
+    assert [e["event"] for e in events[:2]] == ["session_ended", "refresh_handle_reused"]
+    assert await bridge_of(app).sessions.sessions_of("alice") == []
+
+
 async def test_handles_retired_by_the_previous_version_are_still_replays(
     client: Client, app: Quart, clock: Clock
 ) -> None:
