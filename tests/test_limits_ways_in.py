@@ -20,7 +20,17 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from quart import Quart, request
 from quart.typing import TestClientProtocol as Client
-from support_oidc import Browser, RealProvider, oidc_settings, records
+from support_oidc import (
+    Browser,
+    ControlledProvider,
+    RealProvider,
+    callback,
+    make_sso_app,
+    oidc_settings,
+    sign_in,
+    start,
+)
+from support_oidc import records as sso_records
 from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 from bridge.runtime import Bridge
@@ -348,7 +358,7 @@ def test_sso_the_third_new_session_in_a_minute_is_refused(
     for refused in (tablet, script):
         assert refused.session()["signed_in"] is False
         assert refused.http.get(f"{refused.bridge_url}/request_tokens").status_code == 401
-    assert len(records(app)) == 2
+    assert len(sso_records(app)) == 2
 
     # A refused sign-in in a browser that has a session leaves that session as it was.
     assert refused_sign_in(laptop, app, "text/html").status_code == 429
@@ -367,6 +377,26 @@ def test_sso_the_live_session_cap_ends_the_oldest(
     for browser in (laptop, phone, tablet):
         assert browser.login("alice").status_code == 303
         sso_clock.advance(1)
-    assert len(records(app)) == 2
+    assert len(sso_records(app)) == 2
     assert laptop.session()["signed_in"] is False
     assert phone.session()["signed_in"] is True and tablet.session()["signed_in"] is True
+
+
+async def test_a_refused_sso_sign_in_gives_the_provider_grant_back(
+    clock: Clock, fake: Quart
+) -> None:
+    # Which calls the bridge made to the provider is seen only on a provider the test controls.
+    op = ControlledProvider(clock=clock)
+    app = make_sso_app(op, clock, fake, sections={"limits": {"new_sessions_per_user": "1/minute"}})
+    async with app.test_app():
+        first = app.test_client()
+        assert (await sign_in(first, op)).status_code == 303
+        second = app.test_client()
+        params = await start(second)
+        op.token_response = op.tokens(op.sign(op.claims(params["nonce"])))
+        refused = await callback(second, op, params)
+        assert refused.status_code == 429
+        assert (await refused.get_json())["error"] == "rate_limited"
+        assert len(sso_records(app)) == 1
+        revoked = op.sent("/revoke")
+        assert len(revoked) == 1 and b"op-refresh-token-value" in revoked[0].content

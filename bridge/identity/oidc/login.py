@@ -21,7 +21,13 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import JoseError
 
-from bridge.errors import InvalidLogoutToken, LoginFailed, TokenRejected, UnknownProvider
+from bridge.errors import (
+    HTTPError,
+    InvalidLogoutToken,
+    LoginFailed,
+    TokenRejected,
+    UnknownProvider,
+)
 from bridge.identity import Claims, Identity
 from bridge.identity.oidc.provider import OIDCProvider
 from bridge.identity.oidc.source import METHOD, OIDCSource
@@ -189,7 +195,13 @@ class OIDCLogin:
             refreshable=tokens.refresh_token is not None,
             refresh_expires_at=tokens.refresh_expires_at,
         )
-        ctx = await self.sessions.create(identity, extra=SessionExtra(oidc=link))
+        try:
+            ctx = await self.sessions.create(identity, extra=SessionExtra(oidc=link))
+        except HTTPError:
+            # Refused (the user's new-session limit, a revoke): no session will use the grant.
+            if tokens.refresh_token:
+                await provider.revoke(tokens.refresh_token)
+            raise
         record = ctx.record
         limits = self._provider_limits(provider, tokens, claims)
         record.expires_at = min([record.expires_at, *limits])
