@@ -18,18 +18,19 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
 from quart import Request, Response
 
-from bridge.errors import SessionGone, SessionRevoked, StoreUnavailable
+from bridge.errors import LeaseLost, SessionGone, SessionRevoked, StoreUnavailable
 from bridge.exchange import note
 from bridge.identity import Claims, Identity
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
 from bridge.settings.schema import Settings
-from bridge.store.base import Lease, Store
+from bridge.store.base import Changed, Lease, Store
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _T = TypeVar("_T")
@@ -458,9 +459,23 @@ class SessionManager:
         for _ in range(attempts):
             result = change(record)
             value = encode_record(record)
-            outcome = await self.store.swap_record(
-                key, raw, value, self.ttl(record), tombstone=tombstone, fence=fence
-            )
+            swap = partial(
+                self.store.swap_record,
+                key, raw, value, self.ttl(record), tombstone=tombstone, fence=fence,
+            )  # fmt: skip
+            try:
+                outcome = await swap()
+            except LeaseLost:
+                raise
+            except StoreUnavailable:
+                # The write may have been applied and only its reply lost (a timeout): never
+                # guess. The same swap again, on the store's next connection, tells: it finds
+                # this very value (written then), or what was read (written now, and the first
+                # can no longer apply), or another's write (which ``change`` runs again on).
+                # If this one fails too, the 503 stands.
+                outcome = await swap()
+                if isinstance(outcome, Changed) and outcome.current == value:
+                    outcome = True
             if outcome is True:
                 ctx.record, ctx.raw = record, value
                 return result

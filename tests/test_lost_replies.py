@@ -1,0 +1,133 @@
+"""A store write whose reply is lost is resolved by reading back, never taken for an attack.
+
+Redis is reached through a TCP proxy on 127.0.0.1 that, once armed, holds Redis's reply to the
+next write of a session record past ``[store] timeout``: the write was applied, the bridge
+never heard so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from quart import Quart
+from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
+
+from conftest import Clock, bridge_of, login, make_settings
+
+pytestmark = pytest.mark.integration
+
+STORE_TIMEOUT = 0.3
+
+
+class HoldingProxy:
+    """Forwards 127.0.0.1:<port> to Redis; ``arm()`` holds the reply to the next script call
+    that names a session record (the record's conditional write) until ``release()``."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.armed = False
+        self.held = 0
+        self.released = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def stop(self) -> None:
+        self.release()
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _connection(self, client_r: Any, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        hold = asyncio.Event()  # set: the next reply on this connection is held
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if self.armed and b"EVALSHA" in data and b":session:{" in data:
+                    self.armed = False
+                    hold.set()
+                redis_w.write(data)
+                await redis_w.drain()
+
+        async def downstream() -> None:
+            while data := await redis_r.read(65536):
+                if hold.is_set():
+                    hold.clear()
+                    self.held += 1
+                    await self.released.wait()  # long past the store's timeout
+                client_w.write(data)
+                await client_w.drain()
+
+        pumps = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+        for pump in pumps:
+            self.tasks.add(pump)
+            pump.add_done_callback(self.tasks.discard)
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for pump in pumps:
+            pump.cancel()
+        for writer in (client_w, redis_w):
+            writer.close()
+
+
+@pytest.fixture
+async def proxy(redis_server: RedisServer) -> AsyncIterator[HoldingProxy]:  # noqa: F811
+    port = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    held = HoldingProxy(port)
+    await held.start()
+    yield held
+    await held.stop()
+
+
+@pytest.fixture
+async def app(make_app: Callable[..., Quart], proxy: HoldingProxy) -> AsyncIterator[Quart]:
+    assert proxy.server is not None
+    port = proxy.server.sockets[0].getsockname()[1]
+    settings = make_settings(
+        {"store": {"url": f"redis://127.0.0.1:{port}/0", "timeout": STORE_TIMEOUT}}
+    )
+    application = make_app(settings)
+    async with application.test_app():
+        yield application
+
+
+async def events(app: Quart) -> list[str]:
+    return [e["event"] for e in await bridge_of(app).lifecycle.recent("alice", 100)]
+
+
+async def test_a_rotation_whose_reply_was_lost_is_read_back_not_taken_for_theft(
+    app: Quart, proxy: HoldingProxy, clock: Clock, fake_state: Any
+) -> None:
+    client = app.test_client()
+    login(client, app)
+    issued = await client.get("/request_tokens")
+    handle = (await issued.get_json())["tokens"]["refreshToken"]
+    proxy.arm()
+    rotated = await client.get("/request_tokens", query_string={"refreshToken": handle})
+    proxy.release()
+    assert proxy.held == 1  # Redis applied the rotation; its reply came too late
+    assert rotated.status_code == 200, await rotated.get_data()
+    new = (await rotated.get_json())["tokens"]["refreshToken"]
+    assert new != handle
+    clock.advance(11)  # past the grace window: the handle the bridge wrote is the one served
+    again = await client.get("/request_tokens", query_string={"refreshToken": new})
+    assert again.status_code == 200
+    assert "refresh_handle_reused" not in await events(app)
+    assert "session_ended" not in await events(app)
+    assert fake_state.login_calls == 1
