@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--server", choices=SERVERS, default="hypercorn")
     parser.add_argument("--config", help="the bridge's TOML config")
+    parser.add_argument("--redis-client", choices=("pipe", "redis-py", "coredis"),
+                        help="the Redis store's client (bench/redis_clients.py compares them)")
     args = parser.parse_args(argv)
     loop_kind = "hypercorn" if args.server == "hypercorn" else "uvicorn"
     if args.what == "null":
@@ -79,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = load_settings(args.config)
         configure_logging(settings.log_level)
-        _run(_serve_as(create_app(settings), args.port, args.server), loop_kind)
+        store = None
+        if args.redis_client:
+            from store_clients import make_store
+
+            store = make_store(args.redis_client, settings.store)
+        _run(_serve_as(create_app(settings, store=store), args.port, args.server), loop_kind)
     return 0
 
 
