@@ -7,19 +7,23 @@ The bridge never writes or forwards this cookie; it only verifies it with the si
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 from quart import Request
 from quart.json.tag import TaggedJSONSerializer
 
+from bridge.errors import BridgeError
 from bridge.identity import NO_CLAIMS, Identity
 from bridge.identity.cookie_formats import CookieFormat, open_format
 from bridge.identity.fields import claims_of, subject_of
 from bridge.settings.schema import SiteCookieSettings
+
+log = logging.getLogger("bridge.site_cookie")
 
 # Browsers cap a cookie at 4096 bytes; anything longer did not come from the site.
 MAX_COOKIE_LENGTH = 4096
@@ -107,10 +111,11 @@ class SiteCookieSource:
             payload, signed = self.serializer.loads(
                 value, max_age=self.settings.max_age, return_timestamp=True
             )
-        except BadSignature:  # includes SignatureExpired and BadPayload
+        except BadData:  # BadSignature, SignatureExpired, and BadPayload (signed, not JSON)
             return None
-        except (ValueError, TypeError, KeyError):
-            # A validly signed but malformed payload (e.g. an unknown tag) is still not a login.
+        except (ValueError, TypeError, KeyError, RecursionError):
+            # A validly signed but malformed payload (an unknown tag, JSON nested beyond the
+            # stack) is still not a login.
             return None
         if not isinstance(payload, dict):
             return None
@@ -126,9 +131,20 @@ class SiteCookieSource:
         return Identity(subject=subject, method=self.method, claims=claims or NO_CLAIMS)
 
     async def identify(self, request: Request, record: object = None) -> Identity | None:
-        if self.format is not None:
-            return self.identity_from_payload(await self.format.read(request.cookies))
-        return self.identity_of(request.cookies.get(self.settings.name))
+        try:
+            if self.format is not None:
+                return self.identity_from_payload(await self.format.read(request.cookies))
+            return self.identity_of(request.cookies.get(self.settings.name))
+        except BridgeError:
+            raise  # the site's session store unavailable (Express's Redis): a 503, not a logout
+        except Exception as exc:  # noqa: BLE001 - a value no check foresaw is still no login
+            # Not signed in, so the gate counts it per address like any other refusal. The
+            # exception's type only: its message could quote the cookie.
+            log.warning(
+                "site cookie unreadable",
+                extra={"fields": {"format": self.settings.format, "error": type(exc).__name__}},
+            )
+            return None
 
     async def aclose(self) -> None:
         if self.format is not None:

@@ -63,7 +63,8 @@ class DjangoSession:
                 return None
             data = _decode(payload)
             session = json.loads(data.decode("latin-1"))  # as Django's JSONSerializer
-        except (BadSignature, ValueError, UnicodeError, binascii.Error, zlib.error):
+        # RecursionError: JSON nested beyond Python's stack
+        except (BadSignature, ValueError, UnicodeError, binascii.Error, zlib.error, RecursionError):
             return None
         return session if isinstance(session, dict) else None
 

@@ -88,7 +88,7 @@ class ExpressSession:
             return None
         try:
             session = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested beyond Python's stack
             return None
         if not isinstance(session, dict) or not self._fresh(session.get("cookie")):
             return None

@@ -19,16 +19,18 @@ from urllib.parse import unquote
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc import jwe, jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import OctKey
 
+from bridge.errors import TokenRejected
+from bridge.identity import jose
 from bridge.settings.schema import SiteCookieSettings
 
 CLOCK_TOLERANCE = 15  # jwtDecrypt's clockTolerance in both libraries
 MAX_CHUNKS = 8
 MAX_TOKEN_LENGTH = 8 * 4096
 _ENC_KEY_LENGTH = {"A256CBC-HS512": 64, "A256GCM": 32}
+# Auth.js writes {"alg":"dir","enc":...,"kid":...}: a hundred-odd bytes. Anything much larger is
+# not its header, and is not parsed (hostile JSON: deep nesting, huge numbers).
+_MAX_HEADER_SEGMENT = (jose.MAX_HEADER_BYTES * 4 + 2) // 3
 
 
 def hkdf(secret: str, salt: str, info: str, length: int) -> bytes:
@@ -58,11 +60,11 @@ def _thumbprint(raw: bytes) -> str:
 
 def _protected_header(token: str) -> dict[str, Any] | None:
     segments = token.split(".")
-    if len(segments) != 5:
+    if len(segments) != 5 or len(segments[0]) > _MAX_HEADER_SEGMENT:
         return None
     try:
         header = json.loads(base64.urlsafe_b64decode(segments[0] + "=" * (-len(segments[0]) % 4)))
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, RecursionError):  # RecursionError: nested beyond the stack
         return None
     return header if isinstance(header, dict) else None
 
@@ -88,16 +90,15 @@ class NextJSSession:
         self.clock = clock
         # Per content encryption: each secret's key (newest first) and its thumbprint, which
         # Auth.js puts in the header as the kid.
-        self.keys: dict[str, list[tuple[OctKey, str]]] = {}
+        self.keys: dict[str, list[tuple[jose.DirectKey, str]]] = {}
         if settings.format == "authjs":
             for enc in _ENC_KEY_LENGTH:
                 keys = [authjs_key(s.reveal(), self.name, enc) for s in settings.secret_keys]
-                self.keys[enc] = [(OctKey.import_key(k), _thumbprint(k)) for k in keys]
-            self.registry = jwe.JWERegistry(algorithms=["dir", "A256CBC-HS512", "A256GCM"])
+                self.keys[enc] = [(jose.DirectKey.of(k), _thumbprint(k)) for k in keys]
         else:
             keys = [next_auth_v4_key(s.reveal()) for s in settings.secret_keys]
-            self.keys["A256GCM"] = [(OctKey.import_key(k), _thumbprint(k)) for k in keys]
-            self.registry = jwe.JWERegistry(algorithms=["dir", "A256GCM"])
+            self.keys["A256GCM"] = [(jose.DirectKey.of(k), _thumbprint(k)) for k in keys]
+        self.algorithms = ("dir", *self.keys)
 
     async def read(self, cookies: Mapping[str, str]) -> Mapping[str, Any] | None:
         token = joined_chunks(cookies, self.name)
@@ -107,27 +108,27 @@ class NextJSSession:
         header = _protected_header(token)
         if header is None:
             return None
+        # Each field read is of the type Auth.js writes, or the value is not its cookie.
         enc, kid = header.get("enc"), header.get("kid")
-        if header.get("alg") != "dir" or enc not in self.keys:
+        if header.get("alg") != "dir" or not isinstance(enc, str) or enc not in self.keys:
+            return None
+        if kid is not None and not isinstance(kid, str):
             return None
         for key, thumbprint in self.keys[enc]:
             if kid is not None and kid != thumbprint:
                 continue
-            try:
-                decrypted = jwe.decrypt_compact(token, key, registry=self.registry)
-            except (JoseError, ValueError):
-                continue
-            return self._claims(decrypted.plaintext)
+            plaintext = jose.decrypt_direct(token, key, self.algorithms)
+            if plaintext is not None:
+                return self._claims(plaintext)
         return None
 
-    def _claims(self, plaintext: bytes | None) -> Mapping[str, Any] | None:
+    def _claims(self, plaintext: bytes) -> Mapping[str, Any] | None:
         try:
-            claims = jwt.JWTClaimsRegistry(now=lambda: int(self.clock()), leeway=CLOCK_TOLERANCE)
-            payload = json.loads(plaintext or b"")
+            payload = json.loads(plaintext)
             if not isinstance(payload, dict):
                 return None
-            claims.validate(payload)
-        except (JoseError, ValueError, TypeError):
+            jose.check_claims(payload, now=int(self.clock()), leeway=CLOCK_TOLERANCE)
+        except (TokenRejected, ValueError, UnicodeError, RecursionError):
             return None
         return payload
 

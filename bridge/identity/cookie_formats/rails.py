@@ -90,7 +90,8 @@ class RailsSession:
                     session = json.loads(session)
             else:  # the session's own JSON, base64 inside the envelope
                 session = json.loads(base64.b64decode(meta["message"], validate=True))
-        except (ValueError, TypeError, KeyError, binascii.Error):
+        # RecursionError: JSON nested beyond Python's stack
+        except (ValueError, TypeError, KeyError, binascii.Error, RecursionError):
             return None
         return session if isinstance(session, dict) else None
 

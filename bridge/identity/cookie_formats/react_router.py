@@ -54,7 +54,8 @@ class ReactRouterSession:
             if data is None:
                 return None
             session = json.loads(_b64decode(data).decode("utf-8"))
-        except (binascii.Error, ValueError, UnicodeError):
+        # RecursionError: JSON nested beyond Python's stack
+        except (binascii.Error, ValueError, UnicodeError, RecursionError):
             return None
         return session if isinstance(session, dict) else None
 
