@@ -1,0 +1,103 @@
+"""The chain policy through a real ``sentifyd-bridge serve`` process, in real time: a customer
+reading a page every 2.07 s (29 a minute, the default limits) past ``max_chains`` is served on
+every page, and the first tab, evicted long ago, refreshes with the same Sentifyd login."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support_redis import BridgeProcess, RedisServer, Visitor
+
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
+from conftest import API_KEY, AVATAR_ID, LiveServer
+
+pytestmark = pytest.mark.integration
+
+PAGE_VIEW_EVERY = 60 / 29 + 0.01
+PAGE_VIEWS = 10
+MAX_CHAINS = 4
+
+# The defaults, limits included; only the room for tabs is small, so that a short run passes it.
+CONFIG = """\
+[server]
+host = "127.0.0.1"
+public_url = "http://127.0.0.1:8000"
+
+[session]
+cookie_secure = false
+max_chains = {max_chains}
+
+[store]
+url = "{store_url}"
+
+[sentifyd]
+backend = "{backend}"
+
+[[avatars]]
+name = "default"
+avatar_id = "{avatar_id}"
+api_key_env = "AVATAR_API_KEY"
+
+[login.cookie]
+name = "session"
+format = "flask"
+secret_key_env = "SITE_SECRET_KEY"
+max_age = 3600
+user_field = "user_id"
+login_url = "https://shop.example.com/login?next={{next}}"
+"""
+
+
+@pytest.fixture
+def sentifyd() -> Iterator[LiveServer]:
+    server = LiveServer(create_fake_sentifyd({API_KEY: AVATAR_ID}, token_ttl=3600)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "memory":
+        yield "memory://"
+        return
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+async def test_page_views_past_max_chains_are_all_served_and_the_first_tab_recovers(
+    tmp_path: Path, sentifyd: LiveServer, store_url: str
+) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        CONFIG.format(
+            max_chains=MAX_CHAINS, store_url=store_url, backend=sentifyd.url, avatar_id=AVATAR_ID
+        )
+    )
+    bridge = BridgeProcess(tmp_path, "bridge", config_path=config)
+    bridge.spawn()
+    try:
+        bridge.wait_ready()
+        visitor = Visitor("alice")
+        async with httpx.AsyncClient(timeout=10) as http:
+            statuses = []
+            for _ in range(PAGE_VIEWS):
+                statuses.append((await visitor.tokens(http, bridge)).status_code)
+                await asyncio.sleep(PAGE_VIEW_EVERY)  # the customer's pace, in real time
+            assert statuses == [200] * PAGE_VIEWS
+            first_tab = visitor.handles[0]
+            recovered = await visitor.tokens(http, bridge, first_tab)
+            assert recovered.status_code == 200, recovered.text
+    finally:
+        bridge.stop()
+    state = sentifyd.app.extensions["fake_sentifyd"]
+    assert state.login_calls == 1
+    log = bridge.log()
+    assert "refresh_handle_reused" not in log and "session_ended" not in log
+    assert "session_started" in log  # the lifecycle is logged, so the absence above means it
