@@ -5,8 +5,8 @@
 - ``null``: a canned HTTP response on raw asyncio (uvloop), to measure the load generator's
   own ceiling: whatever the generator reaches here, no Python web stack can beat.
 
-``--server`` is ``hypercorn``, ``uvicorn`` (uvloop + httptools) or ``uvicorn-h11``
-(uvloop + h11), all configured by :mod:`bridge.cli`.
+``--server`` is ``granian`` (serve's default), ``hypercorn``, ``uvicorn`` (uvloop + httptools)
+or ``uvicorn-h11`` (uvloop + h11), all configured by :mod:`bridge.servers` from ``[server]``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Any
 
 from quart import Quart, Response, jsonify
 
-from bridge.cli import _run, _serve, _serve_uvicorn
+from bridge.servers import run, serve
+from bridge.settings.schema import ServerSettings
 
-SERVERS = ("hypercorn", "uvicorn", "uvicorn-h11")
+SERVERS = ("granian", "hypercorn", "uvicorn", "uvicorn-h11")
 CANNED = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n"
     b'{"ok":true}'
@@ -37,11 +38,8 @@ def ceiling_app() -> Quart:
     return app
 
 
-async def _serve_as(app: Any, port: int, server: str) -> None:
-    if server == "uvicorn-h11":
-        await _serve_uvicorn(app, "127.0.0.1", port, http="h11")
-    else:
-        await _serve(app, "127.0.0.1", port, server)
+async def _serve_as(app: Any, port: int, server: str, settings: ServerSettings) -> None:
+    await serve(app, "127.0.0.1", port, settings, server=server)
 
 
 class _Canned(asyncio.Protocol):
@@ -64,16 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=("ceiling", "bridge", "null"))
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--server", choices=SERVERS, default="hypercorn")
+    parser.add_argument("--server", choices=SERVERS, default="granian")
     parser.add_argument("--config", help="the bridge's TOML config")
     parser.add_argument("--redis-client", choices=("pipe", "redis-py", "coredis"),
                         help="the Redis store's client (bench/redis_clients.py compares them)")
     args = parser.parse_args(argv)
-    loop_kind = "hypercorn" if args.server == "hypercorn" else "uvicorn"
     if args.what == "null":
-        _run(_null(args.port), "uvicorn")
+        run(_null(args.port))
     elif args.what == "ceiling":
-        _run(_serve_as(ceiling_app(), args.port, args.server), loop_kind)
+        run(_serve_as(ceiling_app(), args.port, args.server, ServerSettings()))
     else:
         from bridge.app import create_app
         from bridge.logs import configure_logging
@@ -86,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             from store_clients import make_store
 
             store = make_store(args.redis_client, settings.store)
-        _run(_serve_as(create_app(settings, store=store), args.port, args.server), loop_kind)
+        app = create_app(settings, store=store)
+        run(_serve_as(app, args.port, args.server, settings.server))
     return 0
 
 

@@ -365,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per row")
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--servers", default="hypercorn,uvicorn",
-                        help="ASGI servers to compare (hypercorn, uvicorn, uvicorn-h11)")
+    parser.add_argument("--servers", default="granian,hypercorn,uvicorn",
+                        help="ASGI servers to compare (granian, hypercorn, uvicorn, uvicorn-h11)")
     parser.add_argument("--memory", default=",".join(str(n) for n in MEMORY_SIZES),
                         help="session counts for the memory-from-outside rows ('' to skip)")
     parser.add_argument("--out", default=str(RESULTS / "latest"), help="results path prefix")

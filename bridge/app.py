@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
 from bridge import requestlog
-from bridge.connection import HTTPConnection
 from bridge.errors import BadRequest, HTTPError, MethodNotAllowed, StoreUnavailable
 from bridge.exchange import Exchange, note
 from bridge.exchange import current as current_exchange
+from bridge.fastpath import TokenFastPath
 from bridge.identity import IdentitySource
 from bridge.mount import install
 from bridge.requestlog import TOKEN_ENDPOINT
@@ -46,8 +45,6 @@ _STATUS_CODES = {
 
 
 UNBUILDABLE = "bridge.unbuildable_request"
-_TOKEN_PATH = re.compile(r"/request_tokens(?:/(?P<avatar>[A-Za-z0-9_-]{1,64}))?")
-_PLAIN_HOST = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}(?::[0-9]{1,5})?")
 
 
 class BridgeRequest(Request):
@@ -67,26 +64,9 @@ _BLUEPRINTS: dict[str | None, list[str]] = {}  # by endpoint: as many as the app
 
 
 class BridgeQuart(Quart):
-    """Quart, answering requests it cannot build (a ``Host`` werkzeug refuses) like any other,
-    each run in the server's own task (:mod:`bridge.connection`)."""
+    """Quart, answering requests it cannot build (a ``Host`` werkzeug refuses) like any other."""
 
-    asgi_http_class = HTTPConnection
     request_class = BridgeRequest
-    serve_tokens: Callable[[Request, str | None], Awaitable[Response]] | None = None
-
-    def direct_route(self, request: Request) -> Awaitable[Response] | None:
-        """The token endpoint's answer without Quart's request machinery, or None for Quart.
-
-        Taken by the component's own requests only: a GET of ``/request_tokens`` or
-        ``/request_tokens/<name>`` with a plain Host. Anything else (another method, an odd
-        name, a Host werkzeug might refuse) goes through Quart, which answers it as ever.
-        """
-        if self.serve_tokens is None or request.method != "GET":
-            return None
-        match = _TOKEN_PATH.fullmatch(request.path)
-        if match is None or not _PLAIN_HOST.fullmatch(request.headers.get("Host", "")):
-            return None
-        return self.serve_tokens(request, match["avatar"])
 
     def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
         try:
@@ -218,7 +198,7 @@ def create_app(
 
     async def serve_tokens(request: Request, avatar_name: str | None) -> Response:
         """The token endpoint without Quart's request machinery: the same first step, view,
-        error answers and last step as through Quart (see :meth:`BridgeQuart.direct_route`)."""
+        error answers and last step as through Quart (see :mod:`bridge.fastpath`)."""
         request.url_rule = token_rules[avatar_name is not None]
         request.view_args = {"avatar_name": avatar_name} if avatar_name is not None else {}
         exchange = requestlog.start(request, TOKEN_ENDPOINT)
@@ -228,14 +208,22 @@ def create_app(
             response = error_answer(error)
         return finish(response, exchange)
 
-    app.serve_tokens = serve_tokens
 
     @app.after_serving
     async def close() -> None:
         await bridge.aclose()
         await bridge.store.close()
 
-    install(app, settings.server)  # base_path, canonical paths, trusted forwarded headers
+    inner = app.asgi_app
+    if settings.server.token_fast_path:
+        inner = TokenFastPath(
+            app.asgi_app,
+            serve_tokens,
+            request_class=app.request_class,
+            max_content_length=MAX_BODY,
+        )
+    # base_path, canonical paths, trusted forwarded headers, in front of the fast path
+    install(app, settings.server, inner)
     return app
 
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,106 +19,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bridge.cli")
 
-# Request heads beyond this are refused by the server itself (a browser never sends more).
-MAX_HEADER_BYTES = 16 * 1024
-
-
-def _shutdown_event() -> asyncio.Event:
-    event = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, event.set)
-    return event
-
-
-async def _serve(
-    app: Any,
-    host: str,
-    port: int,
-    server: str = "hypercorn",
-    *,
-    shutdown: asyncio.Event | None = None,
-) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM, or until ``shutdown`` is set (tests, in a thread)."""
-    if server == "uvicorn":
-        await _serve_uvicorn(app, host, port, shutdown=shutdown)
-        return
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    # Headers beyond this are refused by the server itself (a browser never sends more).
-    config.h11_max_incomplete_size = MAX_HEADER_BYTES
-    event = shutdown or _shutdown_event()
-    await serve(app, config, shutdown_trigger=event.wait)
-
-
-async def _serve_uvicorn(
-    app: Any,
-    host: str,
-    port: int,
-    http: str = "httptools",
-    *,
-    shutdown: asyncio.Event | None = None,
-) -> None:
-    import uvicorn
-
-    from bridge.serving import BoundedHttpToolsProtocol
-
-    BoundedHttpToolsProtocol.max_head_bytes = MAX_HEADER_BYTES
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http=BoundedHttpToolsProtocol if http == "httptools" else http,
-        loop="none",  # the caller's loop (uvloop, see _run)
-        ws="none",  # no websockets here: do not import a websocket library
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        # The bridge decides which forwarded headers to believe (server.trusted_proxies).
-        proxy_headers=False,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-        timeout_graceful_shutdown=3,  # hypercorn's default graceful_timeout
-    )
-    # uvicorn handles SIGINT/SIGTERM itself: stop accepting, finish in-flight requests, exit.
-    instance = uvicorn.Server(config)
-    if shutdown is None:
-        await instance.serve()
-        return
-
-    async def stop_on_shutdown() -> None:
-        await shutdown.wait()
-        instance.should_exit = True
-
-    stopper = asyncio.ensure_future(stop_on_shutdown())
-    try:
-        await instance.serve()
-    finally:
-        stopper.cancel()
-
-
-def _run(main: Any, server: str) -> None:
-    """Run ``main`` on uvloop under uvicorn, on asyncio's own loop under hypercorn."""
-    if server == "uvicorn":
-        try:
-            import uvloop
-        except ImportError:  # uvicorn[standard] installs it wherever it builds
-            asyncio.run(main)
-            return
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main)
-    else:
-        asyncio.run(main)
-
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.app import create_app
     from bridge.logs import configure_logging
+    from bridge.servers import run, serve
     from bridge.settings.loader import load_settings
 
     settings = load_settings(args.config)
@@ -134,24 +38,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "public_url": settings.server.public_url,
                 "base_path": settings.server.base_path,
                 "store": settings.store.url.split("@")[-1],
+                "asgi_server": settings.server.asgi_server,
             }
         },
     )
-    server = settings.server.asgi_server
-    _run(_serve(create_app(settings), host, port, server), server)
+    run(serve(create_app(settings), host, port, settings.server))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.doubles.demo import create_demo_app
     from bridge.logs import configure_logging
+    from bridge.runtime import Bridge
+    from bridge.servers import run, serve
 
     configure_logging("INFO")
     app = create_demo_app(port=args.port, host=args.host, token_ttl=args.token_ttl)
     print(
         f"sentifyd-bridge demo: open http://{args.host}:{args.port}/  (Ctrl+C to stop)", flush=True
     )
-    asyncio.run(_serve(app, args.host, args.port))
+    run(serve(app, args.host, args.port, Bridge.of(app).settings.server))
     return 0
 
 

@@ -158,13 +158,14 @@ async def _send(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def install(app: Quart, server: ServerSettings) -> None:
-    """Wrap ``app``'s ASGI entry in the proxy-header and base-path middleware.
+def install(app: Quart, server: ServerSettings, inner: Any = None) -> None:
+    """Wrap ``app``'s ASGI entry (or ``inner``, an ASGI app in front of it) in the proxy-header
+    and base-path middleware.
 
     Wrapping ``app.asgi_app`` (not the app) keeps ``app`` a Quart instance, and Quart's test
     client goes through the same middleware as a real server.
     """
-    mounted = Mount(app.asgi_app, server.base_path)
+    mounted = Mount(inner if inner is not None else app.asgi_app, server.base_path)
     app.asgi_app = ProxyHeaders(  # type: ignore[method-assign]
         mounted, server.trusted_proxies, server.base_path
     )

@@ -18,8 +18,9 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from bridge import app as bridge_app
-from bridge.app import BridgeQuart, create_app
+from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import FakeState, create_fake_sentifyd
+from bridge.fastpath import TokenFastPath
 from bridge.identity.oidc import OIDCProvider
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.runtime import Bridge
@@ -183,10 +184,10 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """An ASGI app served on 127.0.0.1 exactly as ``sentifyd-bridge serve`` serves it (uvicorn,
-    its default, or hypercorn), in a thread with its own event loop."""
+    """An ASGI app served on 127.0.0.1 exactly as ``sentifyd-bridge serve`` serves it (granian,
+    its default, uvicorn or hypercorn), in a thread with its own event loop."""
 
-    def __init__(self, app: Any, port: int | None = None, server: str = "uvicorn") -> None:
+    def __init__(self, app: Any, port: int | None = None, server: str = "granian") -> None:
         self.app = app
         self.server = server
         self.port = port or free_port()
@@ -198,19 +199,27 @@ class LiveServer:
         self._error: BaseException | None = None
 
     def _run(self) -> None:
-        from bridge.cli import _run, _serve
+        from bridge.servers import run, serve
+        from bridge.settings.schema import ServerSettings
 
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             task = asyncio.ensure_future(
-                _serve(self.app, "127.0.0.1", self.port, self.server, shutdown=self._stop)
+                serve(
+                    self.app,
+                    "127.0.0.1",
+                    self.port,
+                    ServerSettings(),
+                    server=self.server,
+                    shutdown=self._stop,
+                )
             )
             self._ready.set()
             await task
 
         try:
-            _run(main(), self.server)  # uvloop under uvicorn, as serve runs it
+            run(main())  # on uvloop, as serve runs it
         except BaseException as exc:  # noqa: BLE001 - reported by start()
             self._error = exc
             self._ready.set()
@@ -258,7 +267,7 @@ def live_bridge_factory() -> Iterator[Callable[..., tuple[LiveServer, Quart]]]:
     servers: list[LiveServer] = []
 
     def start(
-        settings: Settings, *, server_name: str = "uvicorn", **kwargs: Any
+        settings: Settings, *, server_name: str = "granian", **kwargs: Any
     ) -> tuple[LiveServer, Quart]:
         application = create_app(settings, **kwargs)
         server = LiveServer(application, server=server_name).start()
@@ -332,21 +341,18 @@ def _install_leak_hooks(monkeypatch: pytest.MonkeyPatch, guard: support_leaks.Le
             support_leaks.register_answer(guard, response, body, endpoint)
         return response
 
-    # The token endpoint's GETs take the direct path, past Quart's process_response.
-    direct_route = BridgeQuart.direct_route
+    # The token endpoint's GETs take the fast path (bridge.fastpath), past Quart's
+    # process_response: its answers are registered as it hands them to the server.
+    fast_path = TokenFastPath.__init__
 
-    def routed(self: BridgeQuart, request: Any) -> Any:
-        direct = direct_route(self, request)
-        if direct is None:
-            return None
-
-        async def answered_directly() -> Any:
-            response = await direct
+    def guarded(self: TokenFastPath, app: Any, serve: Any, **kwargs: Any) -> None:
+        async def served(request: Any, avatar_name: str | None) -> Any:
+            response = await serve(request, avatar_name)
             body = await response.get_data(as_text=True)
             support_leaks.register_answer(guard, response, body, request.endpoint)
             return response
 
-        return answered_directly()
+        fast_path(self, app, served, **kwargs)
 
     error_answer = bridge_app.error_answer
 
@@ -366,7 +372,7 @@ def _install_leak_hooks(monkeypatch: pytest.MonkeyPatch, guard: support_leaks.Le
     monkeypatch.setattr(OIDCProvider, "_token_request", provider_tokens)
     monkeypatch.setattr(Quart, "process_response", answered)
     monkeypatch.setattr(Quart, "handle_user_exception", handled)
-    monkeypatch.setattr(BridgeQuart, "direct_route", routed)
+    monkeypatch.setattr(TokenFastPath, "__init__", guarded)
     monkeypatch.setattr(bridge_app, "error_answer", errored)
 
 

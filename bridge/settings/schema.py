@@ -63,7 +63,19 @@ class ServerSettings(Section, frozen=True):
     allowed_origins: tuple[Origin, ...] = ()
     trusted_proxies: tuple[Network, ...] = ()
     base_path: BasePath = BasePath("/")
-    asgi_server: Literal["hypercorn", "uvicorn"] = "uvicorn"
+    # The ASGI server `serve` runs the bridge under (docs: README, "Serving"). granian is the one
+    # that enforces every limit below; uvicorn and hypercorn each lack one.
+    asgi_server: Literal["granian", "uvicorn", "hypercorn"] = "granian"
+    # Seconds a connection may take to send a request head (also how long an idle keep-alive
+    # connection is kept): a silent or trickling client is closed after it.
+    head_timeout: Annotated[float, Meta(gt=0, le=300)] = 20.0
+    # Bytes of a request head (request line and headers); a bigger one is answered 431. A
+    # browser's head, cookies included, stays well under 16 KiB. granian's minimum is 8 KiB.
+    max_head_bytes: Annotated[int, Meta(ge=8192, le=1024 * 1024)] = 16 * 1024
+    # Connections served at once; more wait in the listen backlog until one closes.
+    max_connections: Annotated[int, Meta(ge=1)] = 2048
+    # The token endpoint's GETs answered by bridge.fastpath in front of Quart (same answers).
+    token_fast_path: bool = True
 
     def __post_init__(self) -> None:
         local = self.is_https or urlsplit(self.public_url).hostname in LOOPBACK_HOSTS
