@@ -9,6 +9,7 @@ store's, in test_store_redis.py).
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,12 +17,12 @@ from typing import Any
 
 import pytest
 import redis
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 from bridge.errors import StoreUnavailable
-from bridge.store.pipe import Pipe, pack
+from bridge.store.pipe import Pipe, _Reply, pack
 from bridge.store.redis import RedisStore, parse_url
 from conftest import RecordedTransport
 
@@ -54,6 +55,63 @@ def test_commands_are_packed_as_resp_bulk_strings() -> None:
     assert pack((b"GET", "k\u00e9", 12)) == b"*3\r\n$3\r\nGET\r\n$3\r\nk\xc3\xa9\r\n$2\r\n12\r\n"
 
 
+# One command for each kind of RESP2 reply the pipe reads, and what each must come back as.
+EVERY_KIND: list[tuple[tuple[bytes | str | int, ...], Any]] = [
+    ((b"SET", "k", b"a\r\nb"), b"OK"),  # simple string
+    ((b"GET", "k"), b"a\r\nb"),  # bulk string with CRLF inside
+    ((b"GET", "missing"), None),  # nil bulk string
+    ((b"SET", "empty", b""), b"OK"),
+    ((b"GET", "empty"), b""),  # empty bulk string
+    ((b"INCR", "n"), 1),  # integer
+    ((b"INCR", "k"), ResponseError),  # error
+    (
+        (b"EVAL", "return {1, 'two', {3, false}, redis.status_reply('FINE')}", 0),
+        [1, b"two", [3, None], b"FINE"],
+    ),  # nested arrays, with a nil inside
+    ((b"EVAL", "return {}", 0), []),  # empty array
+    ((b"EVALSHA", "0" * 40, 0), NoScriptError),
+    ((b"PING",), b"PONG"),  # last: the end of the replies
+]
+
+
+def raw_replies(server: RedisServer, commands: list[tuple[bytes | str | int, ...]]) -> bytes:
+    """The bytes a real Redis answers ``commands`` with (the last must be PING)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+        sock.sendall(b"".join(pack(c) for c in commands))
+        received = b""
+        while not received.endswith(b"+PONG\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, "Redis closed the connection"
+            received += chunk
+    return received
+
+
+async def read_in_pieces(stream: bytes, cuts: list[int], count: int) -> list[Any]:
+    """Feed ``stream`` to a connection's protocol cut at ``cuts``; return what its ``count``
+    callers got (a value, or an exception's class)."""
+    loop = asyncio.get_running_loop()
+    reply = _Reply()
+    callers = [loop.create_future() for _ in range(count)]
+    reply.waiting.extend(callers)
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        if end > start:
+            reply.data_received(stream[start:end])
+    assert not reply.waiting and not reply.buffer and not reply.lost
+    return [type(c.exception()) if c.exception() else c.result() for c in callers]
+
+
+async def test_every_reply_split_at_every_byte_offset_reaches_its_caller_whole(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    stream = raw_replies(redis_server, [command for command, _ in EVERY_KIND])
+    wanted = [expected for _, expected in EVERY_KIND]
+    for offset in range(1, len(stream)):
+        got = await read_in_pieces(stream, [offset], len(EVERY_KIND))
+        assert got == wanted, f"split at byte {offset}"
+    # And a byte at a time: every reply cut at every one of its offsets at once.
+    assert await read_in_pieces(stream, list(range(1, len(stream))), len(EVERY_KIND)) == wanted
+
+
 async def test_hundreds_in_flight_each_get_their_own_reply_on_one_connection(
     pipe: Pipe,
     redis_server: RedisServer,  # noqa: F811
@@ -76,9 +134,10 @@ async def test_the_commands_asked_in_one_turn_go_out_in_one_write(
     redis_server: RedisServer,  # noqa: F811
 ) -> None:
     assert await pipe.call(b"SET", "k", "v") == b"OK"  # the connection is open
-    batched = pipe._reply.transport  # type: ignore[union-attr]
+    reply = pipe._reply
+    assert reply is not None and reply.transport is not None
     writes: list[bytes] = []
-    batched.transport = RecordedTransport(batched.transport, writes)  # type: ignore[union-attr]
+    reply.transport = RecordedTransport(reply.transport, writes)  # type: ignore[assignment]
     replies = await asyncio.gather(*(pipe.call(b"GET", "k") for _ in range(100)))
     assert replies == [b"v"] * 100
     assert writes == [pack((b"GET", "k")) * 100]  # one write, the commands in the order asked
