@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_jwt_login
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
@@ -36,7 +37,7 @@ from joserfc.jwk import OctKey, RSAKey
 from quart import Quart, request
 from support_cookie_formats import django_cookie
 from support_redis import RedisServer
-from test_jwt_login import AUDIENCE, ISSUER, JWKSServer, jwks  # noqa: F401 - the fixture
+from test_jwt_login import AUDIENCE, ISSUER, JWKSServer
 
 from bridge.identity.cookie_formats import CookieFormat
 from bridge.identity.cookie_formats.nextjs import authjs_key, next_auth_v4_key
@@ -44,6 +45,8 @@ from bridge.identity.jwt_login import JWTSource
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.loader import load_settings
 from conftest import TEST_ENV, Clock, base_config
+
+jwks = test_jwt_login.jwks  # the provider's JWKS endpoint on 127.0.0.1 (a fixture)
 
 KEY = "the-sites-own-secret-key-0123456789"
 COOKIE = "site_session"
@@ -333,7 +336,7 @@ def jwt_key() -> RSAKey:
     extra=st.dictionaries(KEYS, JSON, max_size=4),
 )
 async def test_jwt_login_never_raises(
-    jwks: JWKSServer,  # noqa: F811 - the fixture imported above
+    jwks: JWKSServer,
     jwt_key: RSAKey,
     value: str,
     header: bytes,
