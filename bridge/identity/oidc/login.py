@@ -9,7 +9,6 @@ a callback URL pasted into another browser (login CSRF) fails.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -18,9 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from joserfc import jws
-from joserfc.errors import JoseError
-
 from bridge.errors import (
     HTTPError,
     InvalidLogoutToken,
@@ -28,7 +24,7 @@ from bridge.errors import (
     TokenRejected,
     UnknownProvider,
 )
-from bridge.identity import Claims, Identity
+from bridge.identity import Claims, Identity, jose
 from bridge.identity.oidc.provider import OIDCProvider
 from bridge.identity.oidc.source import METHOD, OIDCSource
 from bridge.identity.oidc.tokens import LOGOUT_TOKEN_MAX_AGE, MAX_JWT_LENGTH, session_claims
@@ -315,10 +311,6 @@ class OIDCLogin:
 
 def _unverified_issuer(token: str) -> str | None:
     """Read ``iss`` before verifying, only to pick the provider whose keys will verify it."""
-    try:
-        payload = jws.extract_compact(token.encode("ascii")).payload
-        claims = json.loads(payload)
-    except (JoseError, ValueError, TypeError, UnicodeError, RecursionError):
-        return None
-    iss = claims.get("iss") if isinstance(claims, dict) else None
+    claims = jose.unverified_claims(token)
+    iss = claims.get("iss") if claims is not None else None
     return iss if isinstance(iss, str) else None
