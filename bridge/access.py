@@ -1,7 +1,7 @@
-"""Per-avatar access rules over the identity's claims (checked at start-up by
-:class:`bridge.settings.AccessRules`).
+"""Per-avatar access rules over the identity's claims (declared by
+:class:`bridge.settings.values.AccessRules`).
 
-A rule table is a conjunction: every key must hold. Known keys:
+A rule table is a conjunction: every rule given must hold. The rules:
 
 - ``groups``: the identity's ``groups`` claim (a list, or a space/comma separated string)
   shares at least one entry with the list;
@@ -14,10 +14,12 @@ A rule table is a conjunction: every key must hold. Known keys:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from bridge.identity import Identity
+from bridge.settings.values import AccessRules
 
 
 def _as_set(value: Any) -> set[str]:
@@ -40,30 +42,23 @@ def _claim_matches(actual: Any, expected: Any) -> bool:
     return bool(actual == expected)
 
 
-def is_allowed(rules: Mapping[str, Any], identity: Identity) -> bool:
-    """Tell whether ``identity`` passes every rule in ``rules`` (an empty table allows all)."""
+def is_allowed(rules: AccessRules, identity: Identity) -> bool:
+    """Tell whether ``identity`` passes every rule in ``rules`` (no rule allows all)."""
     claims = identity.claims
-    for key, expected in rules.items():
-        if key == "groups":
-            if not _as_set(claims.get("groups")) & set(expected):
-                return False
-        elif key == "email_verified":
-            if claims.get("email_verified") is not expected:
-                return False
-        elif key == "email_domains":
-            email = claims.get("email")
-            if not isinstance(email, str) or email.count("@") != 1:
-                return False
-            domain = email.rsplit("@", 1)[1].lower()
-            if domain not in {d.lower() for d in expected}:
-                return False
-        elif key == "users":
-            if identity.subject not in expected:
-                return False
-        elif key == "claims":
-            for claim, want in expected.items():
-                if claim not in claims or not _claim_matches(claims[claim], want):
-                    return False
-        else:  # AccessRules keeps this unreachable; refuse rather than allow
+    if rules.groups and not _as_set(claims.get("groups")) & set(rules.groups):
+        return False
+    verified = rules.email_verified
+    if verified is not msgspec.UNSET and claims.get("email_verified") is not verified:
+        return False
+    if rules.email_domains:
+        email = claims.get("email")
+        if not isinstance(email, str) or email.count("@") != 1:
             return False
-    return True
+        if email.rsplit("@", 1)[1].lower() not in {d.lower() for d in rules.email_domains}:
+            return False
+    if rules.users and identity.subject not in rules.users:
+        return False
+    return all(
+        claim in claims and _claim_matches(claims[claim], want)
+        for claim, want in rules.claims.items()
+    )

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from bridge.secret import Secret
-from bridge.settings.schema import COOKIE_FORMAT_ONLY, COOKIE_FORMATS, Settings
-from bridge.settings.values import RateLimit
+from bridge.settings.schema import ExpressCookie, Settings
+from bridge.settings.values import AccessRules, RateLimit
 
 
 def masked(settings: Settings) -> dict[str, Any]:
@@ -31,10 +31,10 @@ def masked(settings: Settings) -> dict[str, Any]:
     }
     plain["store"]["url"] = masked_url(settings.store.url)
     if settings.site_cookie is not None:
-        cookie, fmt = plain["site_cookie"], settings.site_cookie.format
-        cookie["store_url"] = masked_url(settings.site_cookie.store_url)
-        for key in COOKIE_FORMAT_ONLY - set(COOKIE_FORMATS[fmt][2]):
-            cookie.pop(key, None)  # a setting this format does not read
+        fmt = settings.site_cookie.format
+        plain["site_cookie"] = cookie = {"format": fmt, **plain["site_cookie"]}
+        if isinstance(settings.site_cookie, ExpressCookie):
+            cookie["store_url"] = masked_url(settings.site_cookie.store_url)
         cookie["verified_as"] = COOKIE_FORMAT_NOTES[fmt]
     if plain["jwt"]:
         plain["jwt"]["verified_as"] = JWT_NOTE
@@ -49,6 +49,8 @@ def _plain(value: Any) -> Any:
     """Plain data for ``masked``: structs by attribute name, secrets masked."""
     if isinstance(value, Secret):
         return "********" if value else ""
+    if isinstance(value, AccessRules):
+        return msgspec.to_builtins(value)  # the rules given, not the others' None
     if isinstance(value, RateLimit):
         return {"count": value.count, "window": value.window}
     if isinstance(value, msgspec.Struct):

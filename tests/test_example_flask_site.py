@@ -20,7 +20,8 @@ from bridge.identity import Identity
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.secret import Secret
 from bridge.settings.loader import load_settings
-from bridge.settings.schema import SiteCookieSettings
+from bridge.settings.schema import FlaskCookie
+from bridge.settings.values import AccessRules
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "flask_site"
@@ -82,9 +83,8 @@ def session_cookie(client: FlaskClient) -> str | None:
 def bridge_source(*keys: str) -> SiteCookieSource:
     """Build the bridge's reader for the shop's cookie as bridge.toml does; keys newest first."""
     return SiteCookieSource(
-        SiteCookieSettings(
+        FlaskCookie(
             name="session",
-            format="flask",
             secret_key_env="SITE_SECRET_KEY",
             secret_keys=tuple(Secret(key) for key in keys),
             salt="cookie-session",
@@ -337,7 +337,7 @@ def test_bridge_accepts_the_cookie_the_shop_sets_at_login(client: FlaskClient) -
 
 
 def test_bridge_lets_customers_in_and_others_not(app: Flask) -> None:
-    allow = {"groups": ["customers"]}  # the rule in bridge.toml
+    allow = AccessRules(groups=("customers",))  # the rule in bridge.toml
     seen = {}
     for name in ("alice", "bob"):
         client = app.test_client()
@@ -407,7 +407,7 @@ def test_bridge_toml_matches_the_shop(app: Flask, client: FlaskClient) -> None:
     assert cookie.salt == app.session_interface.salt
     assert cookie.max_age == app.permanent_session_lifetime.total_seconds()
     assert settings.server.public_origin in app.config["TRUSTED_NEXT_ORIGINS"]
-    assert settings.avatars[0].allow == {"groups": ["customers"]}
+    assert settings.avatars[0].allow == AccessRules(groups=("customers",))
 
     login(client)
     identity = bridge_identity(SiteCookieSource(cookie), session_cookie(client))

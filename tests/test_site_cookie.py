@@ -12,7 +12,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.secret import Secret
-from bridge.settings.schema import SiteCookieSettings
+from bridge.settings.schema import FlaskCookie, ItsdangerousCookie
 
 KEY = "the-sites-own-secret-key-0123456789"
 
@@ -25,7 +25,6 @@ def source(
 ) -> SiteCookieSource:
     values: dict[str, Any] = {
         "name": "session",
-        "format": fmt,
         "secret_key_env": "SITE_SECRET_KEY",
         "secret_keys": tuple(Secret(k) for k in keys),
         "salt": "cookie-session" if fmt == "flask" else "itsdangerous",
@@ -35,7 +34,8 @@ def source(
         "claim_fields": ("email", "groups"),
     }
     values.update(kwargs)
-    return SiteCookieSource(SiteCookieSettings(**values), clock=clock)
+    kind = {"flask": FlaskCookie, "itsdangerous": ItsdangerousCookie}[fmt]
+    return SiteCookieSource(kind(**values), clock=clock)
 
 
 def flask_cookie(payload: dict[str, Any], key: str = KEY) -> str:

@@ -18,10 +18,10 @@ from quart import Request
 from quart.json.tag import TaggedJSONSerializer
 
 from bridge.errors import BridgeError
-from bridge.identity import NO_CLAIMS, Identity
+from bridge.identity import NO_CLAIMS, Claims, Identity
 from bridge.identity.cookie_formats import CookieFormat, open_format
 from bridge.identity.fields import claims_of, subject_of
-from bridge.settings.schema import SiteCookieSettings
+from bridge.settings.schema import FlaskCookie, SiteCookie
 
 log = logging.getLogger("bridge.site_cookie")
 
@@ -45,32 +45,20 @@ class SiteCookieSource:
     method = "site_cookie"
     remote = False
 
-    def __init__(
-        self, settings: SiteCookieSettings, *, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, settings: SiteCookie, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        # The other frameworks' formats; Flask and itsdangerous are read here.
-        self.format: CookieFormat | None = None
-        if settings.format not in ("flask", "itsdangerous"):
-            self.format = open_format(settings, clock)
-        # itsdangerous wants the newest key last; our config lists it first.
-        keys = [key.reveal() for key in reversed(settings.secret_keys)]
         self.clock = clock
-        if settings.format == "flask":
-            # Exactly Flask's SecureCookieSessionInterface: HMAC key derivation, SHA-1, tagged JSON.
-            self.serializer = URLSafeTimedSerializer(
-                keys,
-                salt=settings.salt,
-                serializer=TaggedJSONSerializer(),
-                signer=_Signer,
-                signer_kwargs={
-                    "key_derivation": "hmac", "digest_method": hashlib.sha1, "clock": clock,
-                },  # fmt: skip
-            )
+        # The other frameworks' formats; Flask and itsdangerous (FlaskCookie) are read here.
+        self.format: CookieFormat | None = None
+        self._signed: URLSafeTimedSerializer | None = None
+        self.max_age = 0
+        if not isinstance(settings, FlaskCookie):
+            self.format = open_format(settings, clock)
         else:
-            self.serializer = URLSafeTimedSerializer(
-                keys, salt=settings.salt, signer=_Signer, signer_kwargs={"clock": clock}
-            )
+            self.max_age = settings.max_age
+            # itsdangerous wants the newest key last; our config lists it first.
+            keys = [key.reveal() for key in reversed(settings.secret_keys)]
+            self._signed = self._serializer(settings, keys)
         # Cookie values whose signature was verified, with their signing time and the identity
         # read from them: the key derivation and HMAC checks were an eighth of the token
         # endpoint's time, and a visitor sends the same cookie on every request. Only an
@@ -78,7 +66,32 @@ class SiteCookieSource:
         # change while running. The payload itself is not kept (an idle session's bytes).
         self._verified: dict[str, tuple[Identity | None, int]] = {}
 
-    def read(self, value: str | None) -> dict[str, Any] | None:
+    @property
+    def serializer(self) -> URLSafeTimedSerializer:
+        """The serializer of a Flask or itsdangerous cookie (what the site signs it with)."""
+        if self._signed is None:
+            raise TypeError(f"format {self.settings.format!r} is not an itsdangerous cookie")
+        return self._signed
+
+    def _serializer(self, settings: FlaskCookie, keys: list[str]) -> URLSafeTimedSerializer:
+        if settings.format == "flask":
+            # Exactly Flask's SecureCookieSessionInterface: HMAC key derivation, SHA-1, tagged JSON.
+            return URLSafeTimedSerializer(
+                keys,
+                salt=settings.salt,
+                serializer=TaggedJSONSerializer(),
+                signer=_Signer,
+                signer_kwargs={
+                    "key_derivation": "hmac",
+                    "digest_method": hashlib.sha1,
+                    "clock": self.clock,
+                },
+            )
+        return URLSafeTimedSerializer(
+            keys, salt=settings.salt, signer=_Signer, signer_kwargs={"clock": self.clock}
+        )
+
+    def read(self, value: str | None) -> Claims | None:
         """Return the cookie's verified payload, or None if it is absent, forged or expired."""
         verified = self._verify(value)
         return verified[0] if verified is not None else None
@@ -90,7 +103,7 @@ class SiteCookieSource:
         hit = self._verified.get(value)
         if hit is not None:
             # A hit skips the HMAC, not the age: the entry lives as long as the signature would.
-            if hit[1] <= int(self.clock()) <= hit[1] + self.settings.max_age:
+            if hit[1] <= int(self.clock()) <= hit[1] + self.max_age:
                 return hit[0]
             del self._verified[value]
             return None
@@ -103,14 +116,12 @@ class SiteCookieSource:
         self._verified[value] = (identity, verified[1])
         return identity
 
-    def _verify(self, value: str | None) -> tuple[dict[str, Any], int] | None:
+    def _verify(self, value: str | None) -> tuple[Claims, int] | None:
         """Check the signature and age; return the payload and when it was signed."""
-        if not value or len(value) > MAX_COOKIE_LENGTH:
+        if not value or len(value) > MAX_COOKIE_LENGTH or self._signed is None:
             return None
         try:
-            payload, signed = self.serializer.loads(
-                value, max_age=self.settings.max_age, return_timestamp=True
-            )
+            payload, signed = self._signed.loads(value, max_age=self.max_age, return_timestamp=True)
         except BadData:  # BadSignature, SignatureExpired, and BadPayload (signed, not JSON)
             return None
         except (ValueError, TypeError, KeyError, RecursionError):

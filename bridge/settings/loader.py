@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import msgspec.inspect
@@ -20,10 +20,12 @@ from msgspec.structs import replace
 
 from bridge.errors import ConfigError
 from bridge.secret import Secret
-from bridge.settings.schema import COOKIE_FORMAT_ONLY, COOKIE_FORMATS, Settings
+from bridge.settings.schema import AuthJSCookie, Settings, SiteCookie
 from bridge.settings.values import require
 
 MIN_SECRET_KEY_LENGTH = 32
+# A TOML table as read, before it is checked: any keys, any values.
+Table = dict[str, Any]
 
 
 def load_settings(
@@ -36,7 +38,7 @@ def load_settings(
     ``overrides`` (a nested mapping shaped like the TOML, used by tests and the demo)."""
     env = os.environ if env is None else env
     path = path or env.get("BRIDGE_CONFIG") or None
-    data: dict[str, Any] = {}
+    data: Table = {}
     if path:
         try:
             with open(path, "rb") as fh:
@@ -51,11 +53,11 @@ def load_settings(
     try:
         settings = msgspec.convert(data, Settings, strict=True, dec_hook=_parse)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_dotted(str(exc), where)) from None
+        raise ConfigError(_dotted(str(exc), where, data)) from None
     return _with_secrets(settings, env, where, source=str(path or ""))
 
 
-def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> Table:
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
@@ -75,41 +77,30 @@ def _parse(kind: type, raw: Any) -> Any:
     return parse(raw)
 
 
-def _shaped(data: dict[str, Any]) -> dict[str, Any]:
-    """Fill what the file leaves to the format (cookie defaults) and name the OIDC providers."""
+def _shaped(data: Table) -> Table:
+    """Fill what the file leaves to the cookie's format and name the OIDC providers."""
     login = data.get("login")
     if not isinstance(login, Mapping):
         return data
     login = dict(login)
     cookie = login.get("cookie")
-    if isinstance(cookie, Mapping) and isinstance(cookie.get("format", "flask"), str):
-        login["cookie"] = _cookie_defaults(dict(cookie), data)
+    if isinstance(cookie, Mapping):
+        cookie = login["cookie"] = {"format": "flask", **cookie}
+        kind = _COOKIES.get(cookie["format"]) if isinstance(cookie["format"], str) else None
+        server = data.get("server")
+        url = str(server.get("public_url", "")) if isinstance(server, Mapping) else ""
+        https = url.lower().startswith("https://")
+        if kind is not None and issubclass(kind, AuthJSCookie) and https and "name" not in cookie:
+            name = next(f.default for f in msgspec.structs.fields(kind) if f.name == "name")
+            cookie["name"] = f"__Secure-{name}"  # what both libraries call it over https
     if "oidc" in login:
         login["oidc"] = _providers(login["oidc"])
     return {**data, "login": login}
 
 
-def _cookie_defaults(cookie: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    fmt = cookie.get("format", "flask")
-    if fmt not in COOKIE_FORMATS:
-        return cookie  # the schema names the formats
-    name, user_field, extra = COOKIE_FORMATS[fmt]
-    misplaced = sorted(set(cookie) & COOKIE_FORMAT_ONLY - set(extra))
-    if misplaced:
-        raise ConfigError(f"login.cookie.{misplaced[0]}: not a setting of format {fmt!r}")
-    # With the library's default salt, any other token the site signs with this key (an
-    # e-mail confirmation carrying user_id) would pass as a login.
-    salted = fmt != "itsdangerous" or cookie.get("salt")
-    require(
-        salted,
-        "login.cookie.salt: required for format 'itsdangerous' (the salt the site's "
-        "login cookie, and nothing else it signs, uses)",
-    )
-    server = data.get("server")
-    public_url = server.get("public_url", "") if isinstance(server, Mapping) else ""
-    if fmt in ("authjs", "next-auth-v4") and str(public_url).lower().startswith("https://"):
-        name = "__Secure-" + name  # what both libraries call it over https
-    return {"name": name, "user_field": user_field, **cookie}
+_COOKIES: dict[str, type[SiteCookie]] = {
+    str(kind.__struct_config__.tag): kind for kind in get_args(SiteCookie)
+}
 
 
 def _providers(raw: Any) -> Any:
@@ -126,9 +117,7 @@ def _providers(raw: Any) -> Any:
     return providers
 
 
-def _from_environment(
-    data: dict[str, Any], env: Mapping[str, str]
-) -> tuple[dict[str, Any], dict[str, str]]:
+def _from_environment(data: Table, env: Mapping[str, str]) -> tuple[Table, dict[str, str]]:
     """Apply the environment's overrides; return the data and the OIDC providers' TOML names."""
     for variable, section, key in (
         ("BRIDGE_STORE_URL", "store", "url"),
@@ -154,37 +143,50 @@ def _from_environment(
 
 
 _PATH = re.compile(r"(?P<message>.*) - at `\$(?P<path>[^`]*)`", re.S)
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _KINDS = {
     "int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
     "array": "a list", "object": "a table", "null": "unset",
 }  # fmt: skip
-_RULES = {  # msgspec's words, ours
+_RULES = {  # msgspec's words, ours; {why} is the field's Meta description
     r"Expected `[a-z]+` >= (\S+)": "must be at least {0}",
     r"Expected `[a-z]+` > (\S+)": "must be greater than {0}",
     r"Expected `[a-z]+` <= (\S+)": "at most {0}",
-    r"Object missing required field `(.+)`": "{0}: not set",
-    r"Invalid enum value (.+)": "{0} is not allowed (one of {choices})",
+    r"Expected `[a-z]+` of length >= 1": "not set{why}",
+    r"Expected `str` matching regex .*": "{bare}",
+    r"Object missing required field `(.+)`": "{0}: not set{why}",
+    r"Invalid (?:enum )?value (.+)": "{0} is not allowed (one of {choices})",
     r"Expected `([^`]+)`, got `[^`]+`": "must be {kinds}",
 }
 
 
-def _dotted(error: str, where: Mapping[str, str]) -> str:
+def _dotted(error: str, where: Mapping[str, str], data: Table) -> str:
     """Turn msgspec's "Expected `int`, got `str` - at `$.a.b`" into "a.b: must be an integer"."""
     match = _PATH.fullmatch(error)
     message, path = (match["message"], match["path"]) if match else (error, "")
     unknown = re.fullmatch(r"Object contains unknown field `(.+)`", message)
     for pattern, text in _RULES.items():
         if rule := re.fullmatch(pattern, message):
-            kinds = (_KINDS.get(kind.strip(), kind.strip()) for kind in rule[1].split("|"))
-            choices = _choices(path) if "{choices}" in text else ()
+            first = rule[1] if rule.groups() else ""
+            kinds = (_KINDS.get(kind.strip(), kind.strip()) for kind in first.split("|"))
+            field = f"{path}.{first}" if "required" in pattern else path
+            why = _schema_at(field, data).get("description")
             message = text.format(
-                *rule.groups(), kinds=" or ".join(kinds), choices=", ".join(choices)
+                *rule.groups(),
+                kinds=" or ".join(kinds),
+                choices=", ".join(_schema_at(path, data).get("choices", ())),
+                why=f" ({why})" if why else "",
+                bare=why or message,
             )
+    raw = path
     path = path.lstrip(".")
     for index_path, name in where.items():
         if path == index_path or path.startswith(index_path + "."):
             path = name + path[len(index_path) :]
     if unknown:
+        tag = _schema_at(raw, data).get("tags", {}).get(unknown[1])
+        if tag is not None:  # a setting of another kind (another cookie format)
+            return f"{path}.{unknown[1]}: not a setting of {tag} {_value_at(data, raw, tag)!r}"
         return f"{path or 'config'}.{unknown[1]}: unknown setting"
     if not path:
         return message  # a rule across sections names its settings itself
@@ -193,17 +195,51 @@ def _dotted(error: str, where: Mapping[str, str]) -> str:
     return f"{path}: {message}"
 
 
-def _choices(path: str) -> list[str]:
-    """The values a ``Literal`` setting takes, found by walking the schema along ``path``."""
+def _schema_at(path: str, data: Any) -> dict[str, Any]:
+    """What the schema says of the setting at ``path`` (``.a.b[0]``) in ``data``, for its
+    error's words: its ``description``, its ``choices``, a tagged union's ``tags``."""
     info: Any = msgspec.inspect.type_info(Settings)
-    for step in re.findall(r"\.([^.\[]+)|\[\d+\]", path):
-        while isinstance(info, msgspec.inspect.UnionType):
-            info = next(t for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
+    for step, index in _STEP.findall(path):
+        found, info = _unwrap(info, data)
         if step:
-            info = next(f.type for f in info.fields if f.encode_name == step)
+            fields = getattr(info, "fields", ())
+            info = next((f.type for f in fields if f.encode_name == step), None)
+            data = data.get(step) if isinstance(data, Mapping) else None
         else:
-            info = info.item_type
-    return [str(value) for value in getattr(info, "values", ())]
+            info = getattr(info, "item_type", None)
+            data = data[int(index)] if isinstance(data, list) and int(index) < len(data) else None
+        if info is None:
+            return found
+    return _unwrap(info, data)[0]
+
+
+def _unwrap(info: Any, data: Any) -> tuple[dict[str, Any], Any]:
+    """Look through ``Annotated`` and unions to the type of ``data``: the ``description`` and
+    ``choices`` on the way and, for a tagged union, the ``tags`` field naming each kind."""
+    found: dict[str, Any] = {}
+    while isinstance(info, msgspec.inspect.Metadata | msgspec.inspect.UnionType):
+        if isinstance(info, msgspec.inspect.Metadata):
+            found.update(info.extra_json_schema or {})
+            info = info.type
+            continue
+        kinds: list[Any] = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if not all(isinstance(t, msgspec.inspect.StructType) for t in kinds) or len(kinds) == 1:
+            info = kinds[0]
+            continue
+        found["choices"] = sorted(str(t.tag) for t in kinds)
+        found["tags"] = {f.encode_name: t.tag_field for t in kinds for f in t.fields}
+        tag = data.get(kinds[0].tag_field) if isinstance(data, Mapping) else None
+        info = next((t for t in kinds if t.tag == tag), None)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        found["choices"] = [str(v) for v in info.values]
+    return found, info
+
+
+def _value_at(data: Any, path: str, key: str) -> Any:
+    """The raw value ``key`` of the table at ``path`` in the data as read."""
+    for name, index in _STEP.findall(path):
+        data = data[name] if name else data[int(index)]
+    return data.get(key, "")
 
 
 def _with_secrets(

@@ -1,9 +1,10 @@
 """The settings, declared once: each section a frozen msgspec Struct shaped like the TOML file.
 
-Each default and constraint is written here once: in the field (type, ``Meta`` bounds, default)
-or, for a rule across fields, in the section's ``__post_init__``, which names the field it
-refuses (``"idle_timeout: ..."``; the loader adds the section). A field named ``env:...`` is
-not a TOML key: the loader fills it from the environment (secrets) or from another section.
+Each default and constraint is written here once: in the field (type, ``Meta`` bounds, default;
+a ``Meta`` description is what an error about the field adds) or, for a rule across fields, in
+the section's ``__post_init__``, which names the field it refuses (``"idle_timeout: ..."``; the
+loader adds the section). A field named ``env:...`` is not a TOML key: the loader fills it from
+the environment (secrets) or from another section.
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ PublicKeyAlgorithm = Literal[
 
 def _env(name: str, default: Any = None) -> Any:
     return field(default=default, name=f"env:{name}")
+
+
+def _set(why: str | None = None) -> Meta:
+    """A required text or list must not be empty: ``"login_url: not set (why)"``."""
+    return Meta(min_length=1, description=why)
+
+
+Path = Annotated[str, Meta(pattern="^/", description="must start with '/'")]
 
 
 class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -133,7 +142,10 @@ class SessionSettings(Section, frozen=True):
 
 class StoreSettings(Section, frozen=True):
     url: StoreURL = StoreURL("memory://")
-    prefix: str = "sbridge"
+    # A hash tag in the prefix would put every key in one Redis Cluster slot.
+    prefix: Annotated[str, Meta(pattern=r"^[^{}]*$", description="must not contain '{' or '}'")] = (
+        "sbridge"
+    )
     timeout: Seconds = 2.0
     lock_wait: Seconds = 30.0
     lock_lease: Seconds = 10.0
@@ -141,8 +153,6 @@ class StoreSettings(Section, frozen=True):
     def __post_init__(self) -> None:
         if not isinstance(self.url, StoreURL):  # built in code from a plain string
             force_setattr(self, "url", named("url", StoreURL, self.url))
-        # A hash tag in the prefix would put every key in one Redis Cluster slot.
-        require(not {"{", "}"} & set(self.prefix), "prefix: must not contain '{' or '}'")
         # A renewal is tried every third of the lease and may take a whole timeout.
         lasts = self.address is None or self.lock_lease >= 3 * self.timeout
         require(lasts, "lock_lease: must be at least three times store.timeout")
@@ -155,8 +165,8 @@ class StoreSettings(Section, frozen=True):
 
 class SentifydSettings(Section, frozen=True):
     backend: UpstreamURL = UpstreamURL("https://serve.sentifyd.io")
-    login_path: str = "/api/v1/chatbot/login"
-    refresh_path: str = ""
+    login_path: Path = "/api/v1/chatbot/login"
+    refresh_path: Annotated[str, Meta(pattern="^(/|$)", description="must start with '/'")] = ""
     timeout: Seconds = 10.0
     retries: Count = 2
     retry_backoff: Seconds = 0.2
@@ -166,8 +176,6 @@ class SentifydSettings(Section, frozen=True):
 
     def __post_init__(self) -> None:
         force_setattr(self, "backend", self.backend.rstrip("/"))
-        require(self.login_path.startswith("/"), "login_path: must start with '/'")
-        require(self.refresh_path[:1] in ("", "/"), "refresh_path: must start with '/'")
 
 
 class ComponentSettings(Section, frozen=True):
@@ -183,48 +191,98 @@ class AvatarSettings(Section, frozen=True):
     api_key_env: str = "AVATAR_API_KEY"
     api_key: Secret = _env("api_key", NO_SECRET)
     title: str = ""
-    allow: AccessRules = field(default_factory=AccessRules)
+    allow: AccessRules = AccessRules()
     attributes: Attributes = field(default_factory=Attributes)
 
 
-class SiteCookieSettings(Section, frozen=True):
-    """The site's own login cookie (``[login.cookie]``); see ``COOKIE_FORMATS`` in the loader."""
+class SiteCookieSettings(Section, frozen=True, kw_only=True, tag_field="format"):
+    """The site's own login cookie (``[login.cookie]``): one struct per ``format``, each with its
+    own defaults and only the settings that format reads (any other key is refused)."""
 
-    name: str = ""
-    format: Literal[
-        "flask", "itsdangerous", "django", "rails", "express", "authjs", "next-auth-v4",
-        "react-router",
-    ] = "flask"  # fmt: skip
+    name: Annotated[str, _set()]
     secret_key_env: str = "SITE_SECRET_KEY"  # noqa: S105 - a variable's name
     secret_keys: tuple[Secret, ...] = _env("secret_keys", ())
-    salt: str = "cookie-session"
-    max_age: Annotated[int, Meta(ge=1)] = 1209600
     user_field: UserField = UserField("user_id")
-    login_url: str = ""
+    login_url: Annotated[str, _set("where a logged-out visitor signs in")]
     claim_fields: tuple[str, ...] = ()
     logout_url: str = ""
-    key_digest: Literal["sha256", "sha1"] = "sha256"  # rails: PBKDF2's (sha1 before Rails 7)
-    store_url: str = ""  # express: the site's own Redis, where connect-redis keeps sessions
+
+    @property
+    def format(self) -> str:
+        return str(self.__struct_config__.tag)
+
+
+class FlaskCookie(SiteCookieSettings, frozen=True, tag="flask"):
+    name: Annotated[str, _set()] = "session"
+    salt: str = "cookie-session"
+    max_age: Annotated[int, Meta(ge=1)] = 1209600
+
+
+class ItsdangerousCookie(FlaskCookie, frozen=True, tag="itsdangerous"):
+    salt: str = ""
+
+    def __post_init__(self) -> None:
+        # With the library's default salt, any other token the site signs with this key (an
+        # e-mail confirmation carrying user_id) would pass as a login.
+        require(
+            self.salt,
+            "salt: required for format 'itsdangerous' (the salt the site's login cookie, "
+            "and nothing else it signs, uses)",
+        )
+
+
+class DjangoCookie(SiteCookieSettings, frozen=True, tag="django"):
+    name: Annotated[str, _set()] = "sessionid"
+    user_field: UserField = UserField("_auth_user_id")
+    max_age: Annotated[int, Meta(ge=1)] = 1209600
+
+
+class RailsCookie(SiteCookieSettings, frozen=True, tag="rails"):
+    name: Annotated[str, _set("format 'rails' has no default name")]
+    key_digest: Literal["sha256", "sha1"] = "sha256"  # PBKDF2's (sha1 before Rails 7)
+
+
+class ExpressCookie(SiteCookieSettings, frozen=True, kw_only=True, tag="express"):
+    name: Annotated[str, _set()] = "connect.sid"
+    user_field: UserField = UserField("/passport/user")
+    store_url: Annotated[str, _set("the site's Redis, redis://...")]  # where connect-redis keeps
     store_prefix: str = "sess:"
     store_timeout: Seconds = 2.0
 
     def __post_init__(self) -> None:
-        require(self.login_url, "login_url: not set (where a logged-out visitor signs in)")
-        require(self.name, f"name: not set (format {self.format!r} has no default name)")
-        if self.format == "express":
-            require(self.store_url, "store_url: not set (the site's Redis, redis://...)")
-            one = named("store_url", RedisAddress.parse, self.store_url).topology == "single"
-            require(one, "store_url: must be redis:// or rediss:// (one Redis)")
+        one = named("store_url", RedisAddress.parse, self.store_url).topology == "single"
+        require(one, "store_url: must be redis:// or rediss:// (one Redis)")
+
+
+class AuthJSCookie(SiteCookieSettings, frozen=True, tag="authjs"):
+    # Over https the loader prefixes "__Secure-", as the library does.
+    name: Annotated[str, _set()] = "authjs.session-token"
+    user_field: UserField = UserField("sub")
+
+
+class NextAuthV4Cookie(AuthJSCookie, frozen=True, tag="next-auth-v4"):
+    name: Annotated[str, _set()] = "next-auth.session-token"
+
+
+class ReactRouterCookie(SiteCookieSettings, frozen=True, tag="react-router"):
+    name: Annotated[str, _set()] = "__session"
+    user_field: UserField = UserField("userId")
+
+
+SiteCookie = (
+    FlaskCookie | ItsdangerousCookie | DjangoCookie | RailsCookie | ExpressCookie | AuthJSCookie
+    | NextAuthV4Cookie | ReactRouterCookie
+)  # fmt: skip
 
 
 class JWTLoginSettings(Section, frozen=True, kw_only=True):
     """A site whose login is a JWT signed by its identity provider (``[login.jwt]``)."""
 
     jwks_url: SecureURL
-    issuer: str = ""
-    audience: Strings = Strings()
-    algorithms: tuple[PublicKeyAlgorithm, ...] = ()
-    login_url: str = ""
+    issuer: Annotated[str, _set("the iss every token must carry")]
+    audience: Strings
+    algorithms: Annotated[tuple[PublicKeyAlgorithm, ...], _set('e.g. ["RS256"]')]
+    login_url: Annotated[str, _set("where a visitor signs in")]
     cookie: str = ""
     header: str = ""
     user_field: UserField = UserField("sub")
@@ -233,16 +291,13 @@ class JWTLoginSettings(Section, frozen=True, kw_only=True):
     timeout: Seconds = 5.0
 
     def __post_init__(self) -> None:
-        require(self.issuer, "issuer: not set (the iss every token must carry)")
         require(self.audience, "audience: not set (the aud meant for this site)")
-        require(self.algorithms, 'algorithms: not set (e.g. ["RS256"])')
         one = bool(self.cookie) != bool(self.header)
         require(one, 'set exactly one of cookie = "NAME" or header = "Authorization"')
         bearer = self.header.lower() in ("", "authorization")
         require(bearer, 'header: only "Authorization" (a Bearer token) is supported')
         if self.header:
             force_setattr(self, "header", "Authorization")
-        require(self.login_url, "login_url: not set (where a visitor signs in)")
 
 
 _RESERVED_PATHS = {
@@ -257,7 +312,7 @@ class OIDCProviderSettings(Section, frozen=True, kw_only=True):
 
     name: str = _env("name", "default")  # the table's name under [login.oidc.<name>]
     issuer: SecureURL
-    client_id: str = ""
+    client_id: Annotated[str, _set()]
     client_secret_env: str = "OIDC_CLIENT_SECRET"  # noqa: S105 - a variable's name
     client_secret: Secret = _env("client_secret", NO_SECRET)
     scopes: tuple[str, ...] = ("openid", "email", "profile")
@@ -277,7 +332,6 @@ class OIDCProviderSettings(Section, frozen=True, kw_only=True):
         parts = urlsplit(self.issuer)
         plain = not (parts.query or parts.fragment or parts.username or parts.password)
         require(plain, "issuer: must not have a query, fragment or userinfo")
-        require(self.client_id, "client_id: not set")
         require("openid" in self.scopes, "scopes: must include 'openid'")
         path = self.redirect_path
         ours = path in _RESERVED_PATHS or path.startswith(_RESERVED_PREFIXES)
@@ -288,21 +342,16 @@ class SessionCheckSettings(Section, frozen=True, kw_only=True):
     """The site's own "who am I" URL, for cookies the bridge cannot verify itself."""
 
     url: SiteURL
-    cookies: tuple[str, ...] = ()
-    login_url: str = ""
-    user_field: str = "user_id"
+    cookies: Annotated[tuple[str, ...], _set("name the cookie(s) to forward")]
+    login_url: Annotated[str, _set("where a visitor signs in")]
+    user_field: Annotated[str, _set()] = "user_id"
     claim_fields: tuple[str, ...] = ()
     timeout: Seconds = 2.0
     cache_ttl: AtMost300 = 10
 
-    def __post_init__(self) -> None:
-        require(self.cookies, "cookies: name the cookie(s) to forward")
-        require(self.login_url, "login_url: not set (where a visitor signs in)")
-        require(self.user_field, "user_field: must not be empty")
-
 
 class LoginSettings(Section, frozen=True):
-    cookie: SiteCookieSettings | None = None
+    cookie: SiteCookie | None = None
     jwt: JWTLoginSettings | None = None
     oidc: tuple[OIDCProviderSettings, ...] = ()  # [login.oidc] or [login.oidc.<name>]...
     session_check: SessionCheckSettings | None = None
@@ -389,7 +438,7 @@ class Settings(Section, frozen=True):
             )
 
     @property
-    def site_cookie(self) -> SiteCookieSettings | None:
+    def site_cookie(self) -> SiteCookie | None:
         return self.login.cookie
 
     @property
@@ -415,19 +464,3 @@ class Settings(Section, frozen=True):
             if avatar.name == name:
                 return avatar
         return None
-
-
-# Per format: the default cookie name and user field, and the settings it takes beyond the
-# common ones (name, secret_key_env, user_field, claim_fields, login_url, logout_url).
-COOKIE_FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "flask": ("session", "user_id", ("salt", "max_age")),
-    "itsdangerous": ("session", "user_id", ("salt", "max_age")),
-    "django": ("sessionid", "_auth_user_id", ("max_age",)),
-    "rails": ("", "user_id", ("key_digest",)),
-    "express": ("connect.sid", "/passport/user", ("store_url", "store_prefix", "store_timeout")),
-    "authjs": ("authjs.session-token", "sub", ()),
-    "next-auth-v4": ("next-auth.session-token", "sub", ()),
-    "react-router": ("__session", "userId", ()),
-}
-# The settings only some formats read (the others are common to all).
-COOKIE_FORMAT_ONLY = {key for _, _, extra in COOKIE_FORMATS.values() for key in extra}

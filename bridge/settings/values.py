@@ -9,10 +9,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
+from msgspec import Meta
 
 from bridge.errors import ConfigError
 from bridge.secret import Secret
@@ -202,26 +203,27 @@ class Attributes(dict[str, str]):
         return attrs
 
 
-class AccessRules(dict[str, Any]):
-    """An avatar's ``allow`` table: every rule must hold (see :mod:`bridge.access`)."""
+Listed = Annotated[tuple[str, ...], Meta(min_length=1, description="a non-empty list of strings")]
+Scalar = str | int | float | bool
 
-    KNOWN: ClassVar[tuple[str, ...]] = (
-        "groups", "email_verified", "email_domains", "users", "claims",
-    )  # fmt: skip
+
+class AccessRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """An avatar's ``allow`` table: every rule given must hold (see :mod:`bridge.access`)."""
+
+    groups: Listed = ()
+    email_verified: bool | msgspec.UnsetType = msgspec.UNSET
+    email_domains: Listed = ()
+    users: Listed = ()
+    # Claim name -> the value it must equal, or a list of values one of which it must hold.
+    claims: dict[str, Scalar | list[Scalar]] = {}
 
     @classmethod
     def parse(cls, raw: Any) -> AccessRules:
-        require(isinstance(raw, dict), "must be a table")
-        for key, value in raw.items():
-            require(key in cls.KNOWN, f"{key}: unknown rule (known: {', '.join(cls.KNOWN)})")
-            if key == "email_verified":
-                require(isinstance(value, bool), f"{key}: must be true or false")
-            elif key == "claims":
-                require(isinstance(value, dict), f"{key}: must be a table")
-            else:
-                strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
-                require(strings and value, f"{key}: must be a non-empty list of strings")
-        return cls(raw)
+        """Build the rules from a TOML table (the loader builds them with the rest)."""
+        try:
+            return msgspec.convert(raw, cls, strict=True)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 class RateLimit(tuple[int, int]):

@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from bridge.settings.schema import SiteCookieSettings
+from bridge.settings.schema import (
+    AuthJSCookie,
+    DjangoCookie,
+    ExpressCookie,
+    RailsCookie,
+    ReactRouterCookie,
+    SiteCookie,
+)
 
 # Browsers cap a cookie at 4096 bytes; anything longer did not come from the site.
 MAX_COOKIE_LENGTH = 4096
@@ -30,25 +37,25 @@ class CookieFormat(Protocol):
     async def aclose(self) -> None: ...
 
 
-def open_format(settings: SiteCookieSettings, clock: Callable[[], float]) -> CookieFormat:
+def open_format(settings: SiteCookie, clock: Callable[[], float]) -> CookieFormat:
     """Build the reader for ``settings.format`` (one of the formats this package knows)."""
-    if settings.format == "django":
+    if isinstance(settings, DjangoCookie):
         from bridge.identity.cookie_formats.django import DjangoSession
 
         return DjangoSession(settings, clock)
-    if settings.format == "rails":
+    if isinstance(settings, RailsCookie):
         from bridge.identity.cookie_formats.rails import RailsSession
 
         return RailsSession(settings, clock)
-    if settings.format == "express":
+    if isinstance(settings, ExpressCookie):
         from bridge.identity.cookie_formats.express import ExpressSession
 
         return ExpressSession(settings, clock)
-    if settings.format in ("authjs", "next-auth-v4"):
+    if isinstance(settings, AuthJSCookie):  # and NextAuthV4Cookie
         from bridge.identity.cookie_formats.nextjs import NextJSSession
 
         return NextJSSession(settings, clock)
-    if settings.format == "react-router":
+    if isinstance(settings, ReactRouterCookie):
         from bridge.identity.cookie_formats.react_router import ReactRouterSession
 
         return ReactRouterSession(settings, clock)

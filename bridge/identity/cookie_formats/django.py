@@ -19,7 +19,7 @@ from typing import Any
 from itsdangerous import BadSignature, Signer
 
 from bridge.identity.cookie_formats import MAX_COOKIE_LENGTH
-from bridge.settings.schema import SiteCookieSettings
+from bridge.settings.schema import DjangoCookie
 
 SALT = "django.contrib.sessions.backends.signed_cookies"
 MAX_SESSION_BYTES = 64 * 1024  # what a 4 KB cookie may inflate to
@@ -38,7 +38,7 @@ def b62_decode(text: str) -> int:
 
 
 class DjangoSession:
-    def __init__(self, settings: SiteCookieSettings, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: DjangoCookie, clock: Callable[[], float]) -> None:
         self.name = settings.name
         self.max_age = settings.max_age
         self.clock = clock

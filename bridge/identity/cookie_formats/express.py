@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from bridge.errors import IdentityProviderUnavailable
 from bridge.identity.cookie_formats import MAX_COOKIE_LENGTH
-from bridge.settings.schema import SiteCookieSettings
+from bridge.settings.schema import ExpressCookie
 
 log = logging.getLogger("bridge.express_session")
 
@@ -44,7 +44,7 @@ def unsign(value: str, secret: str) -> str | None:
 
 
 class ExpressSession:
-    def __init__(self, settings: SiteCookieSettings, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: ExpressCookie, clock: Callable[[], float]) -> None:
         self.name = settings.name
         self.prefix = settings.store_prefix
         self.timeout = settings.store_timeout

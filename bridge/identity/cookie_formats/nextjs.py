@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bridge.errors import TokenRejected
 from bridge.identity import jose
-from bridge.settings.schema import SiteCookieSettings
+from bridge.settings.schema import AuthJSCookie
 
 CLOCK_TOLERANCE = 15  # jwtDecrypt's clockTolerance in both libraries
 MAX_CHUNKS = 8
@@ -85,7 +85,7 @@ def joined_chunks(cookies: Mapping[str, str], name: str) -> str | None:
 
 
 class NextJSSession:
-    def __init__(self, settings: SiteCookieSettings, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: AuthJSCookie, clock: Callable[[], float]) -> None:
         self.name = settings.name
         self.clock = clock
         # Per content encryption: each secret's key (newest first) and its thumbprint, which

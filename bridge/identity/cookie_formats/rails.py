@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from bridge.identity.cookie_formats import MAX_COOKIE_LENGTH
-from bridge.settings.schema import SiteCookieSettings
+from bridge.settings.schema import RailsCookie
 
 SALT = b"authenticated encrypted cookie"
 ITERATIONS = 1000
@@ -45,7 +45,7 @@ def derive_key(secret_key_base: str, digest: str) -> bytes:
 
 
 class RailsSession:
-    def __init__(self, settings: SiteCookieSettings, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: RailsCookie, clock: Callable[[], float]) -> None:
         self.name = settings.name
         self.purpose = f"cookie.{settings.name}"
         self.clock = clock

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from bridge.identity.cookie_formats import MAX_COOKIE_LENGTH
-from bridge.settings.schema import SiteCookieSettings
+from bridge.settings.schema import ReactRouterCookie
 
 
 def _b64decode(text: str) -> bytes:
@@ -27,7 +27,7 @@ def _b64decode(text: str) -> bytes:
 
 
 class ReactRouterSession:
-    def __init__(self, settings: SiteCookieSettings, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: ReactRouterCookie, clock: Callable[[], float]) -> None:
         self.name = settings.name
         self.secrets = [key.reveal().encode("utf-8") for key in settings.secret_keys]
 
