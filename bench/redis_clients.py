@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = Secrets()
     rows: list[dict[str, Any]] = []
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    commit = _commit()  # the code that runs, not wherever HEAD is by the end
     with tempfile.TemporaryDirectory(prefix="bench-redis-clients-") as tmp:
         workdir = Path(tmp)
         fake_port = free_port()
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     meta = {
         "date": started,
-        "commit": _commit(),
+        "commit": commit,
         "concurrency": args.concurrency,
         "duration": args.duration,
         "rounds": args.rounds,
