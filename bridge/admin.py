@@ -9,9 +9,10 @@ and whether it holds Sentifyd tokens: never a token, a handle or its hash, nor t
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TypedDict
 
-from bridge.lifecycle import Lifecycle
+from bridge.identity import Claims
+from bridge.lifecycle import Event, Lifecycle
 from bridge.sessions import SessionManager, SessionRecord
 from bridge.settings.schema import Settings
 from bridge.store.base import Store
@@ -19,6 +20,40 @@ from bridge.store.base import Store
 SESSION_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_PAGE = 500
 MAX_USER_LENGTH = 256
+
+
+class SessionView(TypedDict):
+    """What an operator sees of one session."""
+
+    id: str
+    user: str
+    method: str
+    created_at: float
+    last_seen: float
+    idle_expires_at: float
+    expires_at: float
+    avatars: list[str]
+    tabs: int
+    has_tokens: bool
+    claims: Claims
+
+
+class UserView(TypedDict):
+    user: str
+    sessions: list[SessionView]
+    events: list[Event]
+    blocked_until: float | None
+
+
+class SessionPage(TypedDict):
+    sessions: list[SessionView]
+    next_cursor: str | None
+
+
+class UserRevoked(TypedDict):
+    user: str
+    ended: int
+    blocked_until: float | None
 
 
 class Admin:
@@ -38,7 +73,7 @@ class Admin:
         # Recorded on the session_ended events this admin causes ("admin_api", "cli").
         self.actor = actor
 
-    def view(self, record: SessionRecord) -> dict[str, Any]:
+    def view(self, record: SessionRecord) -> SessionView:
         """Return what an operator may see of a session."""
         return {
             "id": record.id,
@@ -56,7 +91,7 @@ class Admin:
             "claims": dict(record.claims),
         }
 
-    async def user(self, user: str, *, events: int = 50) -> dict[str, Any]:
+    async def user(self, user: str, *, events: int = 50) -> UserView:
         """Return a user's live sessions, recent events (newest first) and any block."""
         records = await self.sessions.sessions_of(user)
         return {
@@ -73,13 +108,13 @@ class Admin:
         avatar: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
-    ) -> dict[str, Any]:
+    ) -> SessionPage:
         """Return one page of sessions ordered by id, and the cursor of the next page."""
         if user is not None:
             ids = sorted(r.id for r in await self.sessions.sessions_of(user))
         else:
             ids = sorted(await self._all_session_ids())
-        page: list[dict[str, Any]] = []
+        page: list[SessionView] = []
         next_cursor = None
         for session_id in ids:
             if cursor is not None and session_id <= cursor:
@@ -95,7 +130,7 @@ class Admin:
             page.append(self.view(record))
         return {"sessions": page, "next_cursor": next_cursor}
 
-    async def revoke_user(self, user: str, *, block: int) -> dict[str, Any]:
+    async def revoke_user(self, user: str, *, block: int) -> UserRevoked:
         """End all of a user's sessions and, with ``block`` > 0, refuse new ones for a while."""
         # Block first, so that no new session can start between the ending and the block.
         blocked_until = await self.sessions.block(user, block) if block > 0 else None

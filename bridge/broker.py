@@ -29,7 +29,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol, TypedDict
 
 from bridge.errors import (
     InvalidRefreshToken,
@@ -37,10 +37,11 @@ from bridge.errors import (
     UpstreamError,
     UpstreamRejected,
 )
-from bridge.lifecycle import Lifecycle
+from bridge.lifecycle import EventName, Lifecycle
 from bridge.sealing import digest, open_with_handle, seal_with_handle
 from bridge.sentifyd import SentifydClient, UpstreamTokens
 from bridge.sessions import (
+    AvatarParams,
     Chain,
     Grace,
     SessionBusy,
@@ -66,15 +67,33 @@ LOCK_FREE_ATTEMPTS = 3
 __all__ = ["SessionGone", "TokenAnswer", "TokenBroker"]
 
 
+class CountRequest(Protocol):
+    def __call__(self, record: SessionRecord, *, first: bool) -> None: ...
+
+
+class Tokens(TypedDict):
+    accessToken: str  # noqa: N815 - the component's names
+    refreshToken: str  # noqa: N815
+    tokenType: str  # noqa: N815
+    expiresIn: int  # noqa: N815
+
+
+class TokenBody(TypedDict):
+    """The token endpoint's answer, as the ``<sentifyd-bot>`` component reads it."""
+
+    tokens: Tokens
+    avatarParameters: AvatarParams  # noqa: N815
+
+
 @dataclass(frozen=True)
 class TokenAnswer:
     access_token: str
     handle: str
     token_type: str
     expires_in: int
-    avatar_params: dict[str, Any]
+    avatar_params: AvatarParams
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> TokenBody:
         return {
             "tokens": {
                 "accessToken": self.access_token,
@@ -98,6 +117,10 @@ class TokenBroker:
         upstream: SentifydClient,
         lifecycle: Lifecycle,
         clock: Callable[[], float] = time.time,
+        *,
+        on_cache: Callable[[bool], None] | None = None,
+        count_request: CountRequest | None = None,
+        before_login: Callable[[AvatarSettings], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -105,13 +128,13 @@ class TokenBroker:
         self.upstream = upstream
         self.lifecycle = lifecycle
         self.clock = clock
-        # cache_hit(bool): metrics hook.
-        self.on_cache: Callable[[bool], None] | None = None
+        # on_cache(hit): metrics hook.
+        self.on_cache = on_cache
         # count_request(record, first=...): counts a token request in the session's record
         # (bridge.limits); raises RateLimited beyond a budget.
-        self.count_request: Callable[..., None] | None = None
+        self.count_request = count_request
         # before_login(avatar): spends the avatar's upstream login quota (bridge.limits).
-        self.before_login: Callable[[AvatarSettings], Awaitable[None]] | None = None
+        self.before_login = before_login
         # "session id:avatar" -> (monotonic time, error) of its last failed upstream fetch, so
         # that requests queued behind a failing call share its failure (in this process) instead
         # of each waiting out a timeout of its own in turn.
@@ -169,11 +192,7 @@ class TokenBroker:
                     chain.used_at = now
                     return new_handle
                 grace = chain.grace
-                if (
-                    grace is not None
-                    and grace.hash == handle_hash
-                    and now - grace.at <= window
-                ):
+                if grace is not None and grace.hash == handle_hash and now - grace.at <= window:
                     # A duplicate of the same refresh (two tabs woken at once, a retried fetch):
                     # the same answer again, not a theft.
                     repeated = open_with_handle(handle, grace.sealed)
@@ -286,21 +305,26 @@ class TokenBroker:
             if event is not None and entry is fetched:
                 # Recorded once saved: tokens that a refused save never handed out leave no event.
                 await self.lifecycle.emit(
-                    event.pop("event"), user=record.subject, session_id=record.id, **event
+                    event,
+                    user=record.subject,
+                    session_id=record.id,
+                    avatar=avatar.name,
+                    expires_at=round(entry.expires_at),
+                    token_hash=digest(entry.access_token)[:16],
                 )
             return self._answer(entry, handle)
 
     def _fresh(self, entry: TokenEntry | None, *, refreshing: bool = False) -> bool:
         if entry is None:
             return False
-        lifetime = entry.exp - entry.iat
+        lifetime = entry.expires_at - entry.issued_at
         margin = min(float(self.settings.sentifyd.refresh_margin), lifetime / 4)
         if refreshing:
             # A component refreshes because its token is about to expire; handing it back the
             # same ageing token would only bring it back moments later. Tokens in the first
             # half of their life are newer than anything it holds, and still shared.
             margin = max(margin, lifetime / 2)
-        return bool(entry.exp - self.clock() > margin)
+        return bool(entry.expires_at - self.clock() > margin)
 
     async def _fetch_tokens(
         self,
@@ -309,7 +333,7 @@ class TokenBroker:
         avatar: AvatarSettings,
         refreshing: bool,
         asked: float,
-    ) -> tuple[TokenEntry, dict[str, Any]]:
+    ) -> tuple[TokenEntry, EventName]:
         """Fetch fresh tokens for ``avatar``; return them and the lifecycle event they owe
         once the record is saved.
 
@@ -330,23 +354,17 @@ class TokenBroker:
             raise
         self._failed.pop(key, None)
         entry = TokenEntry(
-            at=fetched.access_token,
-            rt=fetched.refresh_token,
-            tt=fetched.token_type,
-            exp=fetched.expires_at,
-            iat=fetched.issued_at,
-            params=fetched.avatar_params,
+            access_token=fetched.access_token,
+            refresh_token=fetched.refresh_token,
+            token_type=fetched.token_type,
+            expires_at=fetched.expires_at,
+            issued_at=fetched.issued_at,
+            avatar_params=fetched.avatar_params,
         )
-        event = {
-            "event": "tokens_refreshed" if refreshing else "tokens_issued",
-            "avatar": avatar.name,
-            "expires_at": round(fetched.expires_at),
-            "token_hash": digest(fetched.access_token)[:16],
-        }
-        return entry, event
+        return entry, "tokens_refreshed" if refreshing else "tokens_issued"
 
     async def _fetch(self, avatar: AvatarSettings, entry: TokenEntry | None) -> UpstreamTokens:
-        refresh_token = entry.rt if entry is not None else None
+        refresh_token = entry.refresh_token if entry is not None else None
         if self.settings.sentifyd.refresh_path and refresh_token:
             try:
                 return await self.upstream.refresh(avatar, refresh_token)
@@ -359,11 +377,11 @@ class TokenBroker:
 
     def _answer(self, entry: TokenEntry, handle: str) -> TokenAnswer:
         return TokenAnswer(
-            access_token=entry.at,
+            access_token=entry.access_token,
             handle=handle,
-            token_type=entry.tt,
-            expires_in=max(0, int(entry.exp - self.clock())),
-            avatar_params=entry.params,
+            token_type=entry.token_type,
+            expires_in=max(0, int(entry.expires_at - self.clock())),
+            avatar_params=entry.avatar_params,
         )
 
 
@@ -376,4 +394,6 @@ class _HandleReused(Exception):
 
 
 # Stands in for tokens in a dry run of a change (before an upstream call): never handed out.
-_NO_TOKENS = TokenEntry(at="", rt=None, tt="", exp=0.0, iat=0.0)
+_NO_TOKENS = TokenEntry(
+    access_token="", refresh_token=None, token_type="", expires_at=0.0, issued_at=0.0
+)

@@ -12,21 +12,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 from bridge.exchange import Exchange
 from bridge.exchange import current as current_exchange
 from bridge.store.base import Store
 
-EVENT_TYPES = (
+EventName = Literal[
     "session_started",
     "tokens_issued",
     "tokens_refreshed",
     "refresh_handle_reused",
     "access_denied",
     "session_ended",
-)
-END_REASONS = (
+]
+EndReason = Literal[
     "logout",
     "idle_timeout",
     "absolute_timeout",
@@ -36,10 +36,13 @@ END_REASONS = (
     "upstream_refused",
     "handle_reuse",
     "evicted",
-)
+]
+EVENT_TYPES: tuple[EventName, ...] = get_args(EventName)
+END_REASONS: tuple[EndReason, ...] = get_args(EndReason)
 
 MAX_USER_AGENT = 200
-# One event as it is logged and kept: event, time and user, then the facts its kind adds.
+# One event as it is logged and kept: event, time and user, then the facts its kind adds; read
+# back from the store as JSON (earlier versions' events included), so an open mapping.
 Event = dict[str, Any]
 
 log = logging.getLogger("bridge.lifecycle")
@@ -63,8 +66,9 @@ class Lifecycle:
         self.listeners: list[Callable[[Event], None]] = []
 
     async def emit(
-        self, event: str, *, user: str, session_id: str | None = None, **fields: Any
+        self, event: EventName, *, user: str, session_id: str | None = None, **fields: Any
     ) -> Event:
+        # Typed for callers; checked again for names that come from data (a test, a replay).
         if event not in EVENT_TYPES:
             raise ValueError(f"unknown lifecycle event {event!r}")
         if event == "session_ended" and fields.get("reason") not in END_REASONS:

@@ -116,8 +116,7 @@ def assemble(
         # The bridge's own base URL: redirect URIs live under base_path too.
         base_url = settings.server.url_for("/").rstrip("/")
         providers = [
-            OIDCProvider(p, base_url, transport=oidc_transport, clock=clock)
-            for p in settings.oidc
+            OIDCProvider(p, base_url, transport=oidc_transport, clock=clock) for p in settings.oidc
         ]
         oidc = OIDCSource(settings, providers, sessions, clock=clock)
         if sources is None:
@@ -132,12 +131,19 @@ def assemble(
     http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
     closers.append(http.aclose)
     upstream = SentifydClient(settings.sentifyd, http, clock=clock)
-    broker = TokenBroker(settings, store, sessions, upstream, lifecycle, clock=clock)
-    broker.before_login = limiter.spend_upstream_login
-    broker.count_request = limiter.count_session
     metrics = Metrics([a.name for a in settings.avatars])
     upstream.observer = metrics.observe_upstream
-    broker.on_cache = metrics.observe_cache
+    broker = TokenBroker(
+        settings,
+        store,
+        sessions,
+        upstream,
+        lifecycle,
+        clock=clock,
+        on_cache=metrics.observe_cache,
+        count_request=limiter.count_session,
+        before_login=limiter.spend_upstream_login,
+    )
     lifecycle.listeners.append(metrics.observe_event)
     limiter.on_limited = metrics.observe_rate_limited
     return Bridge(

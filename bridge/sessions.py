@@ -26,7 +26,7 @@ from quart import Request, Response
 
 from bridge.errors import LeaseLost, SessionGone, SessionRevoked, StoreUnavailable
 from bridge.exchange import note
-from bridge.identity import Claims, Identity
+from bridge.identity import Claims, Identity, Method
 from bridge.lifecycle import Lifecycle
 from bridge.sealing import SessionSealer, digest
 from bridge.settings.schema import Settings
@@ -115,18 +115,23 @@ def _find_mark(blob: bytes, mark: bytes) -> int:
     return -1
 
 
-class TokenEntry(msgspec.Struct):
-    """A session's cached Sentifyd tokens for one avatar (only ever stored sealed)."""
+# The avatar's parameters as Sentifyd sent them: JSON the component reads, passed through.
+AvatarParams = dict[str, Any]
 
-    at: str
-    rt: str | None
-    tt: str
-    exp: float
-    iat: float
-    params: dict[str, Any] = {}
+
+class TokenEntry(msgspec.Struct):
+    """A session's cached Sentifyd tokens for one avatar (only ever stored sealed, under the
+    short names earlier versions wrote, so their sealed entries still decode)."""
+
+    access_token: str = msgspec.field(name="at")
+    refresh_token: str | None = msgspec.field(name="rt")
+    token_type: str = msgspec.field(name="tt")
+    expires_at: float = msgspec.field(name="exp")
+    issued_at: float = msgspec.field(name="iat")
+    avatar_params: AvatarParams = msgspec.field(default_factory=dict, name="params")
 
     def __repr__(self) -> str:
-        return f"TokenEntry(exp={self.exp})"
+        return f"TokenEntry(expires_at={self.expires_at})"
 
 
 class Count(msgspec.Struct, array_like=True):
@@ -152,6 +157,17 @@ class ProviderSession(msgspec.Struct, omit_defaults=True):
     tokens: str = ""
 
 
+class ProviderTokens(msgspec.Struct):
+    """An OIDC provider's tokens kept for a session (sealed in :class:`ProviderSession`): the
+    ID token (the end-session hint) and the refresh token (renewal, revocation at logout)."""
+
+    id_token: str | None = None
+    refresh_token: str | None = None
+
+
+NO_PROVIDER_TOKENS = ProviderTokens()
+
+
 class SessionExtra(msgspec.Struct, frozen=True, omit_defaults=True):
     """What a way in keeps beside the identity (stored as ``extra``; only OIDC so far)."""
 
@@ -166,7 +182,7 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
 
     id: str
     subject: str
-    method: str
+    method: Method
     claims: Claims
     created_at: float
     last_seen: float
@@ -222,6 +238,7 @@ def _plain(value: object) -> object:
 _encode = msgspec.json.Encoder(enc_hook=_plain).encode
 _decode_record = msgspec.json.Decoder(SessionRecord).decode
 _decode_tokens = msgspec.json.Decoder(dict[str, TokenEntry]).decode
+_decode_provider_tokens = msgspec.json.Decoder(ProviderTokens).decode
 
 
 def encode_record(record: SessionRecord) -> bytes:
@@ -565,3 +582,19 @@ class SessionManager:
         record.sealed = (
             self.sealer.seal_raw(ctx.cookie_token, record.id, _encode(tokens)) if tokens else None
         )
+
+    def seal_provider_tokens(
+        self, cookie_token: str, session_id: str, tokens: ProviderTokens
+    ) -> str:
+        """Seal an OIDC provider's tokens for the session (kept in ``ProviderSession.tokens``)."""
+        return self.sealer.seal_bytes(cookie_token, session_id, _encode(tokens))
+
+    def open_provider_tokens(
+        self, cookie_token: str, session_id: str, sealed: str
+    ) -> ProviderTokens:
+        """Return the provider tokens sealed for the session; none if absent or not its own."""
+        plain = self.sealer.open_bytes(cookie_token, session_id, sealed) if sealed else None
+        try:
+            return _decode_provider_tokens(plain) if plain is not None else NO_PROVIDER_TOKENS
+        except msgspec.DecodeError:
+            return NO_PROVIDER_TOKENS

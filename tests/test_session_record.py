@@ -77,7 +77,13 @@ def test_tokens_sealed_by_the_previous_version_still_open(settings: Any) -> None
     store = MemoryStore()
     sessions = SessionManager(settings, store, Lifecycle(store))
     record, cookie = _record(), "c" * 43
-    entry = TokenEntry(at="access", rt="refresh", tt="Bearer", exp=10.0, iat=1.0)
+    entry = TokenEntry(
+        access_token="access",
+        refresh_token="refresh",
+        token_type="Bearer",
+        expires_at=10.0,
+        issued_at=1.0,
+    )
     plain = _encode({"default": entry})
     legacy = msgspec.structs.replace(
         record, sealed=None, tokens=sessions.sealer.seal_bytes(cookie, record.id, plain)
@@ -91,6 +97,63 @@ def test_tokens_sealed_by_the_previous_version_still_open(settings: Any) -> None
     assert stored.tokens is None and stored.sealed is not None
     assert sessions.open_tokens(ctx, stored) == {"default": entry}
     assert sessions.open_tokens(SessionContext(stored, "d" * 43, stored.identity()), stored) == {}
+
+
+def test_token_entries_sealed_with_their_short_names_still_open(settings: Any) -> None:
+    # The bytes the previous version sealed (TokenEntry's fields were at, rt, tt, exp, iat,
+    # params): the readable names are stored under the same short ones.
+    from bridge.lifecycle import Lifecycle
+    from bridge.sessions import SessionContext, SessionManager, TokenEntry
+    from bridge.store.memory import MemoryStore
+
+    store = MemoryStore()
+    sessions = SessionManager(settings, store, Lifecycle(store))
+    record, cookie = _record(), "c" * 43
+    old = (
+        b'{"default":{"at":"access","rt":"refresh","tt":"Bearer","exp":10.0,"iat":1.0,'
+        b'"params":{"voice":"en"}},"premium":{"at":"a2","rt":null,"tt":"Bearer","exp":9.0,'
+        b'"iat":2.0}}'
+    )
+    record.sealed = sessions.sealer.seal_raw(cookie, record.id, old)
+    stored = decode_record(encode_record(record))
+    assert stored is not None
+    ctx = SessionContext(stored, cookie, stored.identity())
+    tokens = sessions.open_tokens(ctx, stored)
+    assert tokens["default"] == TokenEntry(
+        access_token="access",
+        refresh_token="refresh",
+        token_type="Bearer",
+        expires_at=10.0,
+        issued_at=1.0,
+        avatar_params={"voice": "en"},
+    )
+    assert tokens["premium"].refresh_token is None and tokens["premium"].avatar_params == {}
+    # Written back, they keep the short names (what an older instance beside it reads).
+    sessions.seal_tokens(ctx, stored, tokens)
+    assert stored.sealed is not None
+    again = sessions.sealer.open_raw(cookie, stored.id, stored.sealed)
+    assert again is not None and json.loads(again)["default"]["at"] == "access"
+
+
+def test_provider_tokens_sealed_as_a_dict_by_the_previous_version_still_open(
+    settings: Any,
+) -> None:
+    from bridge.lifecycle import Lifecycle
+    from bridge.sessions import ProviderTokens, SessionManager
+    from bridge.store.memory import MemoryStore
+
+    store = MemoryStore()
+    sessions = SessionManager(settings, store, Lifecycle(store))
+    cookie, sid = "c" * 43, "a" * 32
+    # How the previous version sealed them: json.dumps of a dict, nulls included.
+    old = json.dumps({"id_token": "idt", "refresh_token": None}, separators=(",", ":"))
+    sealed = sessions.sealer.seal_bytes(cookie, sid, old.encode())
+    opened = sessions.open_provider_tokens(cookie, sid, sealed)
+    assert opened == ProviderTokens(id_token="idt", refresh_token=None)
+    new = sessions.seal_provider_tokens(cookie, sid, ProviderTokens(refresh_token="rt"))
+    assert sessions.open_provider_tokens(cookie, sid, new).refresh_token == "rt"
+    assert sessions.open_provider_tokens("d" * 43, sid, new) == ProviderTokens()
+    assert sessions.open_provider_tokens(cookie, sid, "") == ProviderTokens()
 
 
 def test_the_oidc_part_is_typed_and_stored_where_it_was() -> None:

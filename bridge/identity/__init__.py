@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from quart import Request
 
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 Claims = dict[str, Any]
 
 
+# The ways in, as an identity (and the session it starts) records them.
+Method = Literal["site_cookie", "jwt", "oidc", "session_check"]
+
 # The claims of an identity that carries none: one shared, read-only mapping.
 NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 
@@ -25,7 +28,7 @@ NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 @dataclass(frozen=True, slots=True)
 class Identity:
     subject: str
-    method: str  # "site_cookie", "jwt", "oidc", "session_check"
+    method: Method
     claims: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -36,7 +39,7 @@ class IdentitySource(Protocol):
     URL): anonymous floods are then held per address before that call, not only after it.
     """
 
-    method: str
+    method: Method
     remote: bool
 
     async def identify(self, request: Request, record: SessionRecord | None) -> Identity | None:
@@ -45,4 +48,4 @@ class IdentitySource(Protocol):
     def login_url(self, next_path: str) -> str: ...
 
 
-__all__ = ["Claims", "Identity", "IdentitySource", "LoginEnded"]
+__all__ = ["Claims", "Identity", "IdentitySource", "LoginEnded", "Method"]

@@ -20,7 +20,7 @@ import httpx
 from quart import Request
 
 from bridge.errors import BridgeError, IdentityProviderUnavailable, TokenRejected
-from bridge.identity import Claims, Identity, jose
+from bridge.identity import Claims, Identity, Method, jose
 from bridge.identity.fields import claims_of, subject_of
 from bridge.identity.peer import PeerSource
 from bridge.identity.refetch import JWKS_MAX_AGE, JWKS_MIN_REFETCH, Refetched
@@ -32,7 +32,7 @@ MAX_JWKS_BYTES = 512 * 1024
 
 
 class JWTSource(PeerSource[JWTLoginSettings]):
-    method = "jwt"
+    method: Method = "jwt"
     remote = False
     max_answer_bytes = MAX_JWKS_BYTES
 

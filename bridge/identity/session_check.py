@@ -21,7 +21,7 @@ import httpx
 from quart import Request
 
 from bridge.errors import IdentityProviderUnavailable
-from bridge.identity import Identity
+from bridge.identity import Identity, Method
 from bridge.identity.peer import PeerSource
 from bridge.settings.schema import SessionCheckSettings
 
@@ -37,7 +37,7 @@ COOKIE_OCTETS = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+")
 
 
 class SessionCheckSource(PeerSource[SessionCheckSettings]):
-    method = "session_check"
+    method: Method = "session_check"
     remote = True  # one call to the site per visitor not yet known
     max_answer_bytes = MAX_ANSWER_BYTES
 

@@ -18,7 +18,7 @@ from quart import Request
 from quart.json.tag import TaggedJSONSerializer
 
 from bridge.errors import BridgeError
-from bridge.identity import NO_CLAIMS, Claims, Identity
+from bridge.identity import NO_CLAIMS, Claims, Identity, Method
 from bridge.identity.cookie_formats import CookieFormat, open_format
 from bridge.identity.fields import claims_of, subject_of
 from bridge.settings.schema import FlaskCookie, SiteCookie
@@ -42,7 +42,7 @@ class _Signer(TimestampSigner):
 
 
 class SiteCookieSource:
-    method = "site_cookie"
+    method: Method = "site_cookie"
     remote = False
 
     def __init__(self, settings: SiteCookie, *, clock: Callable[[], float] = time.time) -> None:

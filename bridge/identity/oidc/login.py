@@ -32,6 +32,7 @@ from bridge.redirects import safe_next
 from bridge.sealing import digest
 from bridge.sessions import (
     ProviderSession,
+    ProviderTokens,
     SessionContext,
     SessionExtra,
     SessionManager,
@@ -201,10 +202,10 @@ class OIDCLogin:
         record = ctx.record
         limits = self._provider_limits(provider, tokens, claims)
         record.expires_at = min([record.expires_at, *limits])
-        link.tokens = self.sessions.sealer.seal(
+        link.tokens = self.sessions.seal_provider_tokens(
             ctx.cookie_token,
             record.id,
-            {"id_token": tokens.id_token, "refresh_token": tokens.refresh_token},
+            ProviderTokens(id_token=tokens.id_token, refresh_token=tokens.refresh_token),
         )
         await self.sessions.save(record)
         if sid:
@@ -244,13 +245,13 @@ class OIDCLogin:
         """End an OIDC session here and return the provider's end-session URL, if any."""
         provider = self.source.provider_of(record)
         sealed = record.extra.oidc.tokens if record.extra.oidc else ""
-        tokens = self.sessions.sealer.open(cookie_token, record.id, sealed) or {}
+        tokens = self.sessions.open_provider_tokens(cookie_token, record.id, sealed)
         await self.sessions.end(record, "logout")
         if provider is None:
             return None
-        if tokens.get("refresh_token"):
-            await provider.revoke(tokens["refresh_token"])
-        return await provider.end_session_url(tokens.get("id_token"))
+        if tokens.refresh_token:
+            await provider.revoke(tokens.refresh_token)
+        return await provider.end_session_url(tokens.id_token)
 
     async def backchannel_logout(self, logout_token: Any) -> int:
         """Validate a logout token and end exactly the sessions it names; return how many."""

@@ -16,15 +16,15 @@ from bridge.errors import (
     RefreshRefused,
     SessionGone,
 )
-from bridge.identity import Identity
+from bridge.identity import Identity, Method
 from bridge.identity.oidc.provider import OIDCProvider
 from bridge.identity.oidc.tokens import session_claims
-from bridge.sessions import SessionManager, SessionRecord
+from bridge.sessions import ProviderTokens, SessionManager, SessionRecord
 from bridge.settings.schema import Settings
 
 log = logging.getLogger("bridge.oidc")
 
-METHOD = "oidc"
+METHOD: Method = "oidc"
 # Renew the provider's tokens this long before they expire.
 REFRESH_MARGIN = 30.0
 
@@ -32,7 +32,7 @@ REFRESH_MARGIN = 30.0
 class OIDCSource:
     """The identity of a session an OIDC login made, while the provider keeps it alive."""
 
-    method = METHOD
+    method: Method = METHOD
     remote = False
 
     def __init__(
@@ -96,8 +96,8 @@ class OIDCSource:
                 # Another request renewed them while this one waited.
                 record.claims = fresh.claims
                 return Identity(subject=fresh.subject, method=METHOD, claims=dict(fresh.claims))
-            sealed = self.sessions.sealer.open(cookie_token, fresh.id, link.tokens)
-            refresh_token = (sealed or {}).get("refresh_token")
+            sealed = self.sessions.open_provider_tokens(cookie_token, fresh.id, link.tokens)
+            refresh_token = sealed.refresh_token
             if not refresh_token:
                 raise LoginEnded("upstream_refused")
             try:
@@ -113,11 +113,10 @@ class OIDCSource:
                 fresh.claims = session_claims(tokens.claims)
             else:
                 fresh.claims = {**fresh.claims, **session_claims(tokens.claims)}
-            store_tokens = {
-                "id_token": tokens.id_token or (sealed or {}).get("id_token"),
-                "refresh_token": tokens.refresh_token,
-            }
-            link.tokens = self.sessions.sealer.seal(cookie_token, fresh.id, store_tokens)
+            kept = ProviderTokens(
+                id_token=tokens.id_token or sealed.id_token, refresh_token=tokens.refresh_token
+            )
+            link.tokens = self.sessions.seal_provider_tokens(cookie_token, fresh.id, kept)
             link.expires_at = tokens.expires_at
             link.refresh_expires_at = tokens.refresh_expires_at
             try:
