@@ -12,6 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, get_args
 
 import msgspec
@@ -169,12 +170,12 @@ def _dotted(error: str, where: Mapping[str, str], data: Table) -> str:
         if rule := re.fullmatch(pattern, message):
             first = rule[1] if rule.groups() else ""
             kinds = (_KINDS.get(kind.strip(), kind.strip()) for kind in first.split("|"))
-            field = f"{path}.{first}" if "required" in pattern else path
-            why = _schema_at(field, data).get("description")
+            at = f"{path}.{first}" if "required" in pattern else path
+            why = _schema_at(at, data).description
             message = text.format(
                 *rule.groups(),
                 kinds=" or ".join(kinds),
-                choices=", ".join(_schema_at(path, data).get("choices", ())),
+                choices=", ".join(_schema_at(path, data).choices),
                 why=f" ({why})" if why else "",
                 bare=why or message,
             )
@@ -184,9 +185,9 @@ def _dotted(error: str, where: Mapping[str, str], data: Table) -> str:
         if path == index_path or path.startswith(index_path + "."):
             path = name + path[len(index_path) :]
     if unknown:
-        tag = _schema_at(raw, data).get("tags", {}).get(unknown[1])
-        if tag is not None:  # a setting of another kind (another cookie format)
-            return f"{path}.{unknown[1]}: not a setting of {tag} {_value_at(data, raw, tag)!r}"
+        kind = _schema_at(raw, data).kinds.get(unknown[1])
+        if kind is not None:  # a setting of another kind (another cookie format)
+            return f"{path}.{unknown[1]}: not a setting of {kind}"
         return f"{path or 'config'}.{unknown[1]}: unknown setting"
     if not path:
         return message  # a rule across sections names its settings itself
@@ -195,12 +196,20 @@ def _dotted(error: str, where: Mapping[str, str], data: Table) -> str:
     return f"{path}: {message}"
 
 
-def _schema_at(path: str, data: Any) -> dict[str, Any]:
-    """What the schema says of the setting at ``path`` (``.a.b[0]``) in ``data``, for its
-    error's words: its ``description``, its ``choices``, a tagged union's ``tags``."""
+@dataclass
+class _Said:
+    """What the schema says of one setting, for its error's words."""
+
+    description: str | None = None
+    choices: tuple[str, ...] = ()
+    kinds: dict[str, str] = field(default_factory=dict)  # a tagged union's settings: their kind
+
+
+def _schema_at(path: str, data: Any) -> _Said:
+    """What the schema says of the setting at ``path`` (``.a.b[0]``) in ``data``."""
     info: Any = msgspec.inspect.type_info(Settings)
     for step, index in _STEP.findall(path):
-        found, info = _unwrap(info, data)
+        said, info = _unwrap(info, data)
         if step:
             fields = getattr(info, "fields", ())
             info = next((f.type for f in fields if f.encode_name == step), None)
@@ -209,37 +218,31 @@ def _schema_at(path: str, data: Any) -> dict[str, Any]:
             info = getattr(info, "item_type", None)
             data = data[int(index)] if isinstance(data, list) and int(index) < len(data) else None
         if info is None:
-            return found
+            return said
     return _unwrap(info, data)[0]
 
 
-def _unwrap(info: Any, data: Any) -> tuple[dict[str, Any], Any]:
-    """Look through ``Annotated`` and unions to the type of ``data``: the ``description`` and
-    ``choices`` on the way and, for a tagged union, the ``tags`` field naming each kind."""
-    found: dict[str, Any] = {}
+def _unwrap(info: Any, data: Any) -> tuple[_Said, Any]:
+    """Look through ``Annotated`` and unions (a tagged one by the tag in ``data``) to the type
+    of ``data``, noting descriptions and choices on the way."""
+    said = _Said()
     while isinstance(info, msgspec.inspect.Metadata | msgspec.inspect.UnionType):
         if isinstance(info, msgspec.inspect.Metadata):
-            found.update(info.extra_json_schema or {})
+            said.description = (info.extra_json_schema or {}).get("description", said.description)
             info = info.type
             continue
         kinds: list[Any] = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
         if not all(isinstance(t, msgspec.inspect.StructType) for t in kinds) or len(kinds) == 1:
             info = kinds[0]
             continue
-        found["choices"] = sorted(str(t.tag) for t in kinds)
-        found["tags"] = {f.encode_name: t.tag_field for t in kinds for f in t.fields}
+        said.choices = tuple(sorted(str(t.tag) for t in kinds))
         tag = data.get(kinds[0].tag_field) if isinstance(data, Mapping) else None
+        kind = f"{kinds[0].tag_field} {tag!r}"
+        said.kinds = {f.encode_name: kind for t in kinds for f in t.fields}
         info = next((t for t in kinds if t.tag == tag), None)
     if isinstance(info, msgspec.inspect.LiteralType):
-        found["choices"] = [str(v) for v in info.values]
-    return found, info
-
-
-def _value_at(data: Any, path: str, key: str) -> Any:
-    """The raw value ``key`` of the table at ``path`` in the data as read."""
-    for name, index in _STEP.findall(path):
-        data = data[name] if name else data[int(index)]
-    return data.get(key, "")
+        said.choices = tuple(str(v) for v in info.values)
+    return said, info
 
 
 def _with_secrets(
