@@ -11,6 +11,7 @@ command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)  # the Senti
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)  # redis-cli --cluster create
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+{ [ -x /usr/sbin/dockerd ] && [ -x /usr/sbin/debootstrap ]; } || need+=(docker.io debootstrap)  # tests/test_image.py
 # ActiveSupport mints the Rails cookies the rails cookie format's tests verify.
 ruby -e 'require "active_support"; require "active_support/message_encryptor"' >/dev/null 2>&1 || need+=(ruby ruby-activesupport)
 if ((${#need[@]})); then
