@@ -34,6 +34,7 @@ from typing import Protocol, TypedDict
 from bridge.errors import (
     InvalidRefreshToken,
     SessionGone,
+    StoreUnavailable,
     UpstreamError,
     UpstreamRejected,
 )
@@ -61,6 +62,10 @@ MAX_RETIRED = 32
 # Evicted chains whose current handle still starts a new chain (8 bytes each in the record).
 MAX_EVICTED = 256
 MAX_REMEMBERED_FAILURES = 10_000
+# Rotations whose write had no known outcome (the store failed twice), remembered in this
+# process so that the handle's retry is not taken for a replay: the newest ones, for a day.
+MAX_UNRESOLVED = 4_096
+UNRESOLVED_FOR = 86_400.0
 # Lock-free writes that each met another of the session's writes first; then its lock.
 LOCK_FREE_ATTEMPTS = 3
 
@@ -139,6 +144,10 @@ class TokenBroker:
         # that requests queued behind a failing call share its failure (in this process) instead
         # of each waiting out a timeout of its own in turn.
         self._failed: dict[str, tuple[float, UpstreamError]] = {}
+        # handle hash -> (the hashes it was rotated to, when), for rotations answered 503 whose
+        # write may still have been applied: its client never saw the new handle and retries
+        # with the old one, which is then a retry, not a theft (in this process only).
+        self._unresolved: dict[str, tuple[tuple[str, ...], float]] = {}
 
     async def issue(self, ctx: SessionContext, avatar: AvatarSettings) -> TokenAnswer:
         """Answer a component's first request: tokens plus the handle of a new chain."""
@@ -173,6 +182,7 @@ class TokenBroker:
         new_handle = secrets.token_urlsafe(32)
         new_hash = digest(new_handle)
         sealed: list[str] = []  # the grace blob, sealed once however often rotate() runs
+        unresolved = self._unresolved.get(handle_hash)
 
         def rotate(record: SessionRecord, entry: TokenEntry) -> str:
             now = self.clock()
@@ -199,6 +209,20 @@ class TokenBroker:
                     if repeated is None or chain.avatar != avatar.name:
                         raise InvalidRefreshToken()
                     return repeated
+            for chain in record.chains:
+                if unresolved is not None and chain.current in unresolved[0]:
+                    # A rotation this process answered 503 was applied after all, and its
+                    # handle was never delivered: rotate once more from it, so that the handle
+                    # nobody holds is spent and the retry gets a new one.
+                    if chain.avatar != avatar.name or not chain.has_spent(handle_hash):
+                        raise InvalidRefreshToken()
+                    if not sealed:
+                        sealed.append(seal_with_handle(handle, new_handle))
+                    chain.spend(chain.current, MAX_RETIRED)
+                    chain.grace = Grace(hash=handle_hash, at=now, sealed=sealed[0])
+                    chain.current = new_hash
+                    chain.used_at = now
+                    return new_handle
             if any(chain.has_spent(handle_hash) for chain in record.chains):
                 raise _HandleReused()
             if not record.take_evicted(avatar.name, handle_hash):
@@ -218,7 +242,12 @@ class TokenBroker:
             return new_handle
 
         try:
-            return await self._serve(ctx, avatar, rotate, refreshing=True)
+            answer = await self._serve(ctx, avatar, rotate, refreshing=True)
+            self._unresolved.pop(handle_hash, None)
+            return answer
+        except StoreUnavailable:
+            self._remember_unresolved(handle_hash, new_hash)
+            raise
         except _HandleReused:
             record = ctx.record
             await self.lifecycle.emit(
@@ -229,6 +258,15 @@ class TokenBroker:
             )
             await self.sessions.end(record, "handle_reuse", avatar=avatar.name)
             raise InvalidRefreshToken() from None
+
+    def _remember_unresolved(self, handle_hash: str, new_hash: str) -> None:
+        now = self.clock()
+        earlier = self._unresolved.pop(handle_hash, None)
+        for old, (_, at) in list(self._unresolved.items()):
+            if now - at > UNRESOLVED_FOR or len(self._unresolved) >= MAX_UNRESOLVED:
+                del self._unresolved[old]  # oldest first: dicts keep insertion order
+        # Each unresolved retry may have been applied too: any of them may be the chain's now.
+        self._unresolved[handle_hash] = ((earlier[0] if earlier else ()) + (new_hash,), now)
 
     async def _serve(
         self,

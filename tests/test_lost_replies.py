@@ -24,12 +24,12 @@ STORE_TIMEOUT = 0.3
 
 
 class HoldingProxy:
-    """Forwards 127.0.0.1:<port> to Redis; ``arm()`` holds the reply to the next script call
-    that names a session record (the record's conditional write) until ``release()``."""
+    """Forwards 127.0.0.1:<port> to Redis; ``arm(n)`` holds the replies to the next ``n`` script
+    calls that name a session record (the record's conditional writes) until ``release()``."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.armed = False
+        self.armed = 0
         self.held = 0
         self.released = asyncio.Event()
         self.server: asyncio.Server | None = None
@@ -39,8 +39,8 @@ class HoldingProxy:
         self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
         return int(self.server.sockets[0].getsockname()[1])
 
-    def arm(self) -> None:
-        self.armed = True
+    def arm(self, writes: int = 1) -> None:
+        self.armed = writes
 
     def release(self) -> None:
         self.released.set()
@@ -60,7 +60,7 @@ class HoldingProxy:
         async def upstream() -> None:
             while data := await client_r.read(65536):
                 if self.armed and b"EVALSHA" in data and b":session:{" in data:
-                    self.armed = False
+                    self.armed -= 1
                     hold.set()
                 redis_w.write(data)
                 await redis_w.drain()
@@ -131,3 +131,39 @@ async def test_a_rotation_whose_reply_was_lost_is_read_back_not_taken_for_theft(
     assert "refresh_handle_reused" not in await events(app)
     assert "session_ended" not in await events(app)
     assert fake_state.login_calls == 1
+
+
+async def test_a_rotation_answered_503_and_applied_later_is_retried_not_taken_for_theft(
+    app: Quart, proxy: HoldingProxy, clock: Clock, fake_state: Any
+) -> None:
+    """Both the write and its retry lose their replies: the client gets 503 and keeps the old
+    handle, which Redis has rotated. Its retry, past the grace window, is served."""
+    client = app.test_client()
+    login(client, app)
+    issued = await client.get("/request_tokens")
+    handle = (await issued.get_json())["tokens"]["refreshToken"]
+    proxy.arm(2)
+    failed = await client.get("/request_tokens", query_string={"refreshToken": handle})
+    assert failed.status_code == 503
+    assert (await failed.get_json())["error"] == "store_unavailable"
+    proxy.release()
+    assert proxy.held == 2
+    clock.advance(11)  # past the grace window, as a component retrying later would be
+    retried = await client.get("/request_tokens", query_string={"refreshToken": handle})
+    assert retried.status_code == 200, await retried.get_data()
+    new = (await retried.get_json())["tokens"]["refreshToken"]
+    assert new != handle
+    duplicate = await client.get("/request_tokens", query_string={"refreshToken": handle})
+    assert (await duplicate.get_json())["tokens"]["refreshToken"] == new  # within its grace
+    clock.advance(11)
+    assert (
+        await client.get("/request_tokens", query_string={"refreshToken": new})
+    ).status_code == 200
+    assert "refresh_handle_reused" not in await events(app)
+    assert "session_ended" not in await events(app)
+    assert fake_state.login_calls == 1
+    # Resolved once: the old handle replayed again, past its grace, is a replay.
+    clock.advance(11)
+    replay = await client.get("/request_tokens", query_string={"refreshToken": handle})
+    assert replay.status_code == 401
+    assert "refresh_handle_reused" in await events(app)
