@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.redirects import is_local_path, safe_next
+from bridge.settings.values import MAX_TARGET_LENGTH
 
 OPEN_REDIRECTS = [
     "//evil.com",
@@ -72,3 +73,19 @@ def test_a_scheme_relative_or_absolute_url_is_not_a_local_path(target: str) -> N
 @pytest.mark.parametrize("target", ["/", "/logout", "/account/sign-out?next=/"])
 def test_a_path_on_this_site_is_local(target: str) -> None:
     assert is_local_path(target)
+
+
+def test_a_target_of_the_longest_allowed_length_is_kept_and_one_more_is_not() -> None:
+    longest = "/" + "a" * (MAX_TARGET_LENGTH - 1)
+    assert safe_next(longest) == longest
+    assert safe_next(longest + "a") == "/"
+
+
+@pytest.mark.parametrize("target", ["/sale!", "/a\"b", "/~me/?q=a+b#top"])
+def test_printable_characters_are_kept(target: str) -> None:
+    assert safe_next(target, "/home") == target
+
+
+@pytest.mark.parametrize("target", ["/a\x7fb", "/a%7Fb", "/a%257Fb", "/a\x00b", "/a b"])
+def test_delete_and_control_characters_are_refused_raw_and_encoded(target: str) -> None:
+    assert safe_next(target, "/home") == "/home"

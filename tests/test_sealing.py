@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from bridge.sealing import SessionSealer, open_with_handle, seal_with_handle
 from bridge.secret import Secret
 
@@ -68,3 +70,34 @@ def test_raw_sealing_is_bound_to_cookie_session_and_key() -> None:
     assert SessionSealer([Secret("n" * 40), KEY]).open_raw(COOKIE, "sid", sealed) == (
         b"upstream-refresh"
     )
+
+
+def test_an_empty_value_seals_and_opens() -> None:
+    handle = "h" * 43
+    sealed = seal_with_handle(handle, "")  # a nonce and a tag, nothing else: 28 bytes
+    assert open_with_handle(handle, sealed) == ""
+
+
+def test_blobs_too_short_to_hold_a_nonce_and_tag_open_to_nothing() -> None:
+    sealer = SessionSealer([KEY])
+    for length in range(0, 28):
+        blob = base64.urlsafe_b64encode(b"x" * length).decode().rstrip("=")
+        assert open_with_handle("h" * 43, blob) is None
+        assert sealer.open_bytes(COOKIE, "sid", blob) is None
+
+
+def test_a_sealed_value_that_is_not_an_object_opens_to_nothing() -> None:
+    sealer = SessionSealer([KEY])
+    sealed = sealer.seal_bytes(COOKIE, "sid", b"[1, 2]")
+    assert sealer.open(COOKIE, "sid", sealed) is None
+
+
+def test_the_key_cache_stays_within_its_size_and_forgets_ended_sessions() -> None:
+    sealer = SessionSealer([KEY], cache_size=2)
+    for n in range(5):
+        sid = f"sid{n}"
+        assert sealer.open(COOKIE, sid, sealer.seal(COOKIE, sid, {"n": n})) == {"n": n}
+        assert len(sealer._keys) <= 2  # our own cache: a bound, not an implementation detail
+    assert "sid4" in sealer._keys
+    sealer.forget("sid4")
+    assert "sid4" not in sealer._keys
