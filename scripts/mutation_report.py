@@ -4,6 +4,7 @@ keep the mutants matching the globs given as arguments, list the survivors."""
 from __future__ import annotations
 
 import fnmatch
+import re
 import sys
 from collections import Counter, defaultdict
 
@@ -17,7 +18,8 @@ def main() -> None:
             status[name] = outcome
     per_module: dict[str, Counter[str]] = defaultdict(Counter)
     for name, outcome in status.items():
-        module = name.split(".x_", 1)[0]
+        # bridge.origin.x_check__mutmut_4, bridge.sealing.xǁSessionSealerǁopen__mutmut_1
+        module = re.split(r"\.x[_ǁ]", name, maxsplit=1)[0]
         per_module[module][outcome] += 1
     print(f"{'module':34} {'mutants':>7} {'killed':>7} {'survived':>8} {'other':>6} {'score':>6}")
     for module, counts in sorted(per_module.items()):
