@@ -14,7 +14,18 @@ if ((${#targets[@]} == 0)); then
   targets=(
     'bridge.origin.*' 'bridge.csrf.*' 'bridge.bearer.*' 'bridge.sealing.*'
     'bridge.settings.values.x_local_path_or__*'  # the redirect check; the rest is settings
-    'bridge.broker.*' 'bridge.store.memory.*' 'bridge.store.redis.*' 'bridge.limits.*'
+    'bridge.broker.*' 'bridge.limits.*'
+    # the handle chains' marks
+    'bridge.sessions.xǁChainǁ*' 'bridge.sessions.x_spent_mark__*' 'bridge.sessions.x_evicted_mark__*'
+    'bridge.sessions.x__has_mark__*' 'bridge.sessions.x__find_mark__*'
+    'bridge.sessions.xǁSessionRecordǁevict__*' 'bridge.sessions.xǁSessionRecordǁtake_evicted__*'
+    # the fenced writes and the lock of both stores
+    'bridge.store.memory.xǁMemoryStoreǁ_check_fence__*' 'bridge.store.memory.xǁMemoryStoreǁput_record__*'
+    'bridge.store.memory.xǁMemoryStoreǁswap_record__*' 'bridge.store.memory.xǁMemoryStoreǁend_record__*'
+    'bridge.store.memory.xǁMemoryStoreǁlock__*'
+    'bridge.store.redis.xǁRedisStoreǁput_record__*' 'bridge.store.redis.xǁRedisStoreǁswap_record__*'
+    'bridge.store.redis.xǁRedisStoreǁend_record__*' 'bridge.store.redis.xǁRedisStoreǁlock__*'
+    'bridge.store.redis.xǁRedisStoreǁ_acquire__*' 'bridge.store.redis.xǁRedisStoreǁ_keep__*'
   )
 fi
 .venv/bin/mutmut run --max-children "$(nproc)" "${targets[@]}" | tr '\r' '\n' | tail -n 3
