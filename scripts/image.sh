@@ -111,8 +111,10 @@ fi
 project="$cache/wheels/project"
 rm -rf "$project" && mkdir -p "$project"
 step "building this checkout's wheel"
-.uv/bin/uv build --wheel --quiet --out-dir "$project" .
-rm -f "$project/.gitignore"  # uv build drops one there
+# Through an sdist, so the wheel is built in a fresh directory: setuptools' build/lib would carry
+# a module deleted since the last build into it.
+.uv/bin/uv build --quiet --out-dir "$project" .
+rm -f "$project/.gitignore" "$project"/*.tar.gz  # uv build drops a .gitignore there
 
 # --- 3. the image --------------------------------------------------------------------------------
 step "docker build -t $tag --build-arg BASE=$base --build-arg BUILD_BASE=$build_base"
