@@ -525,8 +525,6 @@ public_url = "http://127.0.0.1:8000"
 [session]
 cookie_secure = false
 refresh_grace = {refresh_grace}
-# The load tests open a new tab with every request; live tabs are never evicted.
-max_chains = 1000
 
 [store]
 url = "{store_url}"
