@@ -1,9 +1,12 @@
 """What an operator may see and do: list sessions, read a user's events, revoke sessions.
 
-Shared by the admin API (:mod:`bridge.routes.admin`) and the CLI. A session is shown by its
-id (a hash of the cookie, useless to a thief), its user, timestamps, the avatars its tabs use
-and whether it holds Sentifyd tokens: never a token, a handle or its hash, nor the record's
-``extra`` (a way in may keep provider data there).
+Shared by the admin API (:mod:`bridge.routes.admin`), the operator console
+(:mod:`bridge.routes.console`) and the CLI. Every action is recorded in the audit trail with
+the operator's name (:mod:`bridge.audit`), and the sessions it ends name them too.
+
+A session is shown by its id (a hash of the cookie, useless to a thief), its user, timestamps,
+the avatars its tabs use and whether it holds Sentifyd tokens: never a token, a handle or its
+hash, nor the record's ``extra`` (a way in may keep provider data there).
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import re
 from typing import TypedDict
 
+from bridge.audit import AuditEntry, Operator
 from bridge.identity import Claims
-from bridge.lifecycle import Event, Lifecycle
-from bridge.sessions import SessionManager, SessionRecord
-from bridge.settings.schema import Settings
-from bridge.store.base import Store
+from bridge.lifecycle import Event
+from bridge.runtime import Bridge
+from bridge.sessions import SessionRecord
 
 SESSION_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_PAGE = 500
@@ -56,22 +59,21 @@ class UserRevoked(TypedDict):
     blocked_until: float | None
 
 
+class UserUnblocked(TypedDict):
+    user: str
+    blocked_until: None
+
+
 class Admin:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        sessions: SessionManager,
-        lifecycle: Lifecycle,
-        *,
-        actor: str,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.sessions = sessions
-        self.lifecycle = lifecycle
-        # Recorded on the session_ended events this admin causes ("admin_api", "cli").
-        self.actor = actor
+    """The operations of one operator, each recorded in the audit trail as theirs."""
+
+    def __init__(self, bridge: Bridge, operator: Operator) -> None:
+        self.settings = bridge.settings
+        self.store = bridge.store
+        self.sessions = bridge.sessions
+        self.lifecycle = bridge.lifecycle
+        self.audit = bridge.audit
+        self.operator = operator
 
     def view(self, record: SessionRecord) -> SessionView:
         """Return what an operator may see of a session."""
@@ -94,12 +96,28 @@ class Admin:
     async def user(self, user: str, *, events: int = 50) -> UserView:
         """Return a user's live sessions, recent events (newest first) and any block."""
         records = await self.sessions.sessions_of(user)
-        return {
+        view: UserView = {
             "user": user,
             "sessions": [self.view(r) for r in records],
             "events": await self.lifecycle.recent(user, events),
             "blocked_until": await self.sessions.blocked_until(user),
         }
+        await self.audit.record(self.operator, "show_user", user=user)
+        return view
+
+    async def events(self, user: str, limit: int) -> list[Event]:
+        """Return a user's recent lifecycle events, newest first."""
+        events = await self.lifecycle.recent(user, limit)
+        await self.audit.record(self.operator, "read_events", user=user)
+        return events
+
+    async def audit_trail(
+        self, limit: int, *, user: str | None = None, actor: str | None = None
+    ) -> list[AuditEntry]:
+        """Return the newest audit entries (of ``user``, by ``actor``); reading is recorded."""
+        entries = await self.audit.recent(limit, user=user, actor=actor)
+        await self.audit.record(self.operator, "read_audit", user=user)
+        return entries
 
     async def list_sessions(
         self,
@@ -128,6 +146,7 @@ class Admin:
                 next_cursor = page[-1]["id"]
                 break
             page.append(self.view(record))
+        await self.audit.record(self.operator, "list_sessions", user=user)
         return {"sessions": page, "next_cursor": next_cursor}
 
     async def revoke_user(self, user: str, *, block: int) -> UserRevoked:
@@ -136,20 +155,48 @@ class Admin:
         blocked_until = await self.sessions.block(user, block) if block > 0 else None
         ended = 0
         for record in await self.sessions.sessions_of(user):
-            if await self.revoke_session(record.id):
+            if await self._end(record):
                 ended += 1
+        await self.audit.record(
+            self.operator,
+            "revoke_user",
+            user=user,
+            ended=ended,
+            block=block,
+            blocked_until=blocked_until,
+        )
         return {"user": user, "ended": ended, "blocked_until": blocked_until}
 
-    async def revoke_session(self, session_id: str) -> bool:
-        """End one session; tell whether it existed.
+    async def unblock(self, user: str) -> UserUnblocked:
+        """Lift a block that :meth:`revoke_user` set (done, whether or not there was one)."""
+        await self.sessions.unblock(user)
+        await self.audit.record(self.operator, "unblock_user", user=user)
+        return {"user": user, "blocked_until": None}
+
+    async def revoke_session(self, session_id: str, *, user: str | None = None) -> bool:
+        """End one session (only if it is ``user``'s, when given); tell whether it existed.
 
         Without waiting for the session's lock: a token request in flight cannot save the
         session back once it has ended (see :mod:`bridge.sessions`).
         """
         record = await self.sessions.load_by_id(session_id)
-        if record is None:
-            return False
-        return await self.sessions.end(record, "admin_revoked", by=self.actor)
+        if record is not None and user is not None and record.subject != user:
+            record = None  # a form for one user's page never ends another's session
+        ended = record is not None and await self._end(record)
+        await self.audit.record(
+            self.operator,
+            "revoke_session",
+            outcome="ok" if ended else "not_found",
+            user=record.subject if record is not None else user,
+            session=session_id,
+        )
+        return ended
+
+    async def _end(self, record: SessionRecord) -> bool:
+        # by: how (admin_api, console, cli), as before; actor: who.
+        return await self.sessions.end(
+            record, "admin_revoked", by=self.operator.via, actor=self.operator.name
+        )
 
     async def _all_session_ids(self) -> list[str]:
         ids = []

@@ -139,7 +139,7 @@ def create_app(
     from bridge.routes import admin
     from bridge.routes import metrics as metrics_routes
 
-    if settings.admin_token is not None:
+    if settings.admin_tokens:
         app.register_blueprint(admin.blueprint)
     if metrics_routes.should_serve(bridge):
         app.register_blueprint(metrics_routes.blueprint)

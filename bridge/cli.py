@@ -1,9 +1,10 @@
-"""Command line: serve | demo | fake-sentifyd | check-config | sessions | events."""
+"""Command line: serve | demo | fake-sentifyd | check-config | sessions | events | audit."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -97,6 +98,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _operate(args: argparse.Namespace, action: Callable[[Admin], Awaitable[Any]]) -> int:
     """Run ``action`` against the store the config names (or the one a test injects)."""
     from bridge.admin import Admin
+    from bridge.audit import Operator
     from bridge.errors import StoreUnavailable
     from bridge.runtime import assemble
     from bridge.settings.loader import load_settings
@@ -118,9 +120,8 @@ def _operate(args: argparse.Namespace, action: Callable[[Admin], Awaitable[Any]]
     async def run() -> Any:
         bridge = assemble(settings, store=store)
         try:
-            return await action(
-                Admin(settings, bridge.store, bridge.sessions, bridge.lifecycle, actor="cli")
-            )
+            name = args.actor or os.environ.get("BRIDGE_OPERATOR") or _os_user()
+            return await action(Admin(bridge, Operator(name, "cli")))
         finally:
             await bridge.aclose()
             if getattr(args, "store", None) is None:
@@ -161,7 +162,35 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    return _operate(args, lambda admin: admin.lifecycle.recent(args.user, args.limit))
+    return _operate(args, lambda admin: admin.events(args.user, args.limit))
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import msgspec
+
+    if not 1 <= args.limit <= 100_000:
+        print("sentifyd-bridge: --limit must be from 1 to 100000", file=sys.stderr)
+        return 2
+
+    async def read(admin: Admin) -> Any:
+        entries = await admin.audit_trail(args.limit, user=args.user, actor=args.by)
+        return msgspec.to_builtins(entries)
+
+    return _operate(args, read)
+
+
+def _os_user() -> str:
+    """Whom the CLI's audit entries name when --actor is not given: the account running it."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no name for this uid (a bare container)
+        return f"uid-{os.getuid()}"
+
+
+def _add_actor(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--actor", help="the name the audit trail records (default: $BRIDGE_OPERATOR, your login)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,13 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor", help="list: the next_cursor of the previous page")
     p.add_argument("--limit", type=int, default=50, help="list: sessions per page")
     p.add_argument("--block", type=int, help="revoke: refuse new sessions for this many seconds")
+    _add_actor(p)
     p.set_defaults(func=cmd_sessions)
 
     p = sub.add_parser("events", help="a user's recent lifecycle events, newest first")
     p.add_argument("user")
     p.add_argument("--config", help="TOML config file (default: $BRIDGE_CONFIG)")
     p.add_argument("--limit", type=int, default=50)
+    _add_actor(p)
     p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("audit", help="the admin audit trail, newest first")
+    p.add_argument("--config", help="TOML config file (default: $BRIDGE_CONFIG)")
+    p.add_argument("--user", help="only actions on this user")
+    p.add_argument("--by", help="only actions of this operator")
+    p.add_argument("--limit", type=int, default=100)
+    _add_actor(p)
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

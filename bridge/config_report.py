@@ -23,7 +23,8 @@ def masked(settings: Settings) -> dict[str, Any]:
         "demo": settings.demo,
         "source": settings.source,
         **{name: _plain(getattr(settings, name)) for name in _MASKED_OPERATIONS},
-        "admin_token": _plain(settings.admin_token),
+        # The operators' names only: the tokens are not held, and their hashes are not shown.
+        "admin_tokens": [token.name for token in settings.admin_tokens],
         "metrics_token": _plain(settings.metrics_token),
         "oidc": _plain(settings.oidc),
         "session_check": _plain(settings.session_check),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 from quart import Quart
 
+from bridge.audit import Audit
 from bridge.broker import TokenBroker
 from bridge.gate import Gate
 from bridge.identity import IdentitySource
@@ -42,6 +43,7 @@ class Bridge:
     clock: Callable[[], float]
     metrics: Metrics
     limiter: RateLimiter
+    audit: Audit
     oidc_login: OIDCLogin | None = None  # when [login.oidc] names a provider
     # What the parts opened (sources, providers, the Sentifyd client), closed by aclose().
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -158,6 +160,7 @@ def assemble(
         clock=clock,
         metrics=metrics,
         limiter=limiter,
+        audit=Audit(store, settings.admin, clock=clock),
         oidc_login=oidc_login,
         closers=closers,
     )

@@ -13,6 +13,7 @@ from support_ops import ADMIN_TOKEN, admin_headers
 
 from bridge import config_report
 from bridge.admin import Admin
+from bridge.audit import Operator
 from bridge.errors import ConfigError
 from bridge.store.memory import MemoryStore
 from conftest import API_KEY, Clock, bridge_of, login, make_settings
@@ -104,7 +105,7 @@ def test_short_admin_token_is_refused() -> None:
 
 def test_admin_token_is_masked_in_the_effective_config() -> None:
     settings = make_settings(env={"BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN})
-    assert config_report.masked(settings)["admin_token"] == "********"
+    assert config_report.masked(settings)["admin_tokens"] == ["admin"]
     assert ADMIN_TOKEN not in repr(settings)
 
 
@@ -312,7 +313,7 @@ async def test_a_revoke_landing_while_a_session_starts_ends_it_too(make_app: Any
     application = make_app(make_settings(env={"BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN}), store=store)
     async with application.test_app():
         bridge = bridge_of(application)
-        admin = Admin(bridge.settings, store, bridge.sessions, bridge.lifecycle, actor="test")
+        admin = Admin(bridge, Operator("test", "cli"))
 
         async def revoke() -> None:  # the session is stored, not yet in the user's index
             assert (await admin.revoke_user("alice", block=3600))["ended"] == 0

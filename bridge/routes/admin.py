@@ -1,7 +1,9 @@
-"""The admin API: a user's sessions and events, paged session lists, and revocation.
+"""The admin API: a user's sessions and events, paged session lists, revocation, the audit.
 
-Registered only when ``BRIDGE_ADMIN_TOKEN`` is set; every call needs it as a bearer token.
-Answers are JSON and never carry a token, a handle or a cookie (see :mod:`bridge.admin`).
+Registered only when an admin token is configured (``BRIDGE_ADMIN_TOKEN``, ``_TOKENS`` or
+``_TOKENS_FILE``); every call needs one as a bearer token, and is recorded in the audit trail
+under that token's name. Answers are JSON and never carry a token, a handle or a cookie (see
+:mod:`bridge.admin`).
 
 Not callable cross-site: authentication is the ``Authorization`` header alone, never a cookie
 (see :mod:`bridge.bearer`), and requests a browser marks as from another origin, same-site
@@ -10,11 +12,13 @@ included, are refused outright (:mod:`bridge.origin`).
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app, jsonify, request
+import msgspec
+from quart import Blueprint, Response, current_app, g, jsonify, request
 
 from bridge.admin import MAX_PAGE, MAX_USER_LENGTH, SESSION_ID_RE, Admin
-from bridge.bearer import require_bearer
-from bridge.errors import BadRequest, NotFound
+from bridge.audit import Operator, refused
+from bridge.bearer import require_operator
+from bridge.errors import BadRequest, NotFound, Unauthorized
 from bridge.exchange import note
 from bridge.origin import check_same_origin
 from bridge.runtime import Bridge
@@ -25,19 +29,20 @@ MAX_BLOCK = 30 * 86400
 
 
 def _admin() -> Admin:
-    bridge = Bridge.of(current_app)
-    return Admin(
-        bridge.settings, bridge.store, bridge.sessions, bridge.lifecycle, actor="admin_api"
-    )
+    operator: Operator = g.operator
+    return Admin(Bridge.of(current_app), operator)
 
 
 @blueprint.before_request
 async def authenticate() -> None:
     bridge = Bridge.of(current_app)
     check_same_origin(request, bridge.settings.server)
-    token = bridge.settings.admin_token
-    assert token is not None  # the blueprint is registered only with a token
-    require_bearer(request, token)
+    try:
+        name = require_operator(request, bridge.settings.admin_tokens)
+    except Unauthorized:
+        refused(request.endpoint or "admin", "admin_api", "bad_bearer_token")
+        raise
+    g.operator = Operator(name, "admin_api")
     note(operator=True)  # lifecycle events caused here do not record this client as the user's
 
 
@@ -54,7 +59,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise BadRequest(f"{name} must be a whole number from {low} to {high}.")
     return int(raw)
 
@@ -104,8 +109,7 @@ async def revoke_user(user: str) -> Response:
 
 @blueprint.delete("/users/<user>/block")
 async def unblock_user(user: str) -> Response:
-    await Bridge.of(current_app).sessions.unblock(_user(user))
-    return jsonify({"user": user, "blocked_until": None})
+    return jsonify(await _admin().unblock(_user(user)))
 
 
 @blueprint.delete("/sessions/<session_id>")
@@ -113,3 +117,17 @@ async def revoke_session(session_id: str) -> Response:
     if not await _admin().revoke_session(_session_id(session_id)):
         raise NotFound("No live session has that id.")
     return jsonify({"id": session_id, "ended": True})
+
+
+@blueprint.get("/audit")
+async def audit_trail() -> Response:
+    bridge = Bridge.of(current_app)
+    limit = _int_arg("limit", 100, 1, bridge.settings.admin.audit_max_entries)
+    user = request.args.get("user") or None
+    actor = request.args.get("actor") or None
+    if actor is not None and len(actor) > MAX_USER_LENGTH:
+        raise BadRequest(f"actor must be 1 to {MAX_USER_LENGTH} characters.")
+    entries = await _admin().audit_trail(
+        limit, user=_user(user) if user is not None else None, actor=actor
+    )
+    return jsonify({"entries": [msgspec.to_builtins(entry) for entry in entries]})

@@ -21,7 +21,7 @@ from msgspec.structs import replace
 
 from bridge.errors import ConfigError
 from bridge.secret import Secret
-from bridge.settings.schema import AuthJSCookie, Settings, SiteCookie
+from bridge.settings.schema import AuthJSCookie, OperatorToken, Settings, SiteCookie
 from bridge.settings.values import require
 
 MIN_SECRET_KEY_LENGTH = 32
@@ -280,7 +280,7 @@ def _with_secrets(
         avatars=avatars,
         login=replace(login, oidc=providers),
         secret_keys=secret_keys,
-        admin_token=_operator_token(env, "BRIDGE_ADMIN_TOKEN"),
+        admin_tokens=_admin_tokens(env),
         metrics_token=_operator_token(env, "BRIDGE_METRICS_TOKEN"),
         source=source,
     )
@@ -300,11 +300,74 @@ def _secrets(env: Mapping[str, str], variable: str, what: str) -> tuple[Secret, 
 
 def _operator_token(env: Mapping[str, str], name: str) -> Secret | None:
     raw = env.get(name, "")
-    if not raw:
-        return None
+    return _checked_token(raw, name) if raw else None
+
+
+def _checked_token(raw: str, name: str) -> Secret:
     if len(raw) < MIN_SECRET_KEY_LENGTH or raw != raw.strip():
         raise ConfigError(
             f"{name}: must be at least {MIN_SECRET_KEY_LENGTH} characters, without spaces"
             " around it (e.g. `openssl rand -base64 32`)"
         )
     return Secret(raw)
+
+
+_OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+TOKENS_FORMAT = "name:token pairs, comma-separated (e.g. alice:<token>,bob:<token>)"
+
+
+def _admin_tokens(env: Mapping[str, str]) -> tuple[OperatorToken, ...]:
+    """The named admin tokens, as digests: ``BRIDGE_ADMIN_TOKEN`` (named "admin"), the
+    ``BRIDGE_ADMIN_TOKENS`` pairs and the ``BRIDGE_ADMIN_TOKENS_FILE`` lines, together.
+
+    No message here quotes a token: an error names the variable, the operator or the line.
+    """
+    tokens: list[tuple[str, OperatorToken]] = []
+    single = _operator_token(env, "BRIDGE_ADMIN_TOKEN")
+    if single is not None:
+        tokens.append(("BRIDGE_ADMIN_TOKEN", OperatorToken.of("admin", single)))
+    for index, entry in enumerate(env.get("BRIDGE_ADMIN_TOKENS", "").split(",")):
+        if not entry.strip():
+            continue
+        name, colon, raw = entry.strip().partition(":")
+        where = f"BRIDGE_ADMIN_TOKENS (entry {index + 1})"
+        ok = colon and raw and _OPERATOR_NAME.fullmatch(name)
+        require(ok, f"{where}: must be {TOKENS_FORMAT}")
+        tokens.append((where, OperatorToken.of(name, _checked_token(raw, where))))
+    path = env.get("BRIDGE_ADMIN_TOKENS_FILE", "")
+    if path:
+        tokens.extend(_token_file(path))
+    names: set[str] = set()
+    digests: set[str] = set()
+    for where, token in tokens:
+        require(token.name not in names, f"{where}: the operator {token.name!r} is named twice")
+        require(token.digest not in digests, f"{where}: the same token is given twice")
+        names.add(token.name)
+        digests.add(token.digest)
+    return tuple(token for _, token in tokens)
+
+
+def _token_file(path: str) -> list[tuple[str, OperatorToken]]:
+    """``name sha256-hex`` per line; ``#`` comments and blank lines are skipped."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"BRIDGE_ADMIN_TOKENS_FILE: cannot read {path}") from exc
+    tokens = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        where = f"BRIDGE_ADMIN_TOKENS_FILE ({path}, line {number})"
+        name, digest = (*text.split(None, 1), "")[:2]
+        digest = digest.strip().lower()
+        ok = _OPERATOR_NAME.fullmatch(name) and _DIGEST.fullmatch(digest)
+        require(
+            ok,
+            f"{where}: must be `name sha256-hex-of-token`"
+            ' (e.g. from `printf %s "$TOKEN" | sha256sum`)',
+        )
+        tokens.append((where, OperatorToken(name, digest)))
+    return tokens

@@ -9,6 +9,7 @@ the environment (secrets) or from another section.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -392,6 +393,34 @@ class MetricsSettings(Section, frozen=True):
 
 class AdminSettings(Section, frozen=True):
     revoke_block: Count = 3600
+    # The audit trail: one capped list in the store, like a user's lifecycle events.
+    audit_retention: Annotated[int, Meta(ge=60)] = 90 * 86400
+    audit_max_entries: Annotated[int, Meta(ge=1)] = 10_000
+    # The operator console at {base}/admin/ (only where the admin API is on).
+    console: bool = True
+    console_session_ttl: Annotated[int, Meta(ge=60, le=7 * 86400)] = 8 * 3600
+
+
+class OperatorToken(msgspec.Struct, frozen=True):
+    """One named admin token, held as the SHA-256 of the token (hex), never as the token.
+
+    Admin tokens are random strings of 32+ characters, so a fast hash is as good as a slow
+    one: nobody guesses their way to a preimage.
+    """
+
+    name: str
+    digest: str
+
+    @staticmethod
+    def digest_of(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+    @classmethod
+    def of(cls, name: str, token: Secret) -> OperatorToken:
+        return cls(name, cls.digest_of(token.reveal()))
+
+    def __repr__(self) -> str:
+        return f"OperatorToken({self.name!r})"
 
 
 class Settings(Section, frozen=True):
@@ -411,7 +440,8 @@ class Settings(Section, frozen=True):
     metrics: MetricsSettings = MetricsSettings()
     admin: AdminSettings = AdminSettings()
     secret_keys: tuple[Secret, ...] = _env("secret_keys", ())
-    admin_token: Secret | None = _env("admin_token")
+    # BRIDGE_ADMIN_TOKEN ("admin"), BRIDGE_ADMIN_TOKENS, BRIDGE_ADMIN_TOKENS_FILE: hashes only.
+    admin_tokens: tuple[OperatorToken, ...] = _env("admin_tokens", ())
     metrics_token: Secret | None = _env("metrics_token")
     source: str = _env("source", "")
 
