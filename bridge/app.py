@@ -136,11 +136,13 @@ def create_app(
     app.register_blueprint(tokens.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(health.blueprint)
-    from bridge.routes import admin
+    from bridge.routes import admin, console
     from bridge.routes import metrics as metrics_routes
 
     if settings.admin_tokens:
         app.register_blueprint(admin.blueprint)
+        if settings.admin.console:
+            app.register_blueprint(console.blueprint)
     if metrics_routes.should_serve(bridge):
         app.register_blueprint(metrics_routes.blueprint)
     elif settings.metrics.enabled:

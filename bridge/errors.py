@@ -20,6 +20,7 @@ is raised and caught inside the bridge and is never an answer by itself.
         ├── InvalidRefreshToken         401 invalid_refresh_token
         ├── SessionRevoked              401 session_revoked
         ├── Unauthorized                401 unauthorized (admin API, metrics; + WWW-Authenticate)
+        ├── ConsoleSignInRequired       401 console_sign_in_required (the operator console)
         ├── Forbidden                   403 forbidden
         ├── CrossSiteRequest            403 cross_site_request
         ├── InvalidCSRFToken            403 invalid_csrf_token
@@ -157,6 +158,12 @@ class Unauthorized(HTTPError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="sentifyd-bridge"'}
+
+
+class ConsoleSignInRequired(HTTPError):
+    status = 401
+    code = "console_sign_in_required"
+    message = "Sign in to the operator console again; the console session has ended."
 
 
 class Forbidden(HTTPError):
