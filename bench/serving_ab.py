@@ -4,7 +4,8 @@
 
 Each round runs every variant once, in a fresh process, in the same order (so the machine's
 drift and the other users of its CPU fall on every variant alike); prints each run's req/s and
-each variant's mean, and the ratio of the fast path on to off under the default server.
+the bridge's CPU per request (user + system, the steadier figure when others share the machine),
+each variant's means, and the ratios of the fast path on to off under the default server.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from common import (
     PYTHON,
     Proc,
     Secrets,
+    cpu_seconds,
     fake_sentifyd,
     free_port,
     load,
@@ -31,7 +33,7 @@ from common import (
 
 
 def run_variant(workdir: Path, fake_port: int, keys: Secrets, server: str, fast: bool,
-                args: argparse.Namespace) -> float:
+                args: argparse.Namespace) -> tuple[float, float]:
     port = free_port()
     config = write_bridge_config(workdir, port, fake_port, server)
     text = config.read_text().replace("[session]", f"token_fast_path = {str(fast).lower()}\n\n"
@@ -40,12 +42,14 @@ def run_variant(workdir: Path, fake_port: int, keys: Secrets, server: str, fast:
     cookies = site_cookies(config, keys, args.concurrency)
     with Proc(f"bridge-{server}", [PYTHON, str(BENCH / "apps.py"), "bridge", "--server", server,
                                    "--port", str(port), "--config", str(config)], port,
-              env=keys.env()):
+              env=keys.env()) as bridge:
         url = f"http://127.0.0.1:{port}/request_tokens"
+        cpu = cpu_seconds(bridge.pid)
         result = require_all_200(server, load(url, mode="tokens", cookies=cookies,
                                               concurrency=args.concurrency,
                                               duration=args.duration))
-    return float(result["rps"])
+        cpu = cpu_seconds(bridge.pid) - cpu
+    return float(result["rps"]), cpu / result["requests"] * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,22 +62,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     variants = [(v.split(":")[0], v.split(":")[1] == "on") for v in args.variants.split(",")]
     keys = Secrets()
-    runs: dict[str, list[float]] = {f"{s} fast path {'on' if f else 'off'}": []
-                                    for s, f in variants}
+    names = [f"{s} fast path {'on' if f else 'off'}" for s, f in variants]
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    cpu_us: dict[str, list[float]] = {name: [] for name in names}
     fake_port = free_port()
     with tempfile.TemporaryDirectory() as tmp, \
             fake_sentifyd(fake_port, keys, latency=0.05, token_ttl=3600):
         for round_ in range(args.rounds):
             for server, fast in variants:
                 name = f"{server} fast path {'on' if fast else 'off'}"
-                rps = run_variant(Path(tmp), fake_port, keys, server, fast, args)
+                rps, us = run_variant(Path(tmp), fake_port, keys, server, fast, args)
                 runs[name].append(rps)
-                print(f"round {round_ + 1}: {name}: {rps:,.0f} req/s", flush=True)
+                cpu_us[name].append(us)
+                print(f"round {round_ + 1}: {name}: {rps:,.0f} req/s, {us:,.0f} us CPU per "
+                      "request", flush=True)
     means = {name: statistics.mean(values) for name, values in runs.items()}
-    print(json.dumps({"runs": runs, "means": means}, indent=2))
-    on, off = means.get("granian fast path on"), means.get("granian fast path off")
-    if on and off:
-        print(f"granian: fast path on / off = {on / off:.2f}")
+    cpu_means = {name: statistics.mean(values) for name, values in cpu_us.items()}
+    print(json.dumps({"runs": runs, "cpu_us": cpu_us, "means": means,
+                      "cpu_us_means": cpu_means}, indent=2))
+    on, off = "granian fast path on", "granian fast path off"
+    if on in means and off in means:
+        print(f"granian: fast path on / off: req/s {means[on] / means[off]:.2f}, "
+              f"CPU per request {cpu_means[on] / cpu_means[off]:.2f}")
     return 0
 
 
