@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 from bridge.lifecycle import Event
@@ -37,11 +37,14 @@ LANES: tuple[tuple[str, str], ...] = (
 )
 
 WIDTH = 960
-LEFT = 116  # room for the lane names
+LEFT = 150  # room for the lane names
 RIGHT = 24
 TOP = 16
 LANE_HEIGHT = 38
 AXIS = 34  # the time axis under the lanes
+SKEW = 60.0
+MAX_LABELS = 8  # more endings than this in a window: reasons in tooltips only
+LABEL_ROOM = 150  # the width one reason's words take
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class Mark:
     reason: str  # session_ended only
     session: str  # the first 8 hex digits of the hashed session id
     title: str  # the tooltip: when, what, which session, why, by whom
+    label: str = ""  # written beside the mark: an ending's reason, when there are few
+    label_x: float = 0.0
+    label_anchor: str = "start"
 
 
 @dataclass(frozen=True)
@@ -86,10 +92,16 @@ class Timeline:
 
 
 def in_window(events: Sequence[Event], *, now: float, window: Window) -> list[Event]:
-    """The events of the last ``window`` up to ``now``, in the order given."""
+    """The events of the last ``window`` up to ``now``, in the order given.
+
+    Up to ``SKEW`` seconds past ``now`` count as now: an event's time is rounded to the
+    millisecond, and another instance on the same store may run a little ahead.
+    """
     start = now - WINDOW_SECONDS[window]
     return [
-        e for e in events if isinstance(e.get("time"), int | float) and start <= e["time"] <= now
+        e
+        for e in events
+        if isinstance(e.get("time"), int | float) and start <= e["time"] <= now + SKEW
     ]
 
 
@@ -102,7 +114,7 @@ def build(events: Sequence[Event], *, now: float, window: Window) -> Timeline:
     plot = WIDTH - LEFT - RIGHT
 
     def x_of(moment: float) -> float:
-        return round(LEFT + (moment - start) / span * plot, 1)
+        return round(LEFT + min(moment - start, span) / span * plot, 1)
 
     lanes = tuple(
         Lane(name, label, TOP + LANE_HEIGHT * (index + 0.5), sum(e["event"] == name for e in drawn))
@@ -125,6 +137,7 @@ def build(events: Sequence[Event], *, now: float, window: Window) -> Timeline:
         )
         for e in sorted(drawn, key=lambda e: e["time"])
     )
+    marks = _with_labels(marks)
     return Timeline(
         window=window,
         start=start,
@@ -157,6 +170,32 @@ def describe(event: Event) -> str:
     if event.get("actor"):
         parts.append(f"by {event['actor']} ({event.get('by', '')})")
     return " · ".join(parts)
+
+
+def _with_labels(marks: tuple[Mark, ...]) -> tuple[Mark, ...]:
+    """Write the reason beside each ending, newest first, where it overlaps no other label."""
+    endings = sorted((m for m in marks if m.event == "session_ended"), key=lambda m: -m.x)
+    if len(endings) > MAX_LABELS:
+        return marks
+    labelled: set[int] = set()
+    last = math.inf
+    for mark in endings:
+        if last - mark.x >= LABEL_ROOM:
+            labelled.add(id(mark))
+            last = mark.x
+    return tuple(_labelled(m) if id(m) in labelled else m for m in marks)
+
+
+def _labelled(mark: Mark) -> Mark:
+    """The mark with its reason beside it, on the side with room for the words."""
+    text = mark.reason.replace("_", " ")
+    near_end = mark.x > WIDTH - RIGHT - 140
+    return replace(
+        mark,
+        label=text,
+        label_x=mark.x - 10 if near_end else mark.x + 10,
+        label_anchor="end" if near_end else "start",
+    )
 
 
 def _lane_of(event: Event) -> int | None:
