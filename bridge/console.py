@@ -3,7 +3,8 @@
 The token is posted once to the sign-in form and never kept: the browser gets a random console
 session id in a cookie of the console's own (``HttpOnly``, ``SameSite=Strict``, ``Secure`` and
 ``__Host-`` over https), and the store keeps, under a hash of that id, the operator's name and
-when the session ends (``[admin] console_session_ttl``). Nothing a page's script can read holds
+when the session ends (``[admin] console_session_ttl``); it ends sooner if the operator's
+name is no longer among the configured admin tokens. Nothing a page's script can read holds
 a credential: the form token that guards the console's POSTs is an HMAC of the session's hashed
 id (:mod:`bridge.csrf`), useless without the cookie.
 """
@@ -43,6 +44,7 @@ class ConsoleSessions:
     def __init__(self, bridge: Bridge) -> None:
         self.store = bridge.store
         self.clock = bridge.clock
+        self.operators = {token.name for token in bridge.settings.admin_tokens}
         self.keys = bridge.settings.secret_keys
         self.ttl = bridge.settings.admin.console_session_ttl
         self.secure = bridge.settings.server.is_https
@@ -82,6 +84,8 @@ class ConsoleSessions:
         # The store's TTL runs on the real clock; this keeps an injected clock honest too.
         if session.expires_at <= self.clock():
             return None
+        if session.operator not in self.operators:
+            return None  # their token was taken out of the configuration (and reloaded)
         return SignedIn(session_id, session)
 
     async def end(self, signed_in: SignedIn) -> None:

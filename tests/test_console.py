@@ -138,6 +138,22 @@ async def test_the_console_session_expires(console_app: Quart, clock: Clock) -> 
     assert (await client.get("/admin/console/user?user=visitor")).status_code == 303
 
 
+async def test_an_operator_whose_token_is_gone_is_signed_out(
+    console_app: Quart, make_app: Any
+) -> None:
+    client = await signed_in(console_app, BOB)
+    assert (await client.get("/admin/console/user?user=visitor")).status_code == 200
+    # The same store, after a restart (or reload) with bob's token taken out.
+    bridge = bridge_of(console_app)
+    without_bob = make_app(make_settings(env={"BRIDGE_ADMIN_TOKENS": f"alice:{ALICE}"}),
+                           store=bridge.store)  # fmt: skip
+    async with without_bob.test_app():
+        again = without_bob.test_client()
+        for cookie in client.cookie_jar:  # type: ignore[attr-defined]
+            again.set_cookie("localhost", cookie.name, cookie.value, path=cookie.path)
+        assert (await again.get("/admin/console/user?user=visitor")).status_code == 303
+
+
 async def test_sign_out_ends_the_console_session(console_app: Quart) -> None:
     client = await signed_in(console_app)
     csrf = await csrf_of(client)
