@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 import msgspec
 from quart import Request, Response
 
+from bridge.devices import device_label
 from bridge.errors import LeaseLost, SessionGone, SessionRevoked, StoreUnavailable
+from bridge.exchange import current as current_exchange
 from bridge.exchange import note
 from bridge.identity import Claims, Identity, Method
 from bridge.lifecycle import Lifecycle
@@ -198,6 +200,10 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
     extra: SessionExtra = NO_EXTRA
     # The session's own rate-limit windows (bridge.limits), written with the record itself.
     counts: list[Count] = []
+    # The coarse label of the browser that started it ("Chrome on macOS", bridge.devices),
+    # for the visitor's "my devices" page; never the raw user agent. Records written before
+    # it have none ("").
+    device: str = ""
 
     def identity(self) -> Identity:
         return Identity(subject=self.subject, method=self.method, claims=dict(self.claims))
@@ -251,6 +257,14 @@ def decode_record(raw: bytes) -> SessionRecord | None:
         return _decode_record(raw)
     except msgspec.DecodeError:
         return None
+
+
+def _device_of_request() -> str:
+    """The device label of the request being handled ("" outside one)."""
+    exchange = current_exchange()
+    if exchange is None:
+        return ""
+    return device_label(exchange.request.headers.get("User-Agent"))
 
 
 @dataclass
@@ -394,6 +408,7 @@ class SessionManager:
             last_seen=now,
             expires_at=now + self.settings.session.absolute_timeout,
             extra=extra,
+            device=_device_of_request(),
         )
         raw = await self.save(record, create=True)
         await self.store.set_add(
