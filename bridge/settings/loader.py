@@ -3,7 +3,8 @@
 The order is decided here, once: a TOML file (``path`` or ``BRIDGE_CONFIG``) and a test's
 ``overrides``; then the environment's ``BRIDGE_STORE_URL``, ``SENTIFYD_BACKEND`` and
 ``AVATAR_ID``; then ``msgspec.convert`` into :class:`Settings`; then the secrets, which only
-ever come from the environment. Every failure is one ``ConfigError("dotted.name: ...")``.
+ever come from the environment (a variable, or the file ``<VARIABLE>_FILE`` names). Every
+failure is one ``ConfigError("dotted.name: ...")``.
 """
 
 from __future__ import annotations
@@ -287,15 +288,30 @@ def _with_secrets(
 
 
 def _secret(env: Mapping[str, str], variable: str, what: str) -> Secret:
-    require(env.get(variable), f"{variable}: not set ({what})")
-    return Secret(env[variable])
+    value = _secret_value(env, variable)
+    require(value, f"{variable}: not set ({what})")
+    return Secret(value)
 
 
 def _secrets(env: Mapping[str, str], variable: str, what: str) -> tuple[Secret, ...]:
     """A comma-separated list of keys, the newest first (the others still verify)."""
-    keys = tuple(Secret(part.strip()) for part in env.get(variable, "").split(",") if part.strip())
+    raw = _secret_value(env, variable)
+    keys = tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
     require(keys, f"{variable}: not set ({what})")
     return keys
+
+
+def _secret_value(env: Mapping[str, str], variable: str) -> str:
+    """``variable``'s value, or the content of the file ``<variable>_FILE`` names (a mounted
+    secret, which a reload reads again: a key rotated there needs no restart)."""
+    if env.get(variable) or not env.get(f"{variable}_FILE"):
+        return env.get(variable, "")
+    path = env[f"{variable}_FILE"]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{variable}_FILE: cannot read {path}") from exc
 
 
 def _operator_token(env: Mapping[str, str], name: str) -> Secret | None:
