@@ -149,6 +149,12 @@ class TokenBroker:
         # with the old one, which is then a retry, not a theft (in this process only).
         self._unresolved: dict[str, tuple[tuple[str, ...], float]] = {}
 
+    def adopt(self, old: TokenBroker) -> None:
+        """Carry ``old``'s in-process memory over (a reload): shared failures and the
+        rotations still unresolved stay known to the broker that replaces it."""
+        self._failed = old._failed
+        self._unresolved = old._unresolved
+
     async def issue(self, ctx: SessionContext, avatar: AvatarSettings) -> TokenAnswer:
         """Answer a component's first request: tokens plus the handle of a new chain."""
         handle = secrets.token_urlsafe(32)

@@ -81,6 +81,11 @@ class Metrics:
         for scope in ("session", "chain", "tabs", "user", "ip", "login", "upstream"):
             self.rate_limited.labels(scope)
 
+    def name_avatars(self, avatars: Sequence[str]) -> None:
+        """Label token requests with these avatar names from now on (a reload)."""
+        self.avatars = frozenset(avatars)
+        self._requests = {}
+
     # --- hooks (plain callables, wired in create_app) ---------------------------------------
 
     def observe_upstream(self, call: str, outcome: str, seconds: float) -> None:

@@ -94,10 +94,12 @@ def assemble(
     oidc_transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
     sources: Sequence[IdentitySource] | None = None,
+    metrics: Metrics | None = None,
 ) -> Bridge:
     """Build the bridge's parts from ``settings``: store, lifecycle, sessions, limiter, Sentifyd
     client, broker, metrics and the ways in. Tests pass a store, transports, a clock or
-    ``sources`` (which then replace the configured identity sources)."""
+    ``sources`` (which then replace the configured identity sources); a reload passes the
+    running store and ``metrics``, which keep counting."""
     store = store or open_store(settings.store)
     lifecycle = Lifecycle(
         store,
@@ -133,7 +135,10 @@ def assemble(
     http = SentifydClient.build_http(settings.sentifyd, sentifyd_transport)
     closers.append(http.aclose)
     upstream = SentifydClient(settings.sentifyd, http, clock=clock)
-    metrics = Metrics([a.name for a in settings.avatars])
+    if metrics is None:
+        metrics = Metrics([a.name for a in settings.avatars])
+    else:
+        metrics.name_avatars([a.name for a in settings.avatars])
     upstream.observer = metrics.observe_upstream
     broker = TokenBroker(
         settings,
