@@ -108,7 +108,9 @@ def _user(value: str | None) -> str:
 # --- signing in and out ---------------------------------------------------------------------
 
 
-@blueprint.get("/")
+@blueprint.get(
+    "/", strict_slashes=False
+)  # /admin too: werkzeug's slash redirect is no Quart answer
 async def home() -> Response:
     bridge = Bridge.of(current_app)
     signed_in = await _signed_in()
