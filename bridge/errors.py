@@ -26,7 +26,8 @@ is raised and caught inside the bridge and is never an answer by itself.
         ├── InvalidCSRFToken            403 invalid_csrf_token
         ├── NotFound                    404 not_found
         │   ├── UnknownAvatar           404 unknown_avatar
-        │   └── UnknownProvider         404 unknown_provider
+        │   ├── UnknownProvider         404 unknown_provider
+        │   └── UnknownSession          404 unknown_session (not one of the visitor's sessions)
         ├── MethodNotAllowed            405 method_not_allowed
         ├── RateLimited                 429 rate_limited (+ Retry-After)
         ├── StoreUnavailable            503 store_unavailable
@@ -198,6 +199,11 @@ class UnknownAvatar(NotFound):
 class UnknownProvider(NotFound):
     code = "unknown_provider"
     message = "No sign-in provider of that name is configured."
+
+
+class UnknownSession(NotFound):
+    code = "unknown_session"
+    message = "None of your sessions has that reference; reload the page."
 
 
 class MethodNotAllowed(HTTPError):

@@ -36,6 +36,8 @@ EndReason = Literal[
     "upstream_refused",
     "handle_reuse",
     "evicted",
+    "user_signed_out_device",  # the visitor ended one of their sessions ("my devices")
+    "user_signed_out_others",  # the visitor ended all their sessions but the one they used
 ]
 EVENT_TYPES: tuple[EventName, ...] = get_args(EventName)
 END_REASONS: tuple[EndReason, ...] = get_args(EndReason)

@@ -1,9 +1,10 @@
 """Ending a session always wins over requests already in flight, on one instance and on two.
 
 A token request of the session waits on a Sentifyd that answers after 1.5 s; meanwhile the
-session ends (logout, back-channel logout, admin revoke, site logout). Once the ending has been
-answered, the request in flight gets 401 and hands out nothing, the cookie gets 401 on every
-avatar and instance, the record stays gone, and the user and sid indexes agree with the store.
+session ends (logout, back-channel logout, admin revoke, site logout, or the visitor's "sign out
+all other devices" from another browser). Once the ending has been answered, the request in
+flight gets 401 and hands out nothing, the cookie gets 401 on every avatar and instance, the
+record stays gone, and the user and sid indexes agree with the store.
 With two instances on Redis, the request in flight is on one and the ending on the other.
 """
 
@@ -66,12 +67,29 @@ async def _site_logout(http: httpx.AsyncClient, stack: Stack) -> None:
     assert ended.status_code == 401
 
 
+async def _signed_out_by_another_device(http: httpx.AsyncClient, stack: Stack) -> None:
+    # Her other browser, signed in to the site, on "my devices": "Sign out all other devices".
+    async with httpx.AsyncClient(timeout=TIMEOUT) as laptop:
+        laptop.cookies.set("session", stack.site_cookie("carol", groups=["customers"]))
+        json = {"Accept": "application/json", "Sec-Fetch-Site": "same-origin"}
+        page = (await laptop.get(f"{stack.url(1)}/account/sessions", headers=json)).json()
+        assert len(page["sessions"]) == 1 and not page["sessions"][0]["current"]
+        ended = await laptop.post(
+            f"{stack.url(1)}{page['end_others_url']}",
+            data={"csrf_token": page["csrf_token"]},
+            headers=json,
+        )
+    assert ended.status_code == 200 and ended.json() == {"ended": 1}
+
+
 ENDINGS: dict[str, Callable[[httpx.AsyncClient, Stack], Any]] = {
     "logout": _logout,
     "backchannel_logout": _backchannel,
     "admin_revoked": _admin_revoke,
     "site_logout": _site_logout,
+    "user_signed_out_others": _signed_out_by_another_device,
 }
+SITE_LOGIN = ("site_logout", "user_signed_out_others")  # the rest sign in with SSO
 
 
 @pytest.mark.parametrize("kind", STORES)
@@ -83,7 +101,7 @@ async def test_an_ending_wins_over_a_token_request_in_flight(
 ) -> None:
     stack = stack_factory(kind)
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
-        if ending == "site_logout":
+        if ending in SITE_LOGIN:
             user = "carol"
             http.cookies.set("session", stack.site_cookie(user, groups=["customers"]))
         else:
@@ -122,7 +140,7 @@ async def test_an_ending_wins_over_a_token_request_in_flight(
         try:
             assert await store.get(stack.bridge.sessions.record_key(session_id)) is None
             assert session_id not in await store.set_members(stack.bridge.sessions.user_key(user))
-            if ending != "site_logout":
+            if ending not in SITE_LOGIN:
                 provider = next(iter(stack.oidc.providers.values()))
                 sid_key = stack.oidc._sid_key(provider, "sid-carol")
                 assert session_id not in await store.set_members(sid_key)

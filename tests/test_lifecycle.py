@@ -217,5 +217,7 @@ def test_every_end_reason_has_a_test() -> None:
         "backchannel_logout",
         "upstream_refused",
         "evicted",  # tests/test_limits.py, tests/test_traffic.py
+        "user_signed_out_device",  # tests/test_account.py
+        "user_signed_out_others",  # tests/test_account.py, tests/test_endings.py
     }
     assert tested == set(END_REASONS)

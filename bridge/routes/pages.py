@@ -70,6 +70,7 @@ async def _page(avatar_name: str | None) -> Response:
         logout_local=bool(logout_url) and is_local_path(logout_url or ""),
         csrf_token=csrf,
         avatars=others,
+        devices_url=bridge.url("/account/sessions"),
         demo=settings.demo,
     )
     # The Content-Security-Policy is the app's, on every HTML answer (bridge.app).
