@@ -24,8 +24,9 @@ from bridge.exchange import current as current_exchange
 from bridge.fastpath import TokenFastPath
 from bridge.identity import IdentitySource
 from bridge.mount import install
+from bridge.reload import Reloader
 from bridge.requestlog import TOKEN_ENDPOINT
-from bridge.runtime import assemble
+from bridge.runtime import Bridge, assemble
 from bridge.settings.schema import Settings
 from bridge.store import Store
 
@@ -127,14 +128,29 @@ def create_app(
         clock=clock,
         sources=sources,
     )
-    sessions = bridge.sessions
     app.extensions["bridge"] = bridge
 
-    from bridge.routes import auth, health, pages, tokens
+    def rebuild(new: Settings) -> Bridge:
+        """The parts for reloaded settings: the running store and metrics, the test's seams."""
+        return assemble(
+            new,
+            store=bridge.store,
+            sentifyd_transport=sentifyd_transport,
+            oidc_transport=oidc_transport,
+            clock=clock,
+            sources=sources,
+            metrics=bridge.metrics,
+        )
+
+    reloader = Reloader(app.extensions, rebuild)
+    app.extensions["bridge.reloader"] = reloader
+
+    from bridge.routes import account, auth, health, pages, tokens
     from bridge.routes.pages import content_security_policy
 
     app.register_blueprint(tokens.blueprint)
     app.register_blueprint(pages.blueprint)
+    app.register_blueprint(account.blueprint)
     app.register_blueprint(health.blueprint)
     from bridge.routes import admin, console
     from bridge.routes import metrics as metrics_routes
@@ -148,7 +164,7 @@ def create_app(
     elif settings.metrics.enabled:
         # Not unsafe, just not served: say so once, without raising an operator's alarm.
         log.info("/metrics is off: set BRIDGE_METRICS_TOKEN (or [metrics] require_token = false)")
-    metrics = bridge.metrics
+    metrics = bridge.metrics  # one for the process: a reload keeps counting in it
 
     @app.before_request
     async def begin() -> None:
@@ -161,7 +177,14 @@ def create_app(
     app.register_error_handler(Exception, error_answer_of)
     app.register_error_handler(HTTPException, error_answer_of)
 
-    html_policy = content_security_policy(settings)
+    policies = {id(settings): content_security_policy(settings)}  # the live settings' only
+
+    def html_policy(settings: Settings) -> str:
+        policy = policies.get(id(settings))
+        if policy is None:  # reloaded settings
+            policies.clear()
+            policy = policies[id(settings)] = content_security_policy(settings)
+        return policy
 
     @app.after_request
     async def after(response: Response) -> Response:
@@ -169,11 +192,12 @@ def create_app(
         if exchange is None:  # a request that failed before its first step
             current: Request = request._get_current_object()  # type: ignore[attr-defined]
             exchange = requestlog.start(current, current.endpoint)
-        return finish(response, exchange)
+        return finish(response, exchange, Bridge.of(app))
 
-    def finish(response: Response, exchange: Exchange) -> Response:
+    def finish(response: Response, exchange: Exchange, bridge: Bridge) -> Response:
         """Every answer's last step: headers, the cleared cookie, the request's log line."""
         headers = response.headers
+        sessions = bridge.sessions
         if exchange.session_ended and sessions.cookie_name not in _set_cookie_names(response):
             sessions.clear_cookie(response)
         # The names once, then add or replace: werkzeug's get and setdefault raise (and catch)
@@ -184,7 +208,7 @@ def create_app(
         content_type = response.content_type or ""
         if content_type.partition(";")[0].strip().lower() == "text/html":
             # Every page may hold a sign-out or sign-in button: none may be framed elsewhere.
-            headers["Content-Security-Policy"] = html_policy
+            headers["Content-Security-Policy"] = html_policy(bridge.settings)
             if "referrer-policy" not in present:
                 headers.add("Referrer-Policy", "same-origin")
         if exchange.endpoint != "static":
@@ -201,6 +225,7 @@ def create_app(
     async def serve_tokens(request: Request, avatar_name: str | None) -> Response:
         """The token endpoint without Quart's request machinery: the same first step, view,
         error answers and last step as through Quart (see :mod:`bridge.fastpath`)."""
+        bridge = Bridge.of(app)  # once: a reload meanwhile does not change this request's parts
         request.url_rule = token_rules[avatar_name is not None]
         request.view_args = {"avatar_name": avatar_name} if avatar_name is not None else {}
         exchange = requestlog.start(request, TOKEN_ENDPOINT)
@@ -208,13 +233,14 @@ def create_app(
             response = await tokens.answer(bridge, request, avatar_name)
         except Exception as error:  # noqa: BLE001 - answered as Quart's handlers answer it
             response = error_answer(error)
-        return finish(response, exchange)
-
+        return finish(response, exchange, bridge)
 
     @app.after_serving
     async def close() -> None:
-        await bridge.aclose()
-        await bridge.store.close()
+        await reloader.aclose()
+        current = Bridge.of(app)
+        await current.aclose()
+        await current.store.close()
 
     inner = app.asgi_app
     if settings.server.token_fast_path:

@@ -24,6 +24,7 @@ log = logging.getLogger("bridge.cli")
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.app import create_app
     from bridge.logs import configure_logging
+    from bridge.reload import reloading
     from bridge.servers import run, serve
     from bridge.settings.loader import load_settings
 
@@ -43,7 +44,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             }
         },
     )
-    run(serve(create_app(settings), host, port, settings.server))
+    app = create_app(settings)
+    # SIGHUP reads the file and the secrets again and swaps them in (bridge/reload.py).
+    run(reloading(app, lambda: load_settings(args.config), serve(app, host, port, settings.server)))
     return 0
 
 
