@@ -3,13 +3,17 @@ avatar's upstream logins; Retry-After; settings."""
 
 from __future__ import annotations
 
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
-from bridge.errors import ConfigError
-from bridge.limits import client_bucket
+from bridge.errors import ConfigError, RateLimited, UpstreamBusy
+from bridge.limits import RateLimiter, client_bucket
+from bridge.sessions import SessionRecord
+from bridge.settings.schema import LimitsSettings
 from bridge.settings.values import RateLimit, parse_rate
+from bridge.store.memory import MemoryStore
 from conftest import Clock, LiveServer, bridge_of, login, make_settings, site_cookie
 
 
@@ -313,3 +317,101 @@ async def test_made_up_session_cookies_store_no_counters(make_app: Any) -> None:
             client.set_cookie("localhost", "sentifyd_bridge", f"{n:043d}")
             assert (await client.get("/request_tokens")).status_code == 401
         assert set(store.entries()) == before  # type: ignore[attr-defined]
+
+
+# --- the limiter on its own: a memory store, the fake clock, a request that is only an address
+
+
+def limiter_with(clock: Clock, **limits: RateLimit) -> tuple[RateLimiter, list[str]]:
+    limiter = RateLimiter(LimitsSettings(**limits), MemoryStore(), clock)
+    refused: list[str] = []
+    limiter.on_limited = refused.append
+    return limiter, refused
+
+
+def a_record() -> SessionRecord:
+    return SessionRecord(
+        id="a" * 32,
+        subject="alice",
+        method="site_cookie",
+        claims={},
+        created_at=0.0,
+        last_seen=0.0,
+        expires_at=0.0,
+    )
+
+
+def request_from(ip: str) -> Any:
+    return SimpleNamespace(remote_addr=ip)
+
+
+def test_ipv4_clients_are_bucketed_by_their_own_address() -> None:
+    assert client_bucket("192.0.2.1") == "192.0.2.1"
+
+
+async def test_an_address_is_refused_once_its_anonymous_work_reaches_the_limit(
+    clock: Clock,
+) -> None:
+    limiter, refused = limiter_with(clock, per_ip=RateLimit(2, 60))
+    clock.now = 1_800_000_000.0 + 20  # 20 s into a minute window
+    for _ in range(2):
+        await limiter.check_address(request_from("192.0.2.1"))
+        await limiter.count_anonymous(request_from("192.0.2.1"))
+    with pytest.raises(RateLimited) as caught:
+        await limiter.check_address(request_from("192.0.2.1"))
+    assert caught.value.retry_after == 40
+    assert refused == ["ip"]
+    await limiter.check_address(request_from("198.51.100.1"))  # another address is not
+
+
+async def test_anonymous_work_beyond_the_limit_is_refused_as_ip(clock: Clock) -> None:
+    limiter, refused = limiter_with(clock, per_ip=RateLimit(1, 60))
+    await limiter.count_anonymous(request_from("192.0.2.1"))
+    with pytest.raises(RateLimited):
+        await limiter.count_anonymous(request_from("192.0.2.1"))
+    assert refused == ["ip"]
+
+
+async def test_login_starts_beyond_the_limit_are_refused_as_login(clock: Clock) -> None:
+    limiter, refused = limiter_with(clock, login_per_ip=RateLimit(1, 60))
+    await limiter.check_login(request_from("192.0.2.1"))
+    with pytest.raises(RateLimited):
+        await limiter.check_login(request_from("192.0.2.1"))
+    assert refused == ["login"]
+
+
+def test_new_chains_beyond_the_limit_are_refused_as_chain(clock: Clock) -> None:
+    limiter, refused = limiter_with(
+        clock, per_session=RateLimit(0, 60), new_chains_per_session=RateLimit(1, 60)
+    )
+    record = a_record()
+    limiter.count_session(record, first=True)
+    with pytest.raises(RateLimited):
+        limiter.count_session(record, first=True)
+    assert refused == ["chain"]
+
+
+def test_retry_after_is_one_second_in_the_last_second_of_a_window(clock: Clock) -> None:
+    limiter, _ = limiter_with(clock, per_session=RateLimit(1, 60))
+    clock.now = 1_800_000_000.0 // 60 * 60 + 59.5
+    record = a_record()
+    limiter.count_session(record, first=False)
+    with pytest.raises(RateLimited) as caught:
+        limiter.count_session(record, first=False)
+    assert caught.value.retry_after == 1
+
+
+async def test_upstream_logins_are_spent_per_avatar_within_one_second_windows(
+    clock: Clock,
+) -> None:
+    # A one-second window: the counter must outlive it (a TTL of window - 1 would be 0).
+    limiter, refused = limiter_with(clock, upstream_logins_per_avatar=RateLimit(1, 1))
+    first, second = (
+        cast(Any, SimpleNamespace(name="first")),
+        cast(Any, SimpleNamespace(name="second")),
+    )
+    await limiter.spend_upstream_login(first)
+    await limiter.spend_upstream_login(second)
+    with pytest.raises(UpstreamBusy):
+        await limiter.spend_upstream_login(first)
+    assert refused == ["upstream"]
