@@ -17,7 +17,7 @@ from quart.wrappers.response import FileBody
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
-from bridge import requestlog
+from bridge import requestlog, tracing
 from bridge.errors import BadRequest, HTTPError, MethodNotAllowed, StoreUnavailable
 from bridge.exchange import Exchange, note
 from bridge.exchange import current as current_exchange
@@ -252,6 +252,8 @@ def create_app(
         )
     # base_path, canonical paths, trusted forwarded headers, in front of the fast path
     install(app, settings.server, inner)
+    if tracing.active():  # off, not even a check per request
+        app.asgi_app = tracing.TracedRequests(app.asgi_app)  # type: ignore[method-assign]
     return app
 
 

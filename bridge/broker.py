@@ -27,10 +27,12 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
+from bridge import tracing
 from bridge.errors import (
     InvalidRefreshToken,
     SessionGone,
@@ -53,7 +55,7 @@ from bridge.sessions import (
     decode_record,
 )
 from bridge.settings.schema import AvatarSettings, Settings
-from bridge.store.base import Store
+from bridge.store.base import Lease, Store
 
 log = logging.getLogger("bridge.broker")
 
@@ -329,9 +331,7 @@ class TokenBroker:
                 return self._answer(entry, handle)
 
         asked = time.monotonic()
-        async with self.store.lock(
-            self.sessions.lock_name(ctx.record.id), wait=self.settings.store.lock_wait
-        ) as lease:
+        async with self._locked(ctx.record.id) as lease:
             record = await self.sessions.reload(ctx)
             if cached(record) is None:
                 # Refuse what would be refused before any upstream call: a copy, dry-run.
@@ -357,6 +357,16 @@ class TokenBroker:
                     token_hash=digest(entry.access_token)[:16],
                 )
             return self._answer(entry, handle)
+
+    @asynccontextmanager
+    async def _locked(self, session_id: str) -> AsyncIterator[Lease]:
+        """Hold the session's lock; the wait for it is a span of its own."""
+        name = self.sessions.lock_name(session_id)
+        async with AsyncExitStack() as held:
+            with tracing.span("lock.wait"):
+                lock = self.store.lock(name, wait=self.settings.store.lock_wait)
+                lease = await held.enter_async_context(lock)
+            yield lease
 
     def _fresh(self, entry: TokenEntry | None, *, refreshing: bool = False) -> bool:
         if entry is None:

@@ -22,6 +22,7 @@ log = logging.getLogger("bridge.cli")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge import tracing
     from bridge.app import create_app
     from bridge.logs import configure_logging
     from bridge.reload import reloading
@@ -44,9 +45,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             }
         },
     )
-    app = create_app(settings)
-    # SIGHUP reads the file and the secrets again and swaps them in (bridge/reload.py).
-    run(reloading(app, lambda: load_settings(args.config), serve(app, host, port, settings.server)))
+    provider = tracing.start()  # only when OTEL_* ask for traces (README, Traces)
+    try:
+        app = create_app(settings)
+        # SIGHUP reads the file and the secrets again and swaps them in (bridge/reload.py).
+        reload = reloading(
+            app, lambda: load_settings(args.config), serve(app, host, port, settings.server)
+        )
+        run(reload)
+    finally:
+        tracing.stop(provider)  # flushes the spans still queued
     return 0
 
 

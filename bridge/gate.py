@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from quart import Request
 
+from bridge import tracing
 from bridge.access import is_allowed
 from bridge.errors import Forbidden, LoginEnded, LoginRequired
 from bridge.identity import Identity, IdentitySource
@@ -56,6 +57,10 @@ class Gate:
 
     async def identify(self, request: Request) -> Visitor:
         """Find the visitor's identity and live session; end a session whose login is gone."""
+        with tracing.span("identity"):
+            return await self._identify(request)
+
+    async def _identify(self, request: Request) -> Visitor:
         token = self.sessions.cookie_token(request)
         loaded = await self.sessions.load_raw(token) if token else None
         record, raw = loaded if loaded is not None else (None, b"")

@@ -18,7 +18,7 @@ import time
 
 from quart import Request, Response
 
-from bridge import logs
+from bridge import logs, tracing
 from bridge.exchange import Exchange, close_exchange, open_exchange
 from bridge.metrics import Metrics
 from bridge.runtime import Bridge
@@ -77,10 +77,20 @@ def finish(
         fields["outcome"] = outcome
         if metrics is not None:
             metrics.observe_token_request(avatar, status, outcome)
+    if tracing.active():
+        _trace(request, fields)
     log.info("request", extra={"fields": fields})
     logs.request_id.set(None)
     close_exchange()
     return response
+
+
+def _trace(request: Request, fields: dict[str, object]) -> None:
+    """Name the request's span by its route; give it the avatar, outcome and hashed session."""
+    rule = request.url_rule
+    tracing.name_request(request.method, rule.rule if rule is not None else None)
+    named = {f"bridge.{name}": fields.get(name) for name in ("avatar", "outcome", "session")}
+    tracing.annotate(**{name: value for name, value in named.items() if isinstance(value, str)})
 
 
 def _session_id_from_cookie(bridge: Bridge, request: Request) -> str | None:

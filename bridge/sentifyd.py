@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from bridge import tracing
 from bridge.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
 from bridge.outbound import AnswerTooLarge, bounded
 from bridge.settings.schema import AvatarSettings, SentifydSettings
@@ -151,23 +152,28 @@ class SentifydClient:
         return body
 
     async def login(self, avatar: AvatarSettings) -> UpstreamTokens:
-        return await self._call("login", self.settings.login_path, self.login_body(avatar))
+        login_body = self.login_body(avatar)
+        return await self._call("login", avatar, self.settings.login_path, login_body)
 
     async def refresh(self, avatar: AvatarSettings, refresh_token: str) -> UpstreamTokens:
         body = {"refresh_token": refresh_token, "avatar_id": avatar.avatar_id}
-        return await self._call("refresh", self.settings.refresh_path, body)
+        return await self._call("refresh", avatar, self.settings.refresh_path, body)
 
-    async def _call(self, call: str, path: str, body: dict[str, str]) -> UpstreamTokens:
+    async def _call(
+        self, call: str, avatar: AvatarSettings, path: str, body: dict[str, str]
+    ) -> UpstreamTokens:
         started = time.perf_counter()
         outcome = "ok"
-        try:
-            return await self._call_with_retries(call, path, body)
-        except UpstreamError as exc:
-            outcome = exc.code
-            raise
-        finally:
-            if self.observer is not None:
-                self.observer(call, outcome, time.perf_counter() - started)
+        with tracing.client_span(f"sentifyd.{call}", **{"bridge.avatar": avatar.name}):
+            try:
+                return await self._call_with_retries(call, path, body)
+            except UpstreamError as exc:
+                outcome = exc.code
+                raise
+            finally:
+                tracing.annotate(**{"bridge.outcome": outcome})
+                if self.observer is not None:
+                    self.observer(call, outcome, time.perf_counter() - started)
 
     async def _call_with_retries(
         self, call: str, path: str, body: dict[str, str]
@@ -213,7 +219,8 @@ class SentifydClient:
 
     async def _post(self, path: str, body: dict[str, str]) -> tuple[int, Any]:
         """POST; return (status, parsed JSON or None). The transport bounds time and size."""
-        response = await self.http.post(path, json=body)
+        # The current span's traceparent, so Sentifyd's traces continue this one.
+        response = await self.http.post(path, json=body, headers=tracing.outgoing_headers())
         if response.status_code != 200:
             return response.status_code, None
         try:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import msgspec
 from quart import Request, Response
 
+from bridge import tracing
 from bridge.devices import device_label
 from bridge.errors import LeaseLost, SessionGone, SessionRevoked, StoreUnavailable
 from bridge.exchange import current as current_exchange
@@ -380,7 +381,8 @@ class SessionManager:
         return ctx.record
 
     async def _read(self, session_id: str) -> tuple[SessionRecord, bytes] | None:
-        raw = await self.store.get_record(self.record_key(session_id))
+        with tracing.span("store.record.read"):
+            raw = await self.store.get_record(self.record_key(session_id))
         if raw is None:
             return None
         record = decode_record(raw)
@@ -458,14 +460,15 @@ class SessionManager:
         Return the bytes written.
         """
         raw = encode_record(record)
-        written = await self.store.put_record(
-            self.record_key(record.id),
-            raw,
-            self.ttl(record),
-            tombstone=self.tombstone_key(record.id),
-            fence=fence,
-            create=create,
-        )
+        with tracing.span("store.record.write"):
+            written = await self.store.put_record(
+                self.record_key(record.id),
+                raw,
+                self.ttl(record),
+                tombstone=self.tombstone_key(record.id),
+                fence=fence,
+                create=create,
+            )
         if not written:
             raise SessionGone()
         return raw
@@ -496,7 +499,8 @@ class SessionManager:
                 key, raw, value, self.ttl(record), tombstone=tombstone, fence=fence,
             )  # fmt: skip
             try:
-                outcome = await swap()
+                with tracing.span("store.record.write"):
+                    outcome = await swap()
             except LeaseLost:
                 raise
             except StoreUnavailable:
