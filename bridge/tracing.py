@@ -74,7 +74,8 @@ def start() -> TracerProvider | None:
     resource = Resource.create()
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
-    provider = TracerProvider(resource=resource)
+    # serve shuts it down itself (stop), after its server has stopped, not at interpreter exit.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     use(provider)
     log.info("traces on", extra={"fields": {"service": resource.attributes["service.name"]}})

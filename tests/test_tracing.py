@@ -196,6 +196,14 @@ async def test_a_token_request_continues_the_incoming_trace_to_sentifyd_and_leak
     assert first.parent_span_id.hex() == PARENT_ID
     assert first.name == "GET /request_tokens"
     attributes = _attributes(first)
+    assert set(attributes) == {
+        "http.request.method",
+        "http.route",
+        "http.response.status_code",
+        "bridge.avatar",
+        "bridge.outcome",
+        "bridge.session",
+    }
     assert attributes["http.route"] == "/request_tokens"
     assert attributes["http.response.status_code"] == 200
     assert attributes["bridge.avatar"] == "default"
