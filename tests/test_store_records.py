@@ -19,20 +19,25 @@ from bridge.sessions import (
     decode_record,
     encode_record,
 )
-from bridge.store.base import Store
+from bridge.store.base import Changed, Store
 from bridge.store.memory import MemoryStore
 from bridge.store.redis import RedisStore, parse_url
 
 RECORD, TOMB, LOCK = "t:session:s1", "t:ended:s1", "t:lock:s1"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-scripts-only"])
 async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Store]:
     if request.param == "memory":
         yield MemoryStore(prefix="t")
         return
     server = RedisServer(tmp_path).start()
     redis = RedisStore(parse_url(server.url), prefix="t", timeout=1.0, lease=5.0)
+    if request.param == "redis-scripts-only":
+        # As on a cluster, which has no pipelined connection: the writes go through redis-py.
+        assert redis._pipe is not None
+        await redis._pipe.close()
+        redis._pipe = None
     try:
         yield redis
     finally:
@@ -74,6 +79,27 @@ async def test_an_ended_record_is_never_written_back(store: Store) -> None:
     assert not await store.put_record(RECORD, b"2", 30, tombstone=TOMB)
     assert not await store.put_record(RECORD, b"3", 30, tombstone=TOMB, create=True)
     assert await store.get_record(RECORD) is None
+
+
+async def test_a_swap_of_a_vanished_record_writes_nothing(store: Store) -> None:
+    assert await store.swap_record(RECORD, b"1", b"2", 30, tombstone=TOMB) is False
+    assert await store.get_record(RECORD) is None
+
+
+async def test_a_swap_from_a_stale_read_writes_nothing_and_returns_what_is_stored(
+    store: Store,
+) -> None:
+    await store.put_record(RECORD, b"new", 30, tombstone=TOMB, create=True)
+    outcome = await store.swap_record(RECORD, b"old", b"mine", 30, tombstone=TOMB)
+    assert isinstance(outcome, Changed) and outcome.current == b"new"
+    assert await store.get_record(RECORD) == b"new"
+
+
+async def test_a_swap_from_an_equal_read_writes(store: Store) -> None:
+    await store.put_record(RECORD, b"1", 30, tombstone=TOMB, create=True)
+    read = bytes(bytearray(b"1"))  # equal, not the stored object itself
+    assert await store.swap_record(RECORD, read, b"2", 30, tombstone=TOMB) is True
+    assert await store.get_record(RECORD) == b"2"
 
 
 async def test_a_write_fenced_by_a_held_lease_goes_through(store: Store) -> None:
@@ -129,3 +155,34 @@ async def test_a_holder_stalled_past_its_lease_writes_nothing(
     finally:
         await stalled.close()
         await other.close()
+
+
+async def test_a_lock_waiter_with_under_a_second_to_wait_still_gets_a_lock_released_meanwhile(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    store = RedisStore(parse_url(redis_server.url), prefix="t", timeout=1.0, lease=5.0)
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with store.lock(LOCK, wait=1):
+            held.set()
+            await release.wait()
+
+    try:
+        holding = asyncio.create_task(holder())
+        await held.wait()
+        waiting = asyncio.create_task(_take(store, wait=0.9))
+        # The waiter's first try has failed once it counts in as the lock's waiter.
+        while not await store.client.get(LOCK + ":waiters"):  # noqa: ASYNC110 - in Redis
+            await asyncio.sleep(0.01)
+        release.set()
+        await holding
+        assert await waiting
+    finally:
+        await store.close()
+
+
+async def _take(store: RedisStore, *, wait: float) -> bool:
+    async with store.lock(LOCK, wait=wait):
+        return True
