@@ -16,7 +16,7 @@ from support_redis import RedisServer
 
 from bridge.broker import MAX_EVICTED
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from bridge.sessions import SPENT_BYTES
+from bridge.sessions import SPENT_BYTES, Chain
 from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, Clock, bridge_of, login
 from conftest import make_settings as base_settings
 
@@ -44,9 +44,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-def make_bridge(
-    make_app: Callable[..., Quart], store_url: str
-) -> Callable[..., Any]:
+def make_bridge(make_app: Callable[..., Quart], store_url: str) -> Callable[..., Any]:
     """An app on the parametrized store, with the default limits and ``session`` overrides."""
 
     def factory(**session: Any) -> Quart:
@@ -206,9 +204,7 @@ async def test_an_evicted_handle_is_bound_to_its_avatar(small: Quart) -> None:
     assert await refreshed(client, evicted)  # still good for its own avatar
 
 
-async def test_what_is_kept_of_evicted_tabs_is_bounded(
-    small: Quart, clock: Clock
-) -> None:
+async def test_what_is_kept_of_evicted_tabs_is_bounded(small: Quart, clock: Clock) -> None:
     client = small.test_client()
     login(client, small)
     handles = []
@@ -230,3 +226,28 @@ def _hash(handle: str) -> str:
     from bridge.sealing import digest
 
     return digest(handle)
+
+
+# --- the marks of retired handles, on their own
+
+
+def a_chain(**marks: Any) -> Chain:
+    return Chain(id="c1", avatar="default", current="f" * 64, created_at=0.0, **marks)
+
+
+def test_a_handle_retired_in_the_hex_form_earlier_versions_wrote_is_spent() -> None:
+    assert a_chain(retired=["a" * 64]).has_spent("a" * 64)
+
+
+def test_a_mark_straddling_two_spent_marks_is_not_spent() -> None:
+    chain = a_chain(spent=bytes.fromhex("11" * 8 + "22" * 8))
+    straddling = ("11" * 4 + "22" * 4) + "0" * 48
+    assert not chain.has_spent(straddling)
+    assert chain.has_spent("11" * 8 + "0" * 48) and chain.has_spent("22" * 8 + "0" * 48)
+
+
+def test_spending_moves_every_hex_retired_handle_into_the_marks() -> None:
+    chain = a_chain(retired=["a" * 64, "b" * 64])
+    chain.spend("c" * 64, keep=10)
+    assert chain.retired == [] and len(chain.spent) == 3 * SPENT_BYTES
+    assert all(chain.has_spent(h * 64) for h in "abc")
