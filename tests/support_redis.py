@@ -35,6 +35,7 @@ from bridge.identity.site_cookie import SiteCookieSource
 from conftest import BRIDGE_KEY, TEST_ENV, free_port, make_settings
 
 READY_TIMEOUT = 15.0
+BRIDGE_READY_TIMEOUT = 60.0
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
@@ -634,7 +635,9 @@ class BridgeProcess:
             except httpx.HTTPError:
                 return False
 
-        _wait(up, READY_TIMEOUT, f"bridge {self.name} start")
+        # A bridge process imports Quart, granian and the identity libraries before it listens:
+        # seconds on a loaded 2-core machine, so its bound is wider than a Redis server's.
+        _wait(up, BRIDGE_READY_TIMEOUT, f"bridge {self.name} start")
 
     def terminate(self) -> None:
         if self.process and self.process.poll() is None:
