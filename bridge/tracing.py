@@ -103,7 +103,7 @@ def active() -> bool:
 def span(name: str, **attributes: str | int) -> contextlib.AbstractContextManager[Any]:
     """A child span of the current one named ``name``; a shared no-op when tracing is off."""
     tracer = _tracer
-    if tracer is None:
+    if tracer is None or not _recording():
         return _OFF
     return tracer.start_as_current_span(name, attributes=attributes, **_QUIET)
 
@@ -111,11 +111,19 @@ def span(name: str, **attributes: str | int) -> contextlib.AbstractContextManage
 def client_span(name: str, **attributes: str | int) -> contextlib.AbstractContextManager[Any]:
     """A span for a call to another server (Sentifyd); a shared no-op when tracing is off."""
     tracer = _tracer
-    if tracer is None:
+    if tracer is None or not _recording():
         return _OFF
     from opentelemetry.trace import SpanKind
 
     return tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes, **_QUIET)
+
+
+def _recording() -> bool:
+    """Whether the current span records: a request the sampler left out gets no children (the
+    outgoing traceparent then names the request's span, unsampled)."""
+    from opentelemetry import trace
+
+    return trace.get_current_span().is_recording()
 
 
 def annotate(**attributes: str | int | None) -> None:

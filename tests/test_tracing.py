@@ -305,3 +305,30 @@ def test_without_otel_variables_no_sdk_is_set_up() -> None:
 )
 def test_traces_are_on_only_when_otel_variables_ask(environ: dict[str, str], on: bool) -> None:
     assert tracing.configured(environ) is on
+
+
+async def test_an_unsampled_request_exports_nothing_and_passes_its_trace_on_unsampled(
+    tmp_path: Path, receiver: Receiver, sentifyd: tuple[LiveServer, RecordingHeaders]
+) -> None:
+    upstream, recorder = sentifyd
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0",  # the probe's /healthz is not sampled either
+    }
+    bridge = _bridge(tmp_path, upstream.url, otel)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.get(
+                f"{bridge.url}/request_tokens",
+                headers={
+                    "Cookie": f"session={Visitor('alice').site_cookie}",
+                    "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00",
+                },
+            )
+            assert answer.status_code == 200
+    finally:
+        bridge.stop()
+    assert receiver.spans() == []
+    [sent] = recorder.traceparents
+    assert sent is not None and sent.startswith(f"00-{TRACE_ID}-") and sent.endswith("-00")
