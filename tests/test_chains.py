@@ -251,3 +251,82 @@ def test_spending_moves_every_hex_retired_handle_into_the_marks() -> None:
     chain.spend("c" * 64, keep=10)
     assert chain.retired == [] and len(chain.spent) == 3 * SPENT_BYTES
     assert all(chain.has_spent(h * 64) for h in "abc")
+
+
+# --- the grace window and what a rotation records
+
+
+async def newest(app: Quart, name: str) -> dict[str, Any]:
+    return next(
+        e for e in await bridge_of(app).lifecycle.recent("alice", 1000) if e["event"] == name
+    )
+
+
+async def test_a_duplicate_refresh_at_the_end_of_the_grace_window_gets_the_same_answer(
+    app: Quart, clock: Clock
+) -> None:
+    client = app.test_client()
+    login(client, app)
+    handle = await page_view(client)
+    one = await refresh(client, handle)
+    clock.advance(10)  # [session] refresh_grace = 10 s: its last instant still answers
+    two = await refresh(client, handle)
+    assert two.status_code == 200
+    one_tokens, two_tokens = (await one.get_json())["tokens"], (await two.get_json())["tokens"]
+    assert two_tokens["refreshToken"] == one_tokens["refreshToken"]
+    assert "refresh_handle_reused" not in await events(app)
+
+
+async def test_a_duplicate_refresh_for_another_avatar_is_refused(app: Quart) -> None:
+    client = app.test_client()
+    login(client, app, groups=["customers"])
+    handle = await page_view(client)
+    assert await refreshed(client, handle)
+    other = await client.get("/request_tokens/premium", query_string={"refreshToken": handle})
+    assert other.status_code == 401
+    assert (await other.get_json())["error"] == "invalid_refresh_token"
+
+
+async def test_new_tokens_are_recorded_with_their_session_avatar_expiry_and_hash(
+    app: Quart, clock: Clock
+) -> None:
+    client = app.test_client()
+    login(client, app)
+    response = await client.get("/request_tokens")
+    access = (await response.get_json())["tokens"]["accessToken"]
+    issued = await newest(app, "tokens_issued")
+    record = await the_record(app)
+    assert issued["session"] == record.id and issued["avatar"] == "default"
+    assert issued["expires_at"] == round(clock.now + HOUR)
+    assert issued["token_hash"] == _hash(access)[:16]
+
+
+async def test_a_refresh_that_fetches_new_tokens_is_recorded_as_tokens_refreshed(
+    make_bridge: Callable[..., Quart], clock: Clock
+) -> None:
+    app = make_bridge(idle_timeout=2 * HOUR)
+    async with app.test_app():
+        client = app.test_client()
+        login(client, app)
+        handle = await page_view(client)
+        # Past half their life: a component refreshing is not handed the same ageing tokens.
+        clock.advance(HOUR / 2 + 1)
+        response = await refresh(client, handle)
+        assert response.status_code == 200, await response.get_data()
+        access = (await response.get_json())["tokens"]["accessToken"]
+        refreshed_event = await newest(app, "tokens_refreshed")
+        assert refreshed_event["token_hash"] == _hash(access)[:16]
+
+
+async def test_a_reused_handle_is_recorded_with_its_session(app: Quart, clock: Clock) -> None:
+    client = app.test_client()
+    login(client, app)
+    handle = await page_view(client)
+    session_id = (await the_record(app)).id
+    assert await refreshed(client, handle)
+    clock.advance(11)
+    assert (await refresh(client, handle)).status_code == 401
+    reused = await newest(app, "refresh_handle_reused")
+    ended = await newest(app, "session_ended")
+    assert reused["session"] == session_id
+    assert ended["session"] == session_id
