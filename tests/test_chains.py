@@ -330,3 +330,55 @@ async def test_a_reused_handle_is_recorded_with_its_session(app: Quart, clock: C
     ended = await newest(app, "session_ended")
     assert reused["session"] == session_id
     assert ended["session"] == session_id
+
+
+# --- when cached tokens are fresh enough to hand out
+
+
+@pytest.fixture
+async def long_idle(make_app: Callable[..., Quart], store_url: str) -> AsyncIterator[Quart]:
+    """Sessions that outlive their one-hour tokens, and a refresh margin above a quarter hour."""
+    settings = base_settings(
+        {
+            "session": {"idle_timeout": 2 * HOUR},
+            "sentifyd": {"refresh_margin": 1000},
+            "store": {"url": store_url},
+        }
+    )
+    application = make_app(settings)
+    async with application.test_app():
+        yield application
+
+
+async def test_the_refresh_margin_is_at_most_a_quarter_of_the_tokens_life(
+    long_idle: Quart, clock: Clock, fake_state: Any
+) -> None:
+    client = long_idle.test_client()
+    login(client, long_idle)
+    await page_view(client)
+    clock.advance(HOUR - 800)  # 800 s left: inside a quarter of the hour (900 s), not a fifth
+    await page_view(client)
+    assert fake_state.login_calls == 2
+
+
+async def test_tokens_with_just_the_refresh_margin_left_are_not_handed_out(
+    make_bridge: Callable[..., Quart], clock: Clock, fake_state: Any
+) -> None:
+    app = make_bridge(idle_timeout=2 * HOUR)
+    async with app.test_app():
+        client = app.test_client()
+        login(client, app)
+        await page_view(client)
+        clock.advance(HOUR - 30)  # [sentifyd] refresh_margin = 30 s left, exactly
+        await page_view(client)
+        assert fake_state.login_calls == 2
+
+
+async def test_fresh_tokens_are_answered_without_the_session_lock(app: Quart) -> None:
+    client = app.test_client()
+    login(client, app)
+    await page_view(client)
+    bridge = bridge_of(app)
+    record = await the_record(app)
+    async with bridge.store.lock(bridge.sessions.lock_name(record.id), wait=1):
+        assert await page_view(client)
