@@ -263,6 +263,23 @@ async def test_new_chain_flood_is_refused_before_the_session_is_touched(
         assert refresh.status_code == 200
 
 
+async def test_a_session_over_its_limit_with_stale_tokens_is_refused_before_calling_sentifyd(
+    make_app: Any, clock: Clock, fake_state: Any
+) -> None:
+    settings = make_settings(
+        {"limits": {"per_session": "1/day"}, "session": {"idle_timeout": 7200}}
+    )
+    application = make_app(settings)
+    async with application.test_app():
+        client = application.test_client()
+        login(client, application)
+        await client.get("/request_tokens")  # counted as the new session
+        assert (await client.get("/request_tokens")).status_code == 200
+        clock.advance(3600)  # the tokens expired; the same day's window
+        assert (await client.get("/request_tokens")).status_code == 429
+        assert fake_state.login_calls == 1
+
+
 async def test_upstream_logins_per_avatar_spent_gives_503_cached_sessions_still_served(
     make_app: Any, fake_state: Any
 ) -> None:
