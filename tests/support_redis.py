@@ -662,8 +662,12 @@ def start_all(bridges: Sequence[BridgeProcess]) -> None:
     """Start bridges side by side (each takes about a second to import and bind)."""
     for bridge in bridges:
         bridge.spawn()
-    for bridge in bridges:
-        bridge.wait_ready()
+    try:
+        for bridge in bridges:
+            bridge.wait_ready()
+    except BaseException:
+        stop_all(bridges)  # none left running for a later test to find
+        raise
 
 
 def stop_all(bridges: Sequence[BridgeProcess]) -> None:
