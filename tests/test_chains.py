@@ -5,6 +5,7 @@ Each test runs on the memory store and on a real redis-server."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -382,3 +383,21 @@ async def test_fresh_tokens_are_answered_without_the_session_lock(app: Quart) ->
     record = await the_record(app)
     async with bridge.store.lock(bridge.sessions.lock_name(record.id), wait=1):
         assert await page_view(client)
+
+
+async def test_requests_queued_behind_a_failing_sentifyd_call_share_its_failure(
+    make_bridge: Callable[..., Quart], clock: Clock, fake_state: Any
+) -> None:
+    app = make_bridge(idle_timeout=2 * HOUR)
+    async with app.test_app():
+        client = app.test_client()
+        login(client, app)
+        await page_view(client)
+        clock.advance(HOUR)  # the tokens expired: both requests need Sentifyd
+        fake_state.latency = 0.2  # the first call is still out when the second queues
+        fake_state.fail, fake_state.fail_count = "status:401", 1  # and only that one fails
+        first, second = await asyncio.gather(
+            client.get("/request_tokens"), client.get("/request_tokens")
+        )
+        assert [first.status_code, second.status_code] == [502, 502]
+        assert fake_state.login_calls == 2  # the session's first, and the one that failed
