@@ -101,3 +101,9 @@ def test_the_key_cache_stays_within_its_size_and_forgets_ended_sessions() -> Non
     assert "sid4" in sealer._keys
     sealer.forget("sid4")
     assert "sid4" not in sealer._keys
+
+
+def test_a_value_of_several_fields_opens_as_sealed() -> None:
+    sealer = SessionSealer([KEY])
+    value = {"rt": "x", "at": "y", "n": [1, 2]}
+    assert sealer.open(COOKIE, "sid", sealer.seal(COOKIE, "sid", value)) == value
