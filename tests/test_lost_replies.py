@@ -167,3 +167,25 @@ async def test_a_rotation_answered_503_and_applied_later_is_retried_not_taken_fo
     replay = await client.get("/request_tokens", query_string={"refreshToken": handle})
     assert replay.status_code == 401
     assert "refresh_handle_reused" in await events(app)
+
+
+async def test_two_tabs_rotations_answered_503_are_each_retried_not_taken_for_theft(
+    app: Quart, proxy: HoldingProxy, clock: Clock
+) -> None:
+    client = app.test_client()
+    login(client, app)
+    handles = []
+    for _ in range(2):
+        issued = await client.get("/request_tokens")
+        handles.append((await issued.get_json())["tokens"]["refreshToken"])
+    for handle in handles:  # each tab's rotation is applied, and its replies lost
+        proxy.released.clear()
+        proxy.arm(2)
+        failed = await client.get("/request_tokens", query_string={"refreshToken": handle})
+        assert failed.status_code == 503
+        proxy.release()
+    clock.advance(11)
+    for handle in handles:
+        retried = await client.get("/request_tokens", query_string={"refreshToken": handle})
+        assert retried.status_code == 200, await retried.get_data()
+    assert "refresh_handle_reused" not in await events(app)
