@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -109,6 +110,21 @@ async def test_cache_hits_and_misses_are_counted(metrics_app: Quart, clock: Cloc
     text = await scrape(metrics_app)
     assert metric(text, "sentifyd_bridge_token_cache_total", result="miss") == 2
     assert metric(text, "sentifyd_bridge_token_cache_total", result="hit") == 2
+
+
+async def test_a_request_that_found_tokens_fetched_while_it_waited_counts_as_a_hit(
+    metrics_app: Quart, clock: Clock, fake_state: Any
+) -> None:
+    client = metrics_app.test_client()
+    login(client, metrics_app)
+    await client.get("/request_tokens")  # a miss: the session's first tokens
+    clock.advance(55)  # they expired
+    fake_state.latency = 0.2  # the first fetch is still out when the second request queues
+    await asyncio.gather(client.get("/request_tokens"), client.get("/request_tokens"))
+    assert fake_state.login_calls == 2
+    text = await scrape(metrics_app)
+    assert metric(text, "sentifyd_bridge_token_cache_total", result="miss") == 2
+    assert metric(text, "sentifyd_bridge_token_cache_total", result="hit") == 1
 
 
 async def test_upstream_calls_are_counted_and_timed(metrics_app: Quart, fake_state: Any) -> None:
