@@ -401,3 +401,23 @@ async def test_requests_queued_behind_a_failing_sentifyd_call_share_its_failure(
         )
         assert [first.status_code, second.status_code] == [502, 502]
         assert fake_state.login_calls == 2  # the session's first, and the one that failed
+
+
+async def test_expires_in_never_rounds_a_tokens_life_up(
+    make_app: Callable[..., Quart], store_url: str, clock: Clock
+) -> None:
+    settings = base_settings(
+        {
+            "session": {"idle_timeout": 2 * HOUR},
+            "sentifyd": {"refresh_margin": 0},
+            "store": {"url": store_url},
+        }
+    )
+    app = make_app(settings)
+    async with app.test_app():
+        client = app.test_client()
+        login(client, app)
+        await page_view(client)
+        clock.advance(HOUR - 0.5)  # half a second left, and no margin asked for
+        response = await client.get("/request_tokens")
+        assert (await response.get_json())["tokens"]["expiresIn"] == 0
