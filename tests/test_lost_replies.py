@@ -189,3 +189,20 @@ async def test_two_tabs_rotations_answered_503_are_each_retried_not_taken_for_th
         retried = await client.get("/request_tokens", query_string={"refreshToken": handle})
         assert retried.status_code == 200, await retried.get_data()
     assert "refresh_handle_reused" not in await events(app)
+
+
+async def test_a_rotation_answered_503_retried_for_another_avatar_is_refused(
+    app: Quart, proxy: HoldingProxy, clock: Clock
+) -> None:
+    client = app.test_client()
+    login(client, app, groups=["customers"])
+    issued = await client.get("/request_tokens")
+    handle = (await issued.get_json())["tokens"]["refreshToken"]
+    proxy.arm(2)
+    failed = await client.get("/request_tokens", query_string={"refreshToken": handle})
+    assert failed.status_code == 503
+    proxy.release()
+    clock.advance(11)
+    other = await client.get("/request_tokens/premium", query_string={"refreshToken": handle})
+    assert other.status_code == 401
+    assert (await other.get_json())["error"] == "invalid_refresh_token"
