@@ -432,3 +432,25 @@ async def test_upstream_logins_are_spent_per_avatar_within_one_second_windows(
     with pytest.raises(UpstreamBusy):
         await limiter.spend_upstream_login(first)
     assert refused == ["upstream"]
+
+
+async def test_new_sessions_beyond_the_limit_are_refused_as_user(clock: Clock) -> None:
+    limiter, refused = limiter_with(clock, new_sessions_per_user=RateLimit(1, 60))
+    await limiter.check_new_session("alice")
+    with pytest.raises(RateLimited):
+        await limiter.check_new_session("alice")
+    assert refused == ["user"]
+
+
+async def test_login_starts_in_one_second_windows_are_counted(clock: Clock) -> None:
+    # The counter must outlive its one-second window (a TTL of window - 1 would be 0).
+    limiter, _ = limiter_with(clock, login_per_ip=RateLimit(1, 1))
+    await limiter.check_login(request_from("192.0.2.1"))
+    with pytest.raises(RateLimited):
+        await limiter.check_login(request_from("192.0.2.1"))
+
+
+async def test_an_address_has_a_budget_per_scope(clock: Clock) -> None:
+    limiter, _ = limiter_with(clock, per_ip=RateLimit(1, 60), login_per_ip=RateLimit(1, 60))
+    await limiter.count_anonymous(request_from("192.0.2.1"))
+    await limiter.check_login(request_from("192.0.2.1"))  # anonymous work spent no login
