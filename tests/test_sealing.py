@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from bridge.sealing import SessionSealer, open_with_handle, seal_with_handle
+from bridge.sealing import SessionSealer, _b64, _unb64, open_with_handle, seal_with_handle
 from bridge.secret import Secret
 
 KEY = Secret("k" * 40)
@@ -107,3 +107,9 @@ def test_a_value_of_several_fields_opens_as_sealed() -> None:
     sealer = SessionSealer([KEY])
     value = {"rt": "x", "at": "y", "n": [1, 2]}
     assert sealer.open(COOKIE, "sid", sealer.seal(COOKIE, "sid", value)) == value
+
+
+def test_unpadded_base64_keeps_every_character_of_the_encoding() -> None:
+    # Only the padding is stripped: a trailing "X" (or any base64 character) stays.
+    assert _b64(b"\x00\x00\x17") == "AAAX"
+    assert _unb64(_b64(b"\x00\x00\x17")) == b"\x00\x00\x17"
