@@ -186,3 +186,24 @@ async def test_a_lock_waiter_with_under_a_second_to_wait_still_gets_a_lock_relea
 async def _take(store: RedisStore, *, wait: float) -> bool:
     async with store.lock(LOCK, wait=wait):
         return True
+
+
+async def test_a_holder_renews_its_lease_again_after_a_renewal_failed(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    lease_s = 1.5
+    store = RedisStore(parse_url(redis_server.url), prefix="t", timeout=0.3, lease=lease_s)
+    try:
+        async with store.lock(LOCK, wait=1) as lease:
+
+            def stall() -> None:
+                # Redis frozen across the first renewal (at a third of the lease): it times out.
+                redis_server.pause()
+                time.sleep(1.0)
+                redis_server.resume()
+
+            await asyncio.to_thread(stall)
+            await asyncio.sleep(2.2)  # the holder works on, past any lease it got before
+            assert await store.client.get(LOCK) == lease.token.encode()
+    finally:
+        await store.close()
