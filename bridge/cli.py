@@ -66,8 +66,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     configure_logging("INFO")
     app = create_demo_app(port=args.port, host=args.host, token_ttl=args.token_ttl)
+    base = f"http://{args.host}:{args.port}"
     print(
-        f"sentifyd-bridge demo: open http://{args.host}:{args.port}/  (Ctrl+C to stop)", flush=True
+        f"sentifyd-bridge demo: open {base}/  (Ctrl+C to stop)\n"
+        f"  the shop's 'my devices' page: {base}/account/sessions (once signed in)\n"
+        f"  the operator console: {base}/admin/  sign in with this run's operator token:\n"
+        f"    {app.extensions['demo_operator_token']}",
+        flush=True,
     )
     run(serve(app, args.host, args.port, Bridge.of(app).settings.server))
     return 0

@@ -161,6 +161,31 @@ def test_demo_command_serves_the_first_look(processes: list[subprocess.Popen[byt
     assert httpx.get(f"http://127.0.0.1:{port}/demo/login").status_code == 200
 
 
+def test_demo_prints_how_to_open_the_console_with_a_token_that_signs_in(
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    port = free_port()
+    demo = spawn(processes, "demo", "--port", str(port), env={})
+    wait_until_up(f"http://127.0.0.1:{port}/healthz", demo)
+    assert demo.stdout is not None
+    lines = [demo.stdout.readline().decode().strip() for _ in range(4)]
+    assert lines[1] == f"the shop's 'my devices' page: http://127.0.0.1:{port}/account/sessions" + (
+        " (once signed in)"
+    )
+    assert lines[2].startswith(f"the operator console: http://127.0.0.1:{port}/admin/")
+    token = lines[3]
+    base = f"http://127.0.0.1:{port}"
+    own = {"Origin": base}
+    signed_in = httpx.post(f"{base}/admin/sign-in", data={"token": token}, headers=own)
+    assert signed_in.status_code == 303 and "set-cookie" in signed_in.headers
+    refused = httpx.post(f"{base}/admin/sign-in", data={"token": token[:-1]}, headers=own)
+    assert refused.status_code == 401
+    # A fresh token each run: another demo's does not open this one.
+    other = spawn(processes, "demo", "--port", str(free_port()), env={})
+    assert other.stdout is not None
+    assert [other.stdout.readline() for _ in range(4)][3].decode().strip() != token
+
+
 def test_port_in_use_is_one_clear_line(processes: list[subprocess.Popen[bytes]]) -> None:
     port = free_port()
     first = spawn(processes, "demo", "--port", str(port), env={})

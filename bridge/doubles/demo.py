@@ -42,8 +42,15 @@ USERS: dict[str, dict[str, Any]] = {
 }
 
 
+# The demo's operator, for its console at /admin/: a token made for this run only.
+DEMO_OPERATOR = "demo-operator"
+
+
 def demo_settings(
-    port: int = 8000, host: str = "127.0.0.1", config: Path = DEMO_CONFIG
+    port: int = 8000,
+    host: str = "127.0.0.1",
+    config: Path = DEMO_CONFIG,
+    operator_token: str | None = None,
 ) -> tuple[Settings, str]:
     """Load the demo config with freshly generated secrets; return settings and the API key."""
     api_key = "demo-" + secrets.token_urlsafe(24)
@@ -51,6 +58,7 @@ def demo_settings(
         "BRIDGE_SECRET_KEY": secrets.token_urlsafe(32),
         "AVATAR_API_KEY": api_key,
         "SITE_SECRET_KEY": secrets.token_urlsafe(32),
+        "BRIDGE_ADMIN_TOKENS": f"{DEMO_OPERATOR}:{operator_token or secrets.token_urlsafe(32)}",
     }
     overrides = {"server": {"host": host, "port": port, "public_url": f"http://{host}:{port}"}}
     return load_settings(config, env, overrides=overrides), api_key
@@ -59,12 +67,15 @@ def demo_settings(
 def create_demo_app(
     port: int = 8000, host: str = "127.0.0.1", token_ttl: int = DEMO_TOKEN_TTL
 ) -> Quart:
-    settings, api_key = demo_settings(port, host)
+    operator_token = secrets.token_urlsafe(32)
+    settings, api_key = demo_settings(port, host, operator_token=operator_token)
     fake = create_fake_sentifyd(
         {api_key: settings.avatars[0].avatar_id}, token_ttl=token_ttl, control=False
     )
     app = create_app(settings, sentifyd_transport=httpx.ASGITransport(app=fake))  # type: ignore[arg-type]
     app.extensions["fake_sentifyd"] = fake.extensions["fake_sentifyd"]
+    # For the terminal that started the demo (cli.cmd_demo prints it), never for a page.
+    app.extensions["demo_operator_token"] = operator_token
     app.register_blueprint(site)
     return app
 
