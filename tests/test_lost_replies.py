@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -206,3 +207,32 @@ async def test_a_rotation_answered_503_retried_for_another_avatar_is_refused(
     other = await client.get("/request_tokens/premium", query_string={"refreshToken": handle})
     assert other.status_code == 401
     assert (await other.get_json())["error"] == "invalid_refresh_token"
+
+
+async def test_a_holder_whose_lease_lapsed_during_its_sentifyd_call_writes_nothing(
+    make_app: Callable[..., Quart],
+    redis_server: RedisServer,  # noqa: F811
+    clock: Clock,
+    fake_state: Any,
+) -> None:
+    store = {"url": redis_server.url, "timeout": STORE_TIMEOUT, "lock_lease": 3 * STORE_TIMEOUT}
+    app = make_app(make_settings({"store": store, "sentifyd": {"timeout": 5}}))
+    async with app.test_app():
+        client = app.test_client()
+        login(client, app)
+        await client.get("/request_tokens")
+        clock.advance(55)  # the tokens expired: the next request calls Sentifyd under the lock
+        fake_state.latency = 2.0  # it returns after Redis runs again
+        asking = asyncio.create_task(client.get("/request_tokens"))
+        await asyncio.sleep(0.3)  # the call is out
+
+        def stall() -> None:
+            # Redis frozen past the lease: the holder cannot renew it, and it lapses.
+            redis_server.pause()
+            time.sleep(1.5)
+            redis_server.resume()
+
+        await asyncio.to_thread(stall)
+        answer = await asyncio.wait_for(asking, 10)
+        assert answer.status_code == 503
+        assert (await answer.get_json())["error"] == "store_unavailable"
