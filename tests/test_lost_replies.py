@@ -26,11 +26,13 @@ STORE_TIMEOUT = 0.3
 
 class HoldingProxy:
     """Forwards 127.0.0.1:<port> to Redis; ``arm(n)`` holds the replies to the next ``n`` script
-    calls that name a session record (the record's conditional writes) until ``release()``."""
+    calls that name a session record (the record's conditional writes), or the session's lock
+    with ``naming=b":lock:{"``, until ``release()``."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.armed = 0
+        self.naming = b":session:{"
         self.held = 0
         self.released = asyncio.Event()
         self.server: asyncio.Server | None = None
@@ -40,8 +42,11 @@ class HoldingProxy:
         self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
         return int(self.server.sockets[0].getsockname()[1])
 
-    def arm(self, writes: int = 1) -> None:
+    def arm(self, writes: int = 1, *, naming: bytes = b":session:{") -> None:
+        """Hold the replies to the next ``writes`` script calls on keys ``naming`` (by default
+        the record's conditional writes; ``b":lock:{"``: taking the session's lock)."""
         self.armed = writes
+        self.naming = naming
 
     def release(self) -> None:
         self.released.set()
@@ -60,7 +65,7 @@ class HoldingProxy:
 
         async def upstream() -> None:
             while data := await client_r.read(65536):
-                if self.armed and b"EVALSHA" in data and b":session:{" in data:
+                if self.armed and b"EVALSHA" in data and self.naming in data:
                     self.armed -= 1
                     hold.set()
                 redis_w.write(data)
@@ -236,3 +241,39 @@ async def test_a_holder_whose_lease_lapsed_during_its_sentifyd_call_writes_nothi
         answer = await asyncio.wait_for(asking, 10)
         assert answer.status_code == 503
         assert (await answer.get_json())["error"] == "store_unavailable"
+
+
+async def test_a_retry_answered_503_before_writing_keeps_the_applied_rotation_known(
+    make_app: Callable[..., Quart], proxy: HoldingProxy, clock: Clock
+) -> None:
+    """The first rotation is applied and its replies lost; its retry fails taking the lock, so
+    it writes nothing: the chain is still at the first rotation's handle, which a later retry
+    must still find among the unresolved ones."""
+    assert proxy.server is not None
+    port = proxy.server.sockets[0].getsockname()[1]
+    store = {
+        "url": f"redis://127.0.0.1:{port}/0",
+        "timeout": STORE_TIMEOUT,
+        "lock_lease": 3 * STORE_TIMEOUT,  # the lock taken for the lost reply lapses soon
+    }
+    app = make_app(make_settings({"store": store}))
+    async with app.test_app():
+        client = app.test_client()
+        login(client, app)
+        issued = await client.get("/request_tokens")
+        handle = (await issued.get_json())["tokens"]["refreshToken"]
+        proxy.arm(2)
+        assert (
+            await client.get("/request_tokens", query_string={"refreshToken": handle})
+        ).status_code == 503
+        proxy.release()
+        clock.advance(55)  # past the grace window, and the tokens expired: the lock is needed
+        proxy.released.clear()
+        proxy.arm(1, naming=b":lock:{")
+        assert (
+            await client.get("/request_tokens", query_string={"refreshToken": handle})
+        ).status_code == 503
+        proxy.release()
+        retried = await client.get("/request_tokens", query_string={"refreshToken": handle})
+        assert retried.status_code == 200, await retried.get_data()
+        assert "refresh_handle_reused" not in await events(app)
