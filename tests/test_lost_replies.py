@@ -277,3 +277,43 @@ async def test_a_retry_answered_503_before_writing_keeps_the_applied_rotation_kn
         retried = await client.get("/request_tokens", query_string={"refreshToken": handle})
         assert retried.status_code == 200, await retried.get_data()
         assert "refresh_handle_reused" not in await events(app)
+
+
+async def test_a_rotation_unresolved_for_over_a_day_is_forgotten(
+    make_app: Callable[..., Quart], proxy: HoldingProxy, clock: Clock
+) -> None:
+    assert proxy.server is not None
+    port = proxy.server.sockets[0].getsockname()[1]
+    three_days = 3 * 86_400
+    settings = make_settings(
+        {
+            "store": {"url": f"redis://127.0.0.1:{port}/0", "timeout": STORE_TIMEOUT},
+            "session": {"idle_timeout": three_days, "absolute_timeout": three_days},
+        }
+    )
+    app = make_app(settings)
+    async with app.test_app():
+        client = app.test_client()
+        login(client, app)
+        handles = []
+        for _ in range(2):
+            issued = await client.get("/request_tokens")
+            handles.append((await issued.get_json())["tokens"]["refreshToken"])
+        old, other = handles
+        proxy.arm(2)
+        assert (
+            await client.get("/request_tokens", query_string={"refreshToken": old})
+        ).status_code == 503
+        proxy.release()
+        clock.advance(86_401)
+        login(client, app)  # still signed in to the site: its cookie renewed
+        proxy.released.clear()
+        proxy.arm(2)  # another rotation answered 503 a day later sweeps the memory
+        assert (
+            await client.get("/request_tokens", query_string={"refreshToken": other})
+        ).status_code == 503
+        proxy.release()
+        proxy.armed = 0
+        replay = await client.get("/request_tokens", query_string={"refreshToken": old})
+        assert replay.status_code == 401
+        assert "refresh_handle_reused" in await events(app)
