@@ -454,3 +454,9 @@ async def test_an_address_has_a_budget_per_scope(clock: Clock) -> None:
     limiter, _ = limiter_with(clock, per_ip=RateLimit(1, 60), login_per_ip=RateLimit(1, 60))
     await limiter.count_anonymous(request_from("192.0.2.1"))
     await limiter.check_login(request_from("192.0.2.1"))  # anonymous work spent no login
+
+
+async def test_login_starts_are_counted_per_address(clock: Clock) -> None:
+    limiter, _ = limiter_with(clock, login_per_ip=RateLimit(1, 60))
+    await limiter.check_login(request_from("192.0.2.1"))
+    await limiter.check_login(request_from("198.51.100.1"))
