@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of the security core with mutmut (on demand, not in CI: about 20 minutes on
+# Mutation testing of the security core with mutmut (on demand, not in CI: about 65 minutes on
 # 2 cores). The modules and the tests that guard them are in pyproject.toml's [tool.mutmut];
 # the survivors and why each is equivalent are in docs/mutation.md.
 #   ./scripts/mutation.sh            every module below
