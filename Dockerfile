@@ -21,7 +21,8 @@ RUN /opt/sentifyd-bridge/bin/pip install --no-cache-dir --disable-pip-version-ch
       --no-deps /project/*.whl \
  && /opt/sentifyd-bridge/bin/pip uninstall --yes --disable-pip-version-check pip setuptools \
  && if command -v strip >/dev/null; then \
-      find /opt/sentifyd-bridge -name '*.so' -exec strip --strip-unneeded {} +; fi
+      find /opt/sentifyd-bridge -name '*.so' -exec strip --strip-unneeded {} +; fi \
+ && find /opt/sentifyd-bridge -name '*.pyi' -delete
 
 FROM ${BASE}
 RUN groupadd --system --gid 10001 sentifyd-bridge \
