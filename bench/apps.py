@@ -6,7 +6,7 @@
   own ceiling: whatever the generator reaches here, no Python web stack can beat.
 
 ``--server`` is ``granian`` (serve's default), ``hypercorn``, ``uvicorn`` (uvloop + httptools)
-or ``uvicorn-h11`` (uvloop + h11), all configured by :mod:`bridge.servers` from ``[server]``.
+or ``uvicorn-h11`` (uvloop + h11), all configured by :mod:`bridge.web.servers` from ``[server]``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from typing import Any
 
 from quart import Quart, Response, jsonify
 
-from bridge.servers import run, serve
 from bridge.settings.schema import ServerSettings
+from bridge.web.servers import run, serve
 
 SERVERS = ("granian", "hypercorn", "uvicorn", "uvicorn-h11")
 CANNED = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n"
-    b'{"ok":true}'
+    b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
 )
 
 
@@ -64,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--server", choices=SERVERS, default="granian")
     parser.add_argument("--config", help="the bridge's TOML config")
-    parser.add_argument("--redis-client", choices=("pipe", "redis-py", "coredis"),
-                        help="the Redis store's client (bench/redis_clients.py compares them)")
+    parser.add_argument(
+        "--redis-client",
+        choices=("pipe", "redis-py", "coredis"),
+        help="the Redis store's client (bench/redis_clients.py compares them)",
+    )
     args = parser.parse_args(argv)
     if args.what == "null":
         run(_null(args.port))
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         run(_serve_as(ceiling_app(), args.port, args.server, ServerSettings()))
     else:
         from bridge.app import create_app
-        from bridge.logs import configure_logging
+        from bridge.observe.logs import configure_logging
         from bridge.settings import load_settings
 
         settings = load_settings(args.config)

@@ -47,8 +47,14 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = START_T
 class Proc:
     """A child process on a port, stopped with SIGTERM (then SIGKILL) on exit."""
 
-    def __init__(self, name: str, args: list[str], port: int, env: dict[str, str] | None = None,
-                 cwd: Path = ROOT) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> None:
         self.name, self.args, self.port = name, args, port
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
@@ -56,8 +62,14 @@ class Proc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Proc:
-        self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             wait_port(self.port, self.proc)
         except BaseException:
@@ -116,8 +128,12 @@ def get_json(url: str) -> Any:
 
 
 def post_json(url: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -131,15 +147,29 @@ class Secrets:
         self.site_key = secrets.token_urlsafe(32)
 
     def env(self) -> dict[str, str]:
-        return {"BRIDGE_SECRET_KEY": self.bridge_key, "AVATAR_API_KEY": self.api_key,
-                "SITE_SECRET_KEY": self.site_key}
+        return {
+            "BRIDGE_SECRET_KEY": self.bridge_key,
+            "AVATAR_API_KEY": self.api_key,
+            "SITE_SECRET_KEY": self.site_key,
+        }
 
 
 def fake_sentifyd(port: int, keys: Secrets, *, latency: float, token_ttl: int) -> Proc:
-    return Proc("fake-sentifyd", [str(BIN / "sentifyd-bridge"), "fake-sentifyd",
-                                  "--port", str(port), "--token-ttl", str(token_ttl),
-                                  "--latency", str(latency)], port,
-                env={"AVATAR_API_KEY": keys.api_key})
+    return Proc(
+        "fake-sentifyd",
+        [
+            str(BIN / "sentifyd-bridge"),
+            "fake-sentifyd",
+            "--port",
+            str(port),
+            "--token-ttl",
+            str(token_ttl),
+            "--latency",
+            str(latency),
+        ],
+        port,
+        env={"AVATAR_API_KEY": keys.api_key},
+    )
 
 
 # The limits every bridge in bench/ runs with, stated in each report. The load generator drives
@@ -149,12 +179,20 @@ def fake_sentifyd(port: int, keys: Secrets, *, latency: float, token_ttl: int) -
 # address, which no benchmark request is). A run with any answer but 200 is not reported.
 LIMITS = {"per_session": "off"}
 LIMITS_TOML = "".join(f'{key} = "{value}"\n' for key, value in LIMITS.items())
-LIMITS_NOTE = ("limits at their defaults except per_session = \"off\" (each session is driven "
-               "far faster than a component drives it)")
+LIMITS_NOTE = (
+    'limits at their defaults except per_session = "off" (each session is driven '
+    "far faster than a component drives it)"
+)
 
 
-def write_bridge_config(directory: Path, port: int, fake_port: int, server: str,
-                        store_url: str = "memory://", extra: str = "") -> Path:
+def write_bridge_config(
+    directory: Path,
+    port: int,
+    fake_port: int,
+    server: str,
+    store_url: str = "memory://",
+    extra: str = "",
+) -> Path:
     """The bridge's config for a loopback run: memory store (or ``store_url``), the stand-in
     Sentifyd, the site's Flask cookie as the way in, plain http on 127.0.0.1 (so
     cookie_secure = false)."""
@@ -164,7 +202,7 @@ def write_bridge_config(directory: Path, port: int, fake_port: int, server: str,
 host = "127.0.0.1"
 port = {port}
 public_url = "http://127.0.0.1:{port}"
-asgi_server = "{server.split('-')[0]}"
+asgi_server = "{server.split("-")[0]}"
 
 [session]
 cookie_secure = false
@@ -206,8 +244,10 @@ def require_all_200(name: str, result: dict[str, Any]) -> dict[str, Any]:
         raise NotAllOK(f"{name}: {result['error']}")
     statuses = result.get("statuses", {})
     if result.get("errors") or set(statuses) - {"200"}:
-        raise NotAllOK(f"{name}: answers {statuses}, errors {result.get('errors')}, first: "
-                       f"{result.get('first_error', '')!r}")
+        raise NotAllOK(
+            f"{name}: answers {statuses}, errors {result.get('errors')}, first: "
+            f"{result.get('first_error', '')!r}"
+        )
     return result
 
 
@@ -222,11 +262,28 @@ def site_cookies(config: Path, keys: Secrets, count: int, prefix: str = "user") 
     return [str(source.serializer.dumps({"user_id": f"{prefix}-{i}"})) for i in range(count)]
 
 
-def load(url: str, *, mode: str = "plain", concurrency: int = 50, duration: float = 10.0,
-         requests: int = 0, rate: float = 0.0, cookies: list[str] | None = None) -> dict[str, Any]:
+def load(
+    url: str,
+    *,
+    mode: str = "plain",
+    concurrency: int = 50,
+    duration: float = 10.0,
+    requests: int = 0,
+    rate: float = 0.0,
+    cookies: list[str] | None = None,
+) -> dict[str, Any]:
     """Run the load generator in its own process and return its JSON result."""
-    args = [PYTHON, str(BENCH / "loadgen.py"), url, "--mode", mode,
-            "--concurrency", str(concurrency), "--duration", str(duration)]
+    args = [
+        PYTHON,
+        str(BENCH / "loadgen.py"),
+        url,
+        "--mode",
+        mode,
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(duration),
+    ]
     if requests:
         args += ["--requests", str(requests)]
     if rate:
@@ -236,8 +293,9 @@ def load(url: str, *, mode: str = "plain", concurrency: int = 50, duration: floa
             json.dump(cookies, fh)
             fh.flush()
             args += ["--cookies", fh.name]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120,
-                              check=False)
+        done = subprocess.run(
+            args, capture_output=True, text=True, timeout=duration + 120, check=False
+        )
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)

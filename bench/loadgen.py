@@ -54,8 +54,15 @@ class Totals:
 class Client:
     """One virtual client: a keep-alive connection and its cookie jar."""
 
-    def __init__(self, host: str, port: int, path: str, mode: str, site_cookie: str | None,
-                 bridge_cookie_name: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        mode: str,
+        site_cookie: str | None,
+        bridge_cookie_name: str,
+    ) -> None:
         self.host, self.port, self.path, self.mode = host, port, path, mode
         self.cookies: dict[str, str] = {}
         if site_cookie:
@@ -83,8 +90,12 @@ class Client:
             target = f"{self.path}?refreshToken={self.handle}"
         elif tab is not None:
             target = f"{self.path}?refreshToken={self.tabs[tab]}"
-        lines = [f"GET {target} HTTP/1.1", f"Host: {self.host}:{self.port}",
-                 "Accept: application/json", "Sec-Fetch-Site: same-origin"]
+        lines = [
+            f"GET {target} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            "Accept: application/json",
+            "Sec-Fetch-Site: same-origin",
+        ]
         if self.cookies:
             lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -119,8 +130,7 @@ class Client:
             if length is None or length > MAX_BODY:
                 raise ValueError("response without a usable Content-Length")
             body = await self.reader.readexactly(length)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError) as exc:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             totals.requests += record
             if record:
                 totals.error(f"{type(exc).__name__}: {exc}")
@@ -195,8 +205,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     if args.cookie_list:
         loaded = args.cookie_list
         cookies = [loaded[i % len(loaded)] for i in range(args.concurrency)]
-    clients = [Client(host, port, path, args.mode, cookies[i], args.bridge_cookie)
-               for i in range(args.concurrency)]
+    clients = [
+        Client(host, port, path, args.mode, cookies[i], args.bridge_cookie)
+        for i in range(args.concurrency)
+    ]
     totals = Totals()
     warm = Totals()
     # Warm-up: every client once (connects; the bridge starts its session and fetches tokens).
@@ -250,8 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("plain", "tokens", "refresh"), default="plain")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds (upper bound)")
-    parser.add_argument("--requests", type=int, default=0,
-                        help="stop after this many, warm-up excluded (0: no limit)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=0,
+        help="stop after this many, warm-up excluded (0: no limit)",
+    )
     parser.add_argument("--rate", type=float, default=0.0, help="total requests/s (0: closed)")
     parser.add_argument("--cookies", help="JSON list of site cookies, one per client")
     parser.add_argument("--bridge-cookie", default="sentifyd_bridge")

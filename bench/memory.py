@@ -1,6 +1,6 @@
 """Memory per idle session in the memory store, measured in-process.
 
-Method: build the bridge's real parts with ``bridge.runtime.assemble`` (MemoryStore, Lifecycle,
+Method: build the bridge's real parts with ``bridge.wiring.assemble`` (MemoryStore, Lifecycle,
 SessionManager, TokenBroker, SentifydClient) in this process, the upstream answered in-process
 by a stub in the stand-in Sentifyd's shape (a signed JWT access token, a
 refresh token, the avatar parameters). Warm up with a few hundred sessions, collect garbage,
@@ -45,15 +45,22 @@ def upstream_answers(token_ttl: int) -> Callable[[], dict[str, Any]]:
 
     def answer() -> dict[str, Any]:
         now = int(time.time())
-        claims = {"iss": "fake-sentifyd", "sub": "avtr_bench", "iat": now,
-                  "exp": now + token_ttl, "jti": secrets.token_urlsafe(16)}
-        return {"data": {
-            "access_token": jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, key),
-            "refresh_token": secrets.token_urlsafe(32),
-            "avatar_params": json.loads(json.dumps(AVATAR_PARAMS)),
-            "token_type": "Bearer",
-            "expires_in": token_ttl,
-        }}
+        claims = {
+            "iss": "fake-sentifyd",
+            "sub": "avtr_bench",
+            "iat": now,
+            "exp": now + token_ttl,
+            "jti": secrets.token_urlsafe(16),
+        }
+        return {
+            "data": {
+                "access_token": jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, key),
+                "refresh_token": secrets.token_urlsafe(32),
+                "avatar_params": json.loads(json.dumps(AVATAR_PARAMS)),
+                "token_type": "Bearer",
+                "expires_in": token_ttl,
+            }
+        }
 
     return answer
 
@@ -62,8 +69,8 @@ async def measure(sessions: int, method: str) -> dict[str, object]:
     import httpx
 
     from bridge.identity import Identity
-    from bridge.runtime import assemble
     from bridge.settings import load_settings
+    from bridge.wiring import assemble
 
     keys = Secrets()
     config = write_bridge_config(Path(tempfile.mkdtemp(prefix="bench-mem-")), 8000, 9, "hypercorn")

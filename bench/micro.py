@@ -31,11 +31,23 @@ from loadgen import TABS
 async def call(app: Any, path: str, query: bytes, cookie: str) -> tuple[int, bytes, list[Any]]:
     """One GET through the app's ASGI interface; return status, body and headers."""
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
-        "root_path": "", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"accept", b"application/json"),
-                    (b"sec-fetch-site", b"same-origin"), (b"cookie", cookie.encode())],
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"accept", b"application/json"),
+            (b"sec-fetch-site", b"same-origin"),
+            (b"cookie", cookie.encode()),
+        ],
     }
     sent: list[dict[str, Any]] = []
     given = False
@@ -63,8 +75,9 @@ async def measure(requests: int) -> dict[str, Any]:
     from bridge.settings import load_settings
 
     keys = Secrets()
-    config = write_bridge_config(Path(tempfile.mkdtemp(prefix="bench-micro-")), 8000, 9,
-                                 "hypercorn")
+    config = write_bridge_config(
+        Path(tempfile.mkdtemp(prefix="bench-micro-")), 8000, 9, "hypercorn"
+    )
     settings = load_settings(config, keys.env())
     fake = create_fake_sentifyd([keys.api_key], token_ttl=3600)
     app = create_app(settings, sentifyd_transport=httpx.ASGITransport(app=fake))
@@ -100,9 +113,9 @@ async def measure(requests: int) -> dict[str, Any]:
                         else:
                             tabs.append(answer)
                 else:
-                    status, body, _ = await call(app, "/request_tokens",
-                                                 f"refreshToken={session[1]}".encode(),
-                                                 session[0])
+                    status, body, _ = await call(
+                        app, "/request_tokens", f"refreshToken={session[1]}".encode(), session[0]
+                    )
                     session[1] = json.loads(body)["tokens"]["refreshToken"]
                 if status != 200:
                     raise RuntimeError(f"{kind}: {status} {body[:200]!r}")
@@ -120,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.requests <= 1_000_000:
         parser.error("--requests must be in (0, 1000000]")
-    from bridge.logs import configure_logging
+    from bridge.observe.logs import configure_logging
 
     # As ``serve`` does: one JSON line per request, here into a file nobody reads.
     with open(os.devnull, "w") as sink:

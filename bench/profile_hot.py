@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bridge.app import create_app
     from bridge.cli import _serve
-    from bridge.logs import configure_logging
+    from bridge.observe.logs import configure_logging
     from bridge.settings import load_settings
 
     keys = Secrets()
@@ -67,12 +67,23 @@ def main(argv: list[str] | None = None) -> int:
 
             def drive() -> None:
                 # A short unprofiled warm-up, then the measured run.
-                load(f"http://127.0.0.1:{port}/request_tokens", mode="tokens", duration=1,
-                     concurrency=args.concurrency, cookies=cookies)
+                load(
+                    f"http://127.0.0.1:{port}/request_tokens",
+                    mode="tokens",
+                    duration=1,
+                    concurrency=args.concurrency,
+                    cookies=cookies,
+                )
                 loop.call_soon_threadsafe(profiler.start)
-                result.update(load(f"http://127.0.0.1:{port}/request_tokens", mode=args.mode,
-                                   duration=args.duration, concurrency=args.concurrency,
-                                   cookies=cookies))
+                result.update(
+                    load(
+                        f"http://127.0.0.1:{port}/request_tokens",
+                        mode=args.mode,
+                        duration=args.duration,
+                        concurrency=args.concurrency,
+                        cookies=cookies,
+                    )
+                )
                 loop.call_soon_threadsafe(done.set)
 
             threading.Thread(target=drive, daemon=True).start()

@@ -37,25 +37,37 @@ def render(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
-        lines.append(f"| {r['name']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
-                     f"| {r['requests']:,} | {r['note']} |")
-    lines += ["", "| Upstream calls per 1,000 token requests | requests | sessions | calls |",
-              "|---|---:|---:|---:|"]
+        lines.append(
+            f"| {r['name']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+            f"| {r['requests']:,} | {r['note']} |"
+        )
+    lines += [
+        "",
+        "| Upstream calls per 1,000 token requests | requests | sessions | calls |",
+        "|---|---:|---:|---:|",
+    ]
     for name, key in (("bridge", "bridge"), ("Flask snippet", "snippet")):
         u = report["upstream"][key]
         lines.append(f"| {name} | {u['requests']:,} | {u['sessions']} | {u['upstream_calls']:,} |")
     if report["memory"]:
-        lines += ["", "| Memory per idle session, from outside | sessions | RSS growth | per "
-                  "session | Redis used_memory per session |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| Memory per idle session, from outside | sessions | RSS growth | per "
+            "session | Redis used_memory per session |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for m in report["memory"]:
             redis = m.get("redis_bytes_per_session")
-            lines.append(f"| `serve`, {m['store']} store | {m['sessions']:,} | "
-                         f"{m['rss_growth_kb']:,} kB | {m['rss_bytes_per_session']:,} B | "
-                         f"{f'{redis:,} B' if redis is not None else '-'} |")
+            lines.append(
+                f"| `serve`, {m['store']} store | {m['sessions']:,} | "
+                f"{m['rss_growth_kb']:,} kB | {m['rss_bytes_per_session']:,} B | "
+                f"{f'{redis:,} B' if redis is not None else '-'} |"
+            )
     lines += ["", "| Target | wanted | this run | met |", "|---|---|---|---|"]
     for t in report["targets"]:
-        lines.append(f"| {t['target']} | {t['wanted']} | {t['got']} | "
-                     f"{'yes' if t['met'] else '**no**'} |")
+        lines.append(
+            f"| {t['target']} | {t['wanted']} | {t['got']} | {'yes' if t['met'] else '**no**'} |"
+        )
     lines.append(END)
     return "\n".join(lines)
 

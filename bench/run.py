@@ -71,9 +71,16 @@ SESSION_BUDGET = 4096
 
 def _row(name: str, result: dict[str, Any], note: str = "") -> dict[str, Any]:
     require_all_200(name, result)
-    return {"name": name, "rps": result["rps"], "p50_ms": result["p50_ms"],
-            "p99_ms": result["p99_ms"], "requests": result["requests"],
-            "errors": result["errors"], "statuses": result["statuses"], "note": note}
+    return {
+        "name": name,
+        "rps": result["rps"],
+        "p50_ms": result["p50_ms"],
+        "p99_ms": result["p99_ms"],
+        "requests": result["requests"],
+        "errors": result["errors"],
+        "statuses": result["statuses"],
+        "note": note,
+    }
 
 
 class RedisServer(Proc):
@@ -81,9 +88,22 @@ class RedisServer(Proc):
 
     def __init__(self, workdir: Path) -> None:
         port = free_port()
-        super().__init__("redis", [shutil.which("redis-server") or "redis-server", "--port",
-                                   str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no"], port, cwd=workdir)
+        super().__init__(
+            "redis",
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            port,
+            cwd=workdir,
+        )
         self.url = f"redis://127.0.0.1:{port}/0"
 
     def commands(self) -> int:
@@ -92,8 +112,12 @@ class RedisServer(Proc):
 
         with redis.Redis(host="127.0.0.1", port=self.port) as client:
             stats = client.info("commandstats")
-        own = ("cmdstat_info", "cmdstat_config|resetstat", "cmdstat_hello",
-               "cmdstat_client|setinfo")
+        own = (
+            "cmdstat_info",
+            "cmdstat_config|resetstat",
+            "cmdstat_hello",
+            "cmdstat_client|setinfo",
+        )
         return sum(int(v["calls"]) for k, v in stats.items() if k not in own)
 
     def reset(self) -> None:
@@ -103,15 +127,21 @@ class RedisServer(Proc):
             client.config_resetstat()
 
 
-def throughput(args: argparse.Namespace, keys: Secrets, workdir: Path,
-               log: Any) -> list[dict[str, Any]]:
+def throughput(
+    args: argparse.Namespace, keys: Secrets, workdir: Path, log: Any
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     run = dict(concurrency=args.concurrency, duration=args.duration)
 
     port = free_port()
     with Proc("null", [PYTHON, str(BENCH / "apps.py"), "null", "--port", str(port)], port):
-        rows.append(_row("load generator ceiling (canned response)",
-                         load(f"http://127.0.0.1:{port}/", **run), "raw uvloop"))
+        rows.append(
+            _row(
+                "load generator ceiling (canned response)",
+                load(f"http://127.0.0.1:{port}/", **run),
+                "raw uvloop",
+            )
+        )
     log(rows[-1])
 
     fake_port = free_port()
@@ -123,13 +153,29 @@ def throughput(args: argparse.Namespace, keys: Secrets, workdir: Path,
 
         port = free_port()
         env = {"SENTIFYD_BACKEND": fake, "AVATAR_API_KEY": keys.api_key}
-        gunicorn = [str(BIN / "gunicorn"), "--workers", str(GUNICORN_WORKERS),
-                    "--worker-class", "sync", "--bind", f"127.0.0.1:{port}",
-                    "--chdir", str(BENCH), "--log-level", "warning", "flask_snippet:app"]
+        gunicorn = [
+            str(BIN / "gunicorn"),
+            "--workers",
+            str(GUNICORN_WORKERS),
+            "--worker-class",
+            "sync",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(BENCH),
+            "--log-level",
+            "warning",
+            "flask_snippet:app",
+        ]
         with Proc("flask-snippet", gunicorn, port, env=env):
             result = load(f"http://127.0.0.1:{port}/request_tokens", **run)
-            rows.append(_row("(b) documented Flask snippet, gunicorn",
-                             result, f"{GUNICORN_WORKERS} sync workers"))
+            rows.append(
+                _row(
+                    "(b) documented Flask snippet, gunicorn",
+                    result,
+                    f"{GUNICORN_WORKERS} sync workers",
+                )
+            )
             log(rows[-1])
             snippet_calls = _upstream_calls(fake, port, None, CALLS_SESSIONS)
 
@@ -139,14 +185,37 @@ def throughput(args: argparse.Namespace, keys: Secrets, workdir: Path,
             config = write_bridge_config(workdir, port, fake_port, server)
             cookies = site_cookies(config, keys, args.concurrency)
             url = f"http://127.0.0.1:{port}/request_tokens"
-            with Proc(f"bridge-{server}", [PYTHON, str(BENCH / "apps.py"), "bridge", "--server",
-                                           server, "--port", str(port), "--config", str(config)],
-                      port, env=keys.env()):
-                rows.append(_row(f"(c) bridge hot path, {server}",
-                                 load(url, mode="tokens", cookies=cookies, **run), server))
+            with Proc(
+                f"bridge-{server}",
+                [
+                    PYTHON,
+                    str(BENCH / "apps.py"),
+                    "bridge",
+                    "--server",
+                    server,
+                    "--port",
+                    str(port),
+                    "--config",
+                    str(config),
+                ],
+                port,
+                env=keys.env(),
+            ):
+                rows.append(
+                    _row(
+                        f"(c) bridge hot path, {server}",
+                        load(url, mode="tokens", cookies=cookies, **run),
+                        server,
+                    )
+                )
                 log(rows[-1])
-                rows.append(_row(f"(c) bridge refresh path, {server}",
-                                 load(url, mode="refresh", cookies=cookies, **run), server))
+                rows.append(
+                    _row(
+                        f"(c) bridge refresh path, {server}",
+                        load(url, mode="refresh", cookies=cookies, **run),
+                        server,
+                    )
+                )
                 log(rows[-1])
                 if server == args.servers[0]:
                     calls_cookies = site_cookies(config, keys, CALLS_SESSIONS, prefix="calls")
@@ -160,20 +229,36 @@ def throughput(args: argparse.Namespace, keys: Secrets, workdir: Path,
         for server in args.servers:
             with RedisServer(workdir) as redis_server:
                 port = free_port()
-                config = write_bridge_config(workdir, port, fake_port, server,
-                                             store_url=redis_server.url)
+                config = write_bridge_config(
+                    workdir, port, fake_port, server, store_url=redis_server.url
+                )
                 url = f"http://127.0.0.1:{port}/request_tokens"
-                with Proc(f"bridge-redis-{server}", [PYTHON, str(BENCH / "apps.py"), "bridge",
-                                                     "--server", server, "--port", str(port),
-                                                     "--config", str(config)],
-                          port, env=keys.env()):
+                with Proc(
+                    f"bridge-redis-{server}",
+                    [
+                        PYTHON,
+                        str(BENCH / "apps.py"),
+                        "bridge",
+                        "--server",
+                        server,
+                        "--port",
+                        str(port),
+                        "--config",
+                        str(config),
+                    ],
+                    port,
+                    env=keys.env(),
+                ):
                     for mode, label in (("tokens", "hot path"), ("refresh", "refresh path")):
                         redis_server.reset()
                         result = load(url, mode=mode, cookies=cookies, **run)
                         total = result["requests"] + result["warmup_requests"]
                         per = redis_server.commands() / total
-                        row = _row(f"(d) bridge {label} on Redis, {server}", result,
-                                   f"{server}; {per:.1f} Redis commands per request")
+                        row = _row(
+                            f"(d) bridge {label} on Redis, {server}",
+                            result,
+                            f"{server}; {per:.1f} Redis commands per request",
+                        )
                         row["redis_commands_per_request"] = round(per, 2)
                         rows.append(row)
                         log(rows[-1])
@@ -183,26 +268,44 @@ def throughput(args: argparse.Namespace, keys: Secrets, workdir: Path,
 def _ceiling(server: str, name: str, run: dict[str, Any]) -> dict[str, Any]:
     """The bare Quart endpoint under ``server``, in a fresh process."""
     port = free_port()
-    with Proc(f"ceiling-{server}", [PYTHON, str(BENCH / "apps.py"), "ceiling", "--server", server,
-                                    "--port", str(port)], port):
+    with Proc(
+        f"ceiling-{server}",
+        [PYTHON, str(BENCH / "apps.py"), "ceiling", "--server", server, "--port", str(port)],
+        port,
+    ):
         return _row(name, load(f"http://127.0.0.1:{port}/json", **run), server)
 
 
-def _upstream_calls(fake: str, port: int, cookies: list[str] | None,
-                    sessions: int) -> dict[str, Any]:
+def _upstream_calls(
+    fake: str, port: int, cookies: list[str] | None, sessions: int
+) -> dict[str, Any]:
     """Count logins at the stand-in for exactly 1,000 token requests from ``sessions`` clients."""
     before = get_json(f"{fake}/_fake/stats")
     mode = "plain" if cookies is None else "tokens"
     # The generator's warm-up is one request per client; the rest make up the 1,000.
-    result = load(f"http://127.0.0.1:{port}/request_tokens", mode=mode, concurrency=sessions,
-                  duration=300, requests=CALLS_REQUESTS - sessions, cookies=cookies)
+    result = load(
+        f"http://127.0.0.1:{port}/request_tokens",
+        mode=mode,
+        concurrency=sessions,
+        duration=300,
+        requests=CALLS_REQUESTS - sessions,
+        cookies=cookies,
+    )
     require_all_200("upstream calls per 1,000 token requests", result)
     after = get_json(f"{fake}/_fake/stats")
-    calls = (after["login_calls"] - before["login_calls"]
-             + after["refresh_calls"] - before["refresh_calls"])
+    calls = (
+        after["login_calls"]
+        - before["login_calls"]
+        + after["refresh_calls"]
+        - before["refresh_calls"]
+    )
     total = result["requests"] + result["warmup_requests"]
-    return {"requests": total, "sessions": sessions, "upstream_calls": calls,
-            "errors": result["errors"]}
+    return {
+        "requests": total,
+        "sessions": sessions,
+        "upstream_calls": calls,
+        "errors": result["errors"],
+    }
 
 
 def memory(sizes: tuple[int, ...], log: Any) -> list[dict[str, Any]]:
@@ -210,12 +313,18 @@ def memory(sizes: tuple[int, ...], log: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if not sizes:
         return out
-    for args in ([",".join(str(n) for n in sizes)],
-                 [str(min(min(sizes), REDIS_MEMORY_SIZE)), "--redis"]):
+    for args in (
+        [",".join(str(n) for n in sizes)],
+        [str(min(min(sizes), REDIS_MEMORY_SIZE)), "--redis"],
+    ):
         warmup = str(min(1000, min(sizes)))
-        done = subprocess.run([PYTHON, str(BENCH / "sessions_outside.py"), "--warmup", warmup,
-                               "--sessions", *args],
-                              capture_output=True, text=True, timeout=3600, check=False)
+        done = subprocess.run(
+            [PYTHON, str(BENCH / "sessions_outside.py"), "--warmup", warmup, "--sessions", *args],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
         if done.returncode != 0:
             raise NotAllOK(f"memory per session: {done.stderr[-1000:]}")
         result = json.loads(done.stdout)
@@ -225,8 +334,12 @@ def memory(sizes: tuple[int, ...], log: Any) -> list[dict[str, Any]]:
     return out
 
 
-def ratios(rows: list[dict[str, Any]], upstream: dict[str, Any], mem: list[dict[str, Any]],
-           servers: list[str]) -> list[tuple[str, str, str, bool]]:
+def ratios(
+    rows: list[dict[str, Any]],
+    upstream: dict[str, Any],
+    mem: list[dict[str, Any]],
+    servers: list[str],
+) -> list[tuple[str, str, str, bool]]:
     by_name = {r["name"]: r for r in rows}
     snippet = by_name["(b) documented Flask snippet, gunicorn"]
     checks: list[tuple[str, str, str, bool]] = []
@@ -234,71 +347,127 @@ def ratios(rows: list[dict[str, Any]], upstream: dict[str, Any], mem: list[dict[
     def share(name: str, of: dict[str, Any], wanted: float, what: str) -> None:
         row = by_name[name]
         got = row["rps"] / of["rps"]
-        checks.append((what, f">= {wanted:.2f}",
-                       f"{got:.2f} ({row['rps']:,.0f} / {of['rps']:,.0f} req/s)", got >= wanted))
+        checks.append(
+            (
+                what,
+                f">= {wanted:.2f}",
+                f"{got:.2f} ({row['rps']:,.0f} / {of['rps']:,.0f} req/s)",
+                got >= wanted,
+            )
+        )
 
     def p99(name: str, of: dict[str, Any], wanted: float, what: str) -> None:
         row = by_name[name]
         got = row["p99_ms"] / of["p99_ms"]
-        checks.append((what, f"<= {wanted:.1f}",
-                       f"{got:.2f} ({row['p99_ms']:.1f} / {of['p99_ms']:.1f} ms)", got <= wanted))
+        checks.append(
+            (
+                what,
+                f"<= {wanted:.1f}",
+                f"{got:.2f} ({row['p99_ms']:.1f} / {of['p99_ms']:.1f} ms)",
+                got <= wanted,
+            )
+        )
 
     for server in servers:
         before = by_name[f"(a) bare Quart JSON, {server}"]
         after = by_name[f"(a) bare Quart JSON, {server}, again after (c)"]
-        ceiling = {"rps": (before["rps"] + after["rps"]) / 2,
-                   "p99_ms": (before["p99_ms"] + after["p99_ms"]) / 2}
+        ceiling = {
+            "rps": (before["rps"] + after["rps"]) / 2,
+            "p99_ms": (before["p99_ms"] + after["p99_ms"]) / 2,
+        }
         hot, refresh = f"(c) bridge hot path, {server}", f"(c) bridge refresh path, {server}"
-        share(hot, ceiling, 0.60,
-              f"hot path / ceiling ({server}, mean of both ceiling rows; stretch 0.80)")
+        share(
+            hot,
+            ceiling,
+            0.60,
+            f"hot path / ceiling ({server}, mean of both ceiling rows; stretch 0.80)",
+        )
         share(refresh, ceiling, 0.50, f"refresh path / ceiling ({server}, mean of both)")
         p99(hot, ceiling, 2.0, f"hot path p99 / ceiling p99 ({server}, mean of both)")
         share(hot, snippet, 25, f"hot path / Flask snippet ({server})")
         redis_hot = f"(d) bridge hot path on Redis, {server}"
         share(redis_hot, by_name[hot], 0.5, f"Redis hot path / memory store hot path ({server})")
-        share(f"(d) bridge refresh path on Redis, {server}", by_name[refresh], 0.5,
-              f"Redis refresh path / memory store refresh path ({server})")
+        share(
+            f"(d) bridge refresh path on Redis, {server}",
+            by_name[refresh],
+            0.5,
+            f"Redis refresh path / memory store refresh path ({server})",
+        )
         p99(redis_hot, ceiling, 3.0, f"Redis hot path p99 / ceiling p99 ({server}, mean of both)")
     bridge = upstream["bridge"]
     per_session = bridge["upstream_calls"] / bridge["sessions"]
-    checks.append(("upstream calls per session per token lifetime", "<= 1",
-                   f"{per_session:.2f} ({bridge['upstream_calls']} calls for "
-                   f"{bridge['requests']} requests from {bridge['sessions']} sessions; "
-                   f"snippet: {upstream['snippet']['upstream_calls']})", per_session <= 1))
+    checks.append(
+        (
+            "upstream calls per session per token lifetime",
+            "<= 1",
+            f"{per_session:.2f} ({bridge['upstream_calls']} calls for "
+            f"{bridge['requests']} requests from {bridge['sessions']} sessions; "
+            f"snippet: {upstream['snippet']['upstream_calls']})",
+            per_session <= 1,
+        )
+    )
     for entry in mem:
         got = entry["rss_bytes_per_session"]
-        checks.append((f"serving process RSS per idle session, {entry['sessions']:,} sessions "
-                       f"({entry['store']} store)", f"<= {SESSION_BUDGET} B", f"{got:,} B",
-                       got <= SESSION_BUDGET))
+        checks.append(
+            (
+                f"serving process RSS per idle session, {entry['sessions']:,} sessions "
+                f"({entry['store']} store)",
+                f"<= {SESSION_BUDGET} B",
+                f"{got:,} B",
+                got <= SESSION_BUDGET,
+            )
+        )
         if "redis_bytes_per_session" in entry:
             got = entry["redis_bytes_per_session"]
-            checks.append((f"Redis used_memory per idle session, {entry['sessions']:,} sessions",
-                           f"<= {SESSION_BUDGET} B", f"{got:,} B", got <= SESSION_BUDGET))
+            checks.append(
+                (
+                    f"Redis used_memory per idle session, {entry['sessions']:,} sessions",
+                    f"<= {SESSION_BUDGET} B",
+                    f"{got:,} B",
+                    got <= SESSION_BUDGET,
+                )
+            )
     return checks
 
 
-def markdown(rows: list[dict[str, Any]], upstream: dict[str, Any],
-             checks: list[tuple[str, str, str, bool]], meta: dict[str, Any]) -> str:
-    lines = [f"Run {meta['date']} at commit `{meta['commit']}` on {meta['machine']}; "
-             f"{meta['concurrency']} concurrent "
-             f"clients, {meta['duration']:g} s per row; stand-in Sentifyd with "
-             f"{UPSTREAM_LATENCY * 1000:.0f} ms latency; {LIMITS_NOTE}; every answer 200.", "",
-             "| Scenario | req/s | p50 ms | p99 ms | requests | errors |",
-             "|---|---:|---:|---:|---:|---:|"]
+def markdown(
+    rows: list[dict[str, Any]],
+    upstream: dict[str, Any],
+    checks: list[tuple[str, str, str, bool]],
+    meta: dict[str, Any],
+) -> str:
+    lines = [
+        f"Run {meta['date']} at commit `{meta['commit']}` on {meta['machine']}; "
+        f"{meta['concurrency']} concurrent "
+        f"clients, {meta['duration']:g} s per row; stand-in Sentifyd with "
+        f"{UPSTREAM_LATENCY * 1000:.0f} ms latency; {LIMITS_NOTE}; every answer 200.",
+        "",
+        "| Scenario | req/s | p50 ms | p99 ms | requests | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
-                     f"| {r['requests']:,} | {r['errors']} |")
+        lines.append(
+            f"| {r['name']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+            f"| {r['requests']:,} | {r['errors']} |"
+        )
     redis_rows = [r for r in rows if "redis_commands_per_request" in r]
     if redis_rows:
-        lines += ["", "Redis commands per token request (INFO commandstats, scripts' own "
-                  "commands included): " + "; ".join(
-                      f"{r['name'][4:]}: {r['redis_commands_per_request']:.1f}"
-                      for r in redis_rows) + "."]
-    lines += ["", "| Upstream calls per 1,000 token requests | requests | sessions | calls |",
-              "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "Redis commands per token request (INFO commandstats, scripts' own "
+            "commands included): "
+            + "; ".join(
+                f"{r['name'][4:]}: {r['redis_commands_per_request']:.1f}" for r in redis_rows
+            )
+            + ".",
+        ]
+    lines += [
+        "",
+        "| Upstream calls per 1,000 token requests | requests | sessions | calls |",
+        "|---|---:|---:|---:|",
+    ]
     for name, u in (("bridge", upstream["bridge"]), ("Flask snippet", upstream["snippet"])):
-        lines.append(f"| {name} | {u['requests']:,} | {u['sessions']} | "
-                     f"{u['upstream_calls']:,} |")
+        lines.append(f"| {name} | {u['requests']:,} | {u['sessions']} | {u['upstream_calls']:,} |")
     lines += ["", "| Target | wanted | this run | met |", "|---|---|---|---|"]
     for name, wanted, got, ok in checks:
         lines.append(f"| {name} | {wanted} | {got} | {'yes' if ok else '**no**'} |")
@@ -313,9 +482,16 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
 
     shown = [r for r in rows if not r["name"].startswith("load generator")]
     names = [r["name"].replace(", ", "\n", 1) for r in shown]
-    colors = ["#9ca3af" if n.startswith("(a)") else "#f59e0b" if n.startswith("(b)")
-              else "#10b981" if n.startswith("(d)")
-              else "#4f46e5" for n in names]
+    colors = [
+        "#9ca3af"
+        if n.startswith("(a)")
+        else "#f59e0b"
+        if n.startswith("(b)")
+        else "#10b981"
+        if n.startswith("(d)")
+        else "#4f46e5"
+        for n in names
+    ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=90)
     bars = left.barh(names, [r["rps"] for r in shown], color=colors)
     left.bar_label(bars, labels=[f"{r['rps']:,.0f}" for r in shown], fontsize=7, padding=2)
@@ -323,10 +499,17 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     left.set_xlabel("requests per second (higher is better)")
     left.invert_yaxis()
     y = range(len(shown))
-    right.barh([i - 0.2 for i in y], [r["p50_ms"] for r in shown], height=0.4, color=colors,
-               alpha=0.55, label="p50")
-    right.barh([i + 0.2 for i in y], [r["p99_ms"] for r in shown], height=0.4, color=colors,
-               label="p99")
+    right.barh(
+        [i - 0.2 for i in y],
+        [r["p50_ms"] for r in shown],
+        height=0.4,
+        color=colors,
+        alpha=0.55,
+        label="p50",
+    )
+    right.barh(
+        [i + 0.2 for i in y], [r["p99_ms"] for r in shown], height=0.4, color=colors, label="p99"
+    )
     right.set_xscale("log")
     right.set_yticks(list(y), [""] * len(shown))
     right.invert_yaxis()
@@ -334,18 +517,31 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     for ax in (left, right):
         ax.tick_params(labelsize=8)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("sentifyd-bridge vs. the documented Flask snippet and the Quart ceiling "
-                 "(50 concurrent clients, loopback)", fontsize=10)
+    fig.suptitle(
+        "sentifyd-bridge vs. the documented Flask snippet and the Quart ceiling "
+        "(50 concurrent clients, loopback)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, pil_kwargs={"optimize": True})
     plt.close(fig)
 
 
 def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                          text=True, cwd=BENCH, check=False)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, cwd=BENCH, check=False)
+    done = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=BENCH,
+        check=False,
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        cwd=BENCH,
+        check=False,
+    )
     return done.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
@@ -365,10 +561,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per row")
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--servers", default="granian,hypercorn,uvicorn",
-                        help="ASGI servers to compare (granian, hypercorn, uvicorn, uvicorn-h11)")
-    parser.add_argument("--memory", default=",".join(str(n) for n in MEMORY_SIZES),
-                        help="session counts for the memory-from-outside rows ('' to skip)")
+    parser.add_argument(
+        "--servers",
+        default="granian,hypercorn,uvicorn",
+        help="ASGI servers to compare (granian, hypercorn, uvicorn, uvicorn-h11)",
+    )
+    parser.add_argument(
+        "--memory",
+        default=",".join(str(n) for n in MEMORY_SIZES),
+        help="session counts for the memory-from-outside rows ('' to skip)",
+    )
     parser.add_argument("--out", default=str(RESULTS / "latest"), help="results path prefix")
     args = parser.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]
@@ -393,19 +595,36 @@ def main(argv: list[str] | None = None) -> int:
     except NotAllOK as exc:
         print(f"not reported: {exc}", file=sys.stderr)
         return 1
-    meta = {"date": started, "concurrency": args.concurrency, "duration": args.duration,
-            "commit": _commit(), "machine": _machine(),
-            "servers": args.servers, "gunicorn_workers": GUNICORN_WORKERS,
-            "limits": LIMITS}
+    meta = {
+        "date": started,
+        "concurrency": args.concurrency,
+        "duration": args.duration,
+        "commit": _commit(),
+        "machine": _machine(),
+        "servers": args.servers,
+        "gunicorn_workers": GUNICORN_WORKERS,
+        "limits": LIMITS,
+    }
     checks = ratios(out, upstream, mem, args.servers)
     text = markdown(out, upstream, checks, meta)
     prefix = Path(args.out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".md").write_text(text)
-    prefix.with_suffix(".json").write_text(json.dumps(
-        {"meta": meta, "rows": out, "upstream": upstream, "memory": mem,
-         "targets": [dict(zip(("target", "wanted", "got", "met"), c, strict=True))
-                     for c in checks]}, indent=2) + "\n")
+    prefix.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "rows": out,
+                "upstream": upstream,
+                "memory": mem,
+                "targets": [
+                    dict(zip(("target", "wanted", "got", "met"), c, strict=True)) for c in checks
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     chart(out, prefix.with_suffix(".png"))
     print(text)
     return 0

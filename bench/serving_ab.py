@@ -32,22 +32,44 @@ from common import (
 )
 
 
-def run_variant(workdir: Path, fake_port: int, keys: Secrets, server: str, fast: bool,
-                args: argparse.Namespace) -> tuple[float, float]:
+def run_variant(
+    workdir: Path, fake_port: int, keys: Secrets, server: str, fast: bool, args: argparse.Namespace
+) -> tuple[float, float]:
     port = free_port()
     config = write_bridge_config(workdir, port, fake_port, server)
-    text = config.read_text().replace("[session]", f"token_fast_path = {str(fast).lower()}\n\n"
-                                                   "[session]", 1)
+    text = config.read_text().replace(
+        "[session]", f"token_fast_path = {str(fast).lower()}\n\n[session]", 1
+    )
     config.write_text(text)
     cookies = site_cookies(config, keys, args.concurrency)
-    with Proc(f"bridge-{server}", [PYTHON, str(BENCH / "apps.py"), "bridge", "--server", server,
-                                   "--port", str(port), "--config", str(config)], port,
-              env=keys.env()) as bridge:
+    with Proc(
+        f"bridge-{server}",
+        [
+            PYTHON,
+            str(BENCH / "apps.py"),
+            "bridge",
+            "--server",
+            server,
+            "--port",
+            str(port),
+            "--config",
+            str(config),
+        ],
+        port,
+        env=keys.env(),
+    ) as bridge:
         url = f"http://127.0.0.1:{port}/request_tokens"
         cpu = cpu_seconds(bridge.pid)
-        result = require_all_200(server, load(url, mode="tokens", cookies=cookies,
-                                              concurrency=args.concurrency,
-                                              duration=args.duration))
+        result = require_all_200(
+            server,
+            load(
+                url,
+                mode="tokens",
+                cookies=cookies,
+                concurrency=args.concurrency,
+                duration=args.duration,
+            ),
+        )
         cpu = cpu_seconds(bridge.pid) - cpu
     return float(result["rps"]), cpu / result["requests"] * 1e6
 
@@ -57,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--variants", default="granian:on,granian:off,uvicorn:on,uvicorn-h11:on,"
-                                               "hypercorn:on")
+    parser.add_argument(
+        "--variants", default="granian:on,granian:off,uvicorn:on,uvicorn-h11:on,hypercorn:on"
+    )
     args = parser.parse_args(argv)
     variants = [(v.split(":")[0], v.split(":")[1] == "on") for v in args.variants.split(",")]
     keys = Secrets()
@@ -66,24 +89,33 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[float]] = {name: [] for name in names}
     cpu_us: dict[str, list[float]] = {name: [] for name in names}
     fake_port = free_port()
-    with tempfile.TemporaryDirectory() as tmp, \
-            fake_sentifyd(fake_port, keys, latency=0.05, token_ttl=3600):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fake_sentifyd(fake_port, keys, latency=0.05, token_ttl=3600),
+    ):
         for round_ in range(args.rounds):
             for server, fast in variants:
                 name = f"{server} fast path {'on' if fast else 'off'}"
                 rps, us = run_variant(Path(tmp), fake_port, keys, server, fast, args)
                 runs[name].append(rps)
                 cpu_us[name].append(us)
-                print(f"round {round_ + 1}: {name}: {rps:,.0f} req/s, {us:,.0f} us CPU per "
-                      "request", flush=True)
+                print(
+                    f"round {round_ + 1}: {name}: {rps:,.0f} req/s, {us:,.0f} us CPU per request",
+                    flush=True,
+                )
     means = {name: statistics.mean(values) for name, values in runs.items()}
     cpu_means = {name: statistics.mean(values) for name, values in cpu_us.items()}
-    print(json.dumps({"runs": runs, "cpu_us": cpu_us, "means": means,
-                      "cpu_us_means": cpu_means}, indent=2))
+    print(
+        json.dumps(
+            {"runs": runs, "cpu_us": cpu_us, "means": means, "cpu_us_means": cpu_means}, indent=2
+        )
+    )
     on, off = "granian fast path on", "granian fast path off"
     if on in means and off in means:
-        print(f"granian: fast path on / off: req/s {means[on] / means[off]:.2f}, "
-              f"CPU per request {cpu_means[on] / cpu_means[off]:.2f}")
+        print(
+            f"granian: fast path on / off: req/s {means[on] / means[off]:.2f}, "
+            f"CPU per request {cpu_means[on] / cpu_means[off]:.2f}"
+        )
     return 0
 
 

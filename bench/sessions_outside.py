@@ -51,9 +51,13 @@ async def create_sessions(port: int, cookies: list[str]) -> dict[str, int]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for cookie in queue:
-                writer.write((f"GET /request_tokens HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                              "Accept: application/json\r\nSec-Fetch-Site: same-origin\r\n"
-                              f"Cookie: session={cookie}\r\n\r\n").encode("latin-1"))
+                writer.write(
+                    (
+                        f"GET /request_tokens HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                        "Accept: application/json\r\nSec-Fetch-Site: same-origin\r\n"
+                        f"Cookie: session={cookie}\r\n\r\n"
+                    ).encode("latin-1")
+                )
                 head = await reader.readuntil(b"\r\n\r\n")
                 status = head.split(b" ", 2)[1].decode()
                 length = 0
@@ -87,21 +91,43 @@ def measure(sizes: list[int], use_redis: bool, warmup: int = WARMUP) -> dict[str
     store_url = "memory://"
     if use_redis:
         redis_port = free_port()
-        redis_proc = Proc("redis", [shutil.which("redis-server") or "redis-server", "--port",
-                                    str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                    "--appendonly", "no"], redis_port, cwd=workdir)
+        redis_proc = Proc(
+            "redis",
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            redis_port,
+            cwd=workdir,
+        )
         store_url = f"redis://127.0.0.1:{redis_port}/0"
     config = write_bridge_config(workdir, port, fake_port, "uvicorn", store_url=store_url)
     total = max(sizes)
     cookies = site_cookies(config, keys, warmup + total, prefix="idle")
-    out: dict[str, Any] = {"store": "redis" if use_redis else "memory", "warmup": warmup,
-                           "checkpoints": []}
+    out: dict[str, Any] = {
+        "store": "redis" if use_redis else "memory",
+        "warmup": warmup,
+        "checkpoints": [],
+    }
     try:
         if redis_proc is not None:
             redis_proc.__enter__()
-        with fake_sentifyd(fake_port, keys, latency=0.0, token_ttl=3600), \
-                Proc("bridge-serve", [str(BIN / "sentifyd-bridge"), "serve", "--config",
-                                      str(config)], port, env=keys.env()) as bridge:
+        with (
+            fake_sentifyd(fake_port, keys, latency=0.0, token_ttl=3600),
+            Proc(
+                "bridge-serve",
+                [str(BIN / "sentifyd-bridge"), "serve", "--config", str(config)],
+                port,
+                env=keys.env(),
+            ) as bridge,
+        ):
             statuses = asyncio.run(create_sessions(port, cookies[:warmup]))
             _require_200("warm-up", statuses)
             time.sleep(1.0)  # let the server settle after the burst
@@ -109,7 +135,7 @@ def measure(sizes: list[int], use_redis: bool, warmup: int = WARMUP) -> dict[str
             base_redis = redis_used(redis_proc.port) if redis_proc else (0, 0)
             done = 0
             for size in sorted(sizes):
-                batch = cookies[warmup + done:warmup + size]
+                batch = cookies[warmup + done : warmup + size]
                 statuses = asyncio.run(create_sessions(port, batch))
                 _require_200(f"{size} sessions", statuses)
                 done = size

@@ -72,9 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     samples: list[tuple[float, int]] = []
     results: list[dict[str, Any]] = []
 
-    with fake_sentifyd(fake_port, keys, latency=0.05, token_ttl=TOKEN_TTL), \
-            Proc("bridge", [str(BIN / "sentifyd-bridge"), "serve", "--config", str(config)],
-                 port, env=keys.env()) as bridge:
+    with (
+        fake_sentifyd(fake_port, keys, latency=0.05, token_ttl=TOKEN_TTL),
+        Proc(
+            "bridge",
+            [str(BIN / "sentifyd-bridge"), "serve", "--config", str(config)],
+            port,
+            env=keys.env(),
+        ) as bridge,
+    ):
         before = get_json(f"http://127.0.0.1:{fake_port}/_fake/stats")
         generators = []
         files = []
@@ -83,10 +89,27 @@ def main(argv: list[str] | None = None) -> int:
             cookie_file.write_text(json.dumps(cookies))
             out = tempfile.TemporaryFile()
             files.append(out)
-            generators.append(subprocess.Popen(
-                [PYTHON, str(BENCH / "loadgen.py"), url, "--mode", mode, "--concurrency", "50",
-                 "--duration", str(seconds), "--rate", str(args.rate / 2),
-                 "--cookies", str(cookie_file)], stdout=out, stderr=subprocess.STDOUT))
+            generators.append(
+                subprocess.Popen(
+                    [
+                        PYTHON,
+                        str(BENCH / "loadgen.py"),
+                        url,
+                        "--mode",
+                        mode,
+                        "--concurrency",
+                        "50",
+                        "--duration",
+                        str(seconds),
+                        "--rate",
+                        str(args.rate / 2),
+                        "--cookies",
+                        str(cookie_file),
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         started = time.monotonic()
         deadline = started + seconds + 120  # the generators stop themselves at `seconds`
         while any(g.poll() is None for g in generators):
@@ -119,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     drift = (end - warm) / warm
     requests = sum(r["requests"] for r in results)
     errors = sum(r["errors"] for r in results)
-    upstream = (after["login_calls"] - before["login_calls"]
-                + after["refresh_calls"] - before["refresh_calls"])
+    upstream = (
+        after["login_calls"]
+        - before["login_calls"]
+        + after["refresh_calls"]
+        - before["refresh_calls"]
+    )
     ok = errors == 0 and drift < MARGIN
     lines = [
         f"Soak {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.minutes:g} min at "
@@ -142,18 +169,30 @@ def main(argv: list[str] | None = None) -> int:
         f"| RSS in the middle | {middle / 1024:.1f} MiB |",
         f"| RSS at the end | {end / 1024:.1f} MiB |",
         f"| RSS peak after warm-up | {peak / 1024:.1f} MiB |",
-        f"| drift (end vs. after warm-up) | {drift * 100:+.1f}% (margin: < "
-        f"{MARGIN * 100:.0f}%) |",
+        f"| drift (end vs. after warm-up) | {drift * 100:+.1f}% (margin: < {MARGIN * 100:.0f}%) |",
         f"| verdict | {'pass' if ok else '**fail**'} |",
     ]
     text = "\n".join(lines) + "\n"
     prefix = Path(args.out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".md").write_text(text)
-    prefix.with_suffix(".json").write_text(json.dumps(
-        {"minutes": args.minutes, "rate": args.rate, "server": args.server, "limits": LIMITS,
-         "results": results, "upstream_calls": upstream, "rss_samples_kb": samples,
-         "drift": drift, "pass": ok}, indent=1) + "\n")
+    prefix.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "minutes": args.minutes,
+                "rate": args.rate,
+                "server": args.server,
+                "limits": LIMITS,
+                "results": results,
+                "upstream_calls": upstream,
+                "rss_samples_kb": samples,
+                "drift": drift,
+                "pass": ok,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(text)
     return 0 if ok else 1
 

@@ -110,70 +110,107 @@ def reset(masters: list[Any]) -> None:
             client.config_resetstat()
 
 
-def run_topology(name: str, args: argparse.Namespace, keys: Secrets,
-                 workdir: Path) -> list[dict[str, Any]]:
+def run_topology(
+    name: str, args: argparse.Namespace, keys: Secrets, workdir: Path
+) -> list[dict[str, Any]]:
     rows = []
     fake_port = free_port()
     with ExitStack() as stack:
         (workdir / name).mkdir()
         url, masters = stack.enter_context(topology(name, workdir / name))
-        stack.enter_context(fake_sentifyd(fake_port, keys, latency=UPSTREAM_LATENCY,
-                                          token_ttl=TOKEN_TTL))
+        stack.enter_context(
+            fake_sentifyd(fake_port, keys, latency=UPSTREAM_LATENCY, token_ttl=TOKEN_TTL)
+        )
         bridges = []
         for index in range(2):
             port = free_port()
             # The limits of run.py (common.LIMITS): the config already holds its [limits].
             config = write_bridge_config(workdir, port, fake_port, SERVER, store_url=url)
-            stack.enter_context(Proc(f"bridge-{name}-{index}", [
-                PYTHON, str(BENCH / "apps.py"), "bridge", "--server", SERVER, "--port",
-                str(port), "--config", str(config)], port, env=keys.env()))
+            stack.enter_context(
+                Proc(
+                    f"bridge-{name}-{index}",
+                    [
+                        PYTHON,
+                        str(BENCH / "apps.py"),
+                        "bridge",
+                        "--server",
+                        SERVER,
+                        "--port",
+                        str(port),
+                        "--config",
+                        str(config),
+                    ],
+                    port,
+                    env=keys.env(),
+                )
+            )
             bridges.append((port, config))
         half = max(1, args.concurrency // 2)
         for mode in ("tokens", "refresh"):
-            cookie_sets = [site_cookies(config, keys, half, prefix=f"{name}-{mode}-{i}")
-                           for i, (_, config) in enumerate(bridges)]
+            cookie_sets = [
+                site_cookies(config, keys, half, prefix=f"{name}-{mode}-{i}")
+                for i, (_, config) in enumerate(bridges)
+            ]
             reset(masters)
             with ThreadPoolExecutor(2) as pool:
-                runs = [pool.submit(load, f"http://127.0.0.1:{port}/request_tokens", mode=mode,
-                                    concurrency=half, duration=args.duration, cookies=cookies)
-                        for (port, _), cookies in zip(bridges, cookie_sets, strict=True)]
+                runs = [
+                    pool.submit(
+                        load,
+                        f"http://127.0.0.1:{port}/request_tokens",
+                        mode=mode,
+                        concurrency=half,
+                        duration=args.duration,
+                        cookies=cookies,
+                    )
+                    for (port, _), cookies in zip(bridges, cookie_sets, strict=True)
+                ]
                 # Any answer but a 200 refuses the run, as in run.py.
                 results = [require_all_200(f"{name} {mode}", run.result()) for run in runs]
             counts = commands(masters)
             total = sum(r["requests"] + r["warmup_requests"] for r in results)
             top = sorted(counts.items(), key=lambda kv: -kv[1])[:6]
-            rows.append({
-                "topology": name,
-                "path": "hot" if mode == "tokens" else "refresh",
-                "rps": round(sum(r["rps"] for r in results), 1),
-                "p50_ms": max(r["p50_ms"] for r in results),
-                "p99_ms": max(r["p99_ms"] for r in results),
-                "requests": total,
-                "errors": sum(r["errors"] for r in results),
-                "commands_per_request": round(sum(counts.values()) / total, 2) if total else 0,
-                "top_commands": {k: round(v / total, 2) for k, v in top} if total else {},
-            })
+            rows.append(
+                {
+                    "topology": name,
+                    "path": "hot" if mode == "tokens" else "refresh",
+                    "rps": round(sum(r["rps"] for r in results), 1),
+                    "p50_ms": max(r["p50_ms"] for r in results),
+                    "p99_ms": max(r["p99_ms"] for r in results),
+                    "requests": total,
+                    "errors": sum(r["errors"] for r in results),
+                    "commands_per_request": round(sum(counts.values()) / total, 2) if total else 0,
+                    "top_commands": {k: round(v / total, 2) for k, v in top} if total else {},
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
-LABELS = {"single": "one Redis (redis://)", "sentinel": "Sentinel (redis+sentinel://)",
-          "cluster": "Cluster, 3 masters (redis+cluster://)"}
+LABELS = {
+    "single": "one Redis (redis://)",
+    "sentinel": "Sentinel (redis+sentinel://)",
+    "cluster": "Cluster, 3 masters (redis+cluster://)",
+}
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    lines = [f"Run {meta['date']} on {meta['machine']}; two instances ({SERVER}), "
-             f"{meta['concurrency']} concurrent clients split between them, "
-             f"{meta['duration']:g} s per row; stand-in Sentifyd with "
-             f"{UPSTREAM_LATENCY * 1000:.0f} ms latency.", "",
-             "| Store | path | req/s | p50 ms | p99 ms | requests | errors "
-             "| Redis commands per request | of which |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"Run {meta['date']} on {meta['machine']}; two instances ({SERVER}), "
+        f"{meta['concurrency']} concurrent clients split between them, "
+        f"{meta['duration']:g} s per row; stand-in Sentifyd with "
+        f"{UPSTREAM_LATENCY * 1000:.0f} ms latency.",
+        "",
+        "| Store | path | req/s | p50 ms | p99 ms | requests | errors "
+        "| Redis commands per request | of which |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         top = ", ".join(f"{k} {v:g}" for k, v in r["top_commands"].items())
-        lines.append(f"| {LABELS[r['topology']]} | {r['path']} | {r['rps']:,.0f} "
-                     f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests']:,} "
-                     f"| {r['errors']} | {r['commands_per_request']:g} | {top} |")
+        lines.append(
+            f"| {LABELS[r['topology']]} | {r['path']} | {r['rps']:,.0f} "
+            f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests']:,} "
+            f"| {r['errors']} | {r['commands_per_request']:g} | {top} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -189,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-topologies-") as tmp:
         for name in args.topology:
             rows += run_topology(name, args, keys, Path(tmp))
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
-            "concurrency": args.concurrency, "duration": args.duration}
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "concurrency": args.concurrency,
+        "duration": args.duration,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

@@ -52,8 +52,9 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
-def run_variant(workdir: Path, fake_port: int, keys: Secrets, otel: dict[str, str],
-                args: argparse.Namespace) -> tuple[float, float]:
+def run_variant(
+    workdir: Path, fake_port: int, keys: Secrets, otel: dict[str, str], args: argparse.Namespace
+) -> tuple[float, float]:
     port = free_port()
     config = write_bridge_config(workdir, port, fake_port, "granian")
     cookies = site_cookies(config, keys, args.concurrency)
@@ -61,9 +62,16 @@ def run_variant(workdir: Path, fake_port: int, keys: Secrets, otel: dict[str, st
     with Proc("bridge", command, port, env={**keys.env(), **otel}) as bridge:
         url = f"http://127.0.0.1:{port}/request_tokens"
         cpu = cpu_seconds(bridge.pid)
-        result = require_all_200("bridge", load(url, mode="tokens", cookies=cookies,
-                                                concurrency=args.concurrency,
-                                                duration=args.duration))
+        result = require_all_200(
+            "bridge",
+            load(
+                url,
+                mode="tokens",
+                cookies=cookies,
+                concurrency=args.concurrency,
+                duration=args.duration,
+            ),
+        )
         cpu = cpu_seconds(bridge.pid) - cpu
     return float(result["rps"]), cpu / result["requests"] * 1e6
 
@@ -73,11 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline", type=Path,
-                        help="also run this checkout (a git worktree of the commit before "
-                             "tracing) with traces off: what 'off' costs")
-    parser.add_argument("--variants", default="off,on,on 1%,baseline",
-                        help="which of off, on, on 1%%, baseline to run (comma-separated)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run this checkout (a git worktree of the commit before "
+        "tracing) with traces off: what 'off' costs",
+    )
+    parser.add_argument(
+        "--variants",
+        default="off,on,on 1%,baseline",
+        help="which of off, on, on 1%%, baseline to run (comma-separated)",
+    )
     args = parser.parse_args(argv)
     for name in [n for n in os.environ if n.startswith("OTEL_")]:
         del os.environ[name]  # "off" is off
@@ -102,27 +116,44 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[float]] = {name: [] for name in variants}
     cpu_us: dict[str, list[float]] = {name: [] for name in variants}
     fake_port = free_port()
-    with tempfile.TemporaryDirectory() as tmp, \
-            fake_sentifyd(fake_port, keys, latency=0.05, token_ttl=3600):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fake_sentifyd(fake_port, keys, latency=0.05, token_ttl=3600),
+    ):
         for round_ in range(args.rounds):
             order = list(variants)
-            order = order[round_ % len(order):] + order[:round_ % len(order)]
+            order = order[round_ % len(order) :] + order[: round_ % len(order)]
             for name in order:  # each variant first in some round
                 otel = variants[name]
                 rps, us = run_variant(Path(tmp), fake_port, keys, otel, args)
                 runs[name].append(rps)
                 cpu_us[name].append(us)
-                print(f"round {round_ + 1}: traces {name}: {rps:,.0f} req/s, {us:,.0f} us CPU "
-                      "per request", flush=True)
+                print(
+                    f"round {round_ + 1}: traces {name}: {rps:,.0f} req/s, {us:,.0f} us CPU "
+                    "per request",
+                    flush=True,
+                )
     sink.shutdown()
     means = {name: statistics.mean(values) for name, values in runs.items()}
     cpu_means = {name: statistics.mean(values) for name, values in cpu_us.items()}
-    print(json.dumps({"runs": runs, "cpu_us": cpu_us, "means": means, "cpu_us_means": cpu_means,
-                      "exported_bytes": Sink.received}, indent=2))
+    print(
+        json.dumps(
+            {
+                "runs": runs,
+                "cpu_us": cpu_us,
+                "means": means,
+                "cpu_us_means": cpu_means,
+                "exported_bytes": Sink.received,
+            },
+            indent=2,
+        )
+    )
     for name, against in (("on", "off"), ("on 1%", "off"), ("off", "baseline")):
         if name in means and against in means:
-            print(f"traces {name} / {against}: req/s {means[name] / means[against]:.2f}, "
-                  f"CPU per request {cpu_means[name] / cpu_means[against]:.2f}")
+            print(
+                f"traces {name} / {against}: req/s {means[name] / means[against]:.2f}, "
+                f"CPU per request {cpu_means[name] / cpu_means[against]:.2f}"
+            )
     return 0
 
 

@@ -17,18 +17,19 @@ from quart.wrappers.response import FileBody
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
-from bridge import requestlog, tracing
 from bridge.errors import BadRequest, HTTPError, MethodNotAllowed, StoreUnavailable
-from bridge.exchange import Exchange, note
-from bridge.exchange import current as current_exchange
-from bridge.fastpath import TokenFastPath
-from bridge.identity import IdentitySource
-from bridge.mount import install
-from bridge.reload import Reloader
-from bridge.requestlog import TOKEN_ENDPOINT
-from bridge.runtime import Bridge, assemble
+from bridge.gate import IdentitySource
+from bridge.observe import tracing
+from bridge.observe.exchange import Exchange, note
+from bridge.observe.exchange import current as current_exchange
 from bridge.settings.schema import Settings
 from bridge.store import Store
+from bridge.web import requestlog
+from bridge.web.fastpath import TokenFastPath
+from bridge.web.mount import install
+from bridge.web.requestlog import TOKEN_ENDPOINT
+from bridge.wiring import Bridge, assemble
+from bridge.wiring.reload import Reloader
 
 log = logging.getLogger("bridge.app")
 
@@ -145,15 +146,15 @@ def create_app(
     reloader = Reloader(app.extensions, rebuild)
     app.extensions["bridge.reloader"] = reloader
 
-    from bridge.routes import account, auth, health, pages, tokens
-    from bridge.routes.pages import content_security_policy
+    from bridge.web.routes import account, auth, health, pages, tokens
+    from bridge.web.routes.pages import content_security_policy
 
     app.register_blueprint(tokens.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(account.blueprint)
     app.register_blueprint(health.blueprint)
-    from bridge.routes import admin, console
-    from bridge.routes import metrics as metrics_routes
+    from bridge.web.routes import admin, console
+    from bridge.web.routes import metrics as metrics_routes
 
     if settings.admin_tokens:
         app.register_blueprint(admin.blueprint)
@@ -224,7 +225,7 @@ def create_app(
 
     async def serve_tokens(request: Request, avatar_name: str | None) -> Response:
         """The token endpoint without Quart's request machinery: the same first step, view,
-        error answers and last step as through Quart (see :mod:`bridge.fastpath`)."""
+        error answers and last step as through Quart (see :mod:`bridge.web.fastpath`)."""
         bridge = Bridge.of(app)  # once: a reload meanwhile does not change this request's parts
         request.url_rule = token_rules[avatar_name is not None]
         request.view_args = {"avatar_name": avatar_name} if avatar_name is not None else {}

@@ -32,7 +32,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
-from bridge import tracing
 from bridge.errors import (
     InvalidRefreshToken,
     SessionGone,
@@ -40,10 +39,9 @@ from bridge.errors import (
     UpstreamError,
     UpstreamRejected,
 )
-from bridge.lifecycle import EventName, Lifecycle
-from bridge.sealing import digest, open_with_handle, seal_with_handle
-from bridge.sentifyd import SentifydClient, UpstreamTokens
-from bridge.sessions import (
+from bridge.observe import tracing
+from bridge.observe.lifecycle import EventName, Lifecycle
+from bridge.sessions.manager import (
     AvatarParams,
     Chain,
     Grace,
@@ -54,8 +52,10 @@ from bridge.sessions import (
     TokenEntry,
     decode_record,
 )
+from bridge.sessions.sealing import digest, open_with_handle, seal_with_handle
 from bridge.settings.schema import AvatarSettings, Settings
 from bridge.store.base import Lease, Store
+from bridge.upstream.sentifyd import SentifydClient, UpstreamTokens
 
 log = logging.getLogger("bridge.broker")
 
@@ -138,9 +138,9 @@ class TokenBroker:
         # on_cache(hit): metrics hook.
         self.on_cache = on_cache
         # count_request(record, first=...): counts a token request in the session's record
-        # (bridge.limits); raises RateLimited beyond a budget.
+        # (bridge.access.limits); raises RateLimited beyond a budget.
         self.count_request = count_request
-        # before_login(avatar): spends the avatar's upstream login quota (bridge.limits).
+        # before_login(avatar): spends the avatar's upstream login quota (bridge.access.limits).
         self.before_login = before_login
         # "session id:avatar" -> (monotonic time, error) of its last failed upstream fetch, so
         # that requests queued behind a failing call share its failure (in this process) instead

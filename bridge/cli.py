@@ -15,19 +15,19 @@ from typing import TYPE_CHECKING, Any
 from bridge.errors import ConfigError
 
 if TYPE_CHECKING:
-    from bridge.admin import Admin
+    from bridge.sessions.admin import Admin
     from bridge.store.base import Store
 
 log = logging.getLogger("bridge.cli")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bridge import tracing
     from bridge.app import create_app
-    from bridge.logs import configure_logging
-    from bridge.reload import reloading
-    from bridge.servers import run, serve
+    from bridge.observe import tracing
+    from bridge.observe.logs import configure_logging
     from bridge.settings.loader import load_settings
+    from bridge.web.servers import run, serve
+    from bridge.wiring.reload import reloading
 
     settings = load_settings(args.config)
     configure_logging(settings.log_level)
@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     provider = tracing.start()  # only when OTEL_* ask for traces (README, Traces)
     try:
         app = create_app(settings)
-        # SIGHUP reads the file and the secrets again and swaps them in (bridge/reload.py).
+        # SIGHUP reads the file and the secrets again and swaps them in (bridge/wiring/reload.py).
         reload = reloading(
             app, lambda: load_settings(args.config), serve(app, host, port, settings.server)
         )
@@ -60,9 +60,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.doubles.demo import create_demo_app
-    from bridge.logs import configure_logging
-    from bridge.runtime import Bridge
-    from bridge.servers import run, serve
+    from bridge.observe.logs import configure_logging
+    from bridge.web.servers import run, serve
+    from bridge.wiring import Bridge
 
     configure_logging("INFO")
     app = create_demo_app(port=args.port, host=args.host, token_ttl=args.token_ttl)
@@ -80,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_fake_sentifyd(args: argparse.Namespace) -> int:
     from bridge.doubles.fake_sentifyd import serve_fake_sentifyd
-    from bridge.logs import configure_logging
+    from bridge.observe.logs import configure_logging
 
     configure_logging("INFO")
     api_key = args.api_key or os.environ.get("AVATAR_API_KEY", "")
@@ -103,8 +103,8 @@ def cmd_fake_sentifyd(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from bridge.config_report import masked
     from bridge.settings.loader import load_settings
+    from bridge.settings.report import masked
 
     settings = load_settings(args.config)
     print(json.dumps(masked(settings), indent=2, sort_keys=False))
@@ -113,12 +113,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def _operate(args: argparse.Namespace, action: Callable[[Admin], Awaitable[Any]]) -> int:
     """Run ``action`` against the store the config names (or the one a test injects)."""
-    from bridge.admin import Admin
-    from bridge.audit import Operator
     from bridge.errors import StoreUnavailable
-    from bridge.runtime import assemble
+    from bridge.sessions.admin import Admin
+    from bridge.sessions.audit import Operator
     from bridge.settings.loader import load_settings
     from bridge.store import open_store
+    from bridge.wiring import assemble
 
     settings = load_settings(args.config)
     store = getattr(args, "store", None)

@@ -12,17 +12,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from quart import Request
 
-from bridge import tracing
-from bridge.access import is_allowed
+from bridge.access.limits import RateLimiter
+from bridge.access.rules import is_allowed
 from bridge.errors import Forbidden, LoginEnded, LoginRequired
-from bridge.identity import Identity, IdentitySource
-from bridge.lifecycle import Lifecycle
-from bridge.limits import RateLimiter
-from bridge.sessions import SessionContext, SessionManager, SessionRecord
+from bridge.identity import Identity, Method
+from bridge.observe import tracing
+from bridge.observe.lifecycle import Lifecycle
+from bridge.sessions.manager import SessionContext, SessionManager, SessionRecord
 from bridge.settings.schema import AvatarSettings
+
+
+class IdentitySource(Protocol):
+    """A way in. ``identify`` returns None when this source does not recognise the visitor.
+
+    ``remote`` says whether recognising a visitor asks another server (the site's "who am I"
+    URL): anonymous floods are then held per address before that call, not only after it.
+    """
+
+    method: Method
+    remote: bool
+
+    async def identify(self, request: Request, record: SessionRecord | None) -> Identity | None:
+        """Recognise the visitor from the request (and, for sessions a login made, the record)."""
+
+    def login_url(self, next_path: str) -> str: ...
 
 
 @dataclass

@@ -3,7 +3,7 @@
 # 2 cores). The modules and the tests that guard them are in pyproject.toml's [tool.mutmut];
 # the survivors and why each is equivalent are in docs/mutation.md.
 #   ./scripts/mutation.sh            every module below
-#   ./scripts/mutation.sh 'bridge.origin.*'   only these mutants (mutmut's glob of names)
+#   ./scripts/mutation.sh 'bridge.web.origin.*'   only these mutants (mutmut's glob of names)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/venv.sh test bench mutation
@@ -12,13 +12,13 @@ export PATH="$PWD/.venv/bin:$PATH"
 targets=("$@")
 if ((${#targets[@]} == 0)); then
   targets=(
-    'bridge.origin.*' 'bridge.csrf.*' 'bridge.bearer.*' 'bridge.sealing.*'
+    'bridge.web.origin.*' 'bridge.web.csrf.*' 'bridge.web.bearer.*' 'bridge.sessions.sealing.*'
     'bridge.settings.values.x_local_path_or__*'  # the redirect check; the rest is settings
-    'bridge.broker.*' 'bridge.limits.*'
+    'bridge.broker.*' 'bridge.access.limits.*'
     # the handle chains' marks
-    'bridge.sessions.xǁChainǁ*' 'bridge.sessions.x_spent_mark__*' 'bridge.sessions.x_evicted_mark__*'
-    'bridge.sessions.x__has_mark__*' 'bridge.sessions.x__find_mark__*'
-    'bridge.sessions.xǁSessionRecordǁevict__*' 'bridge.sessions.xǁSessionRecordǁtake_evicted__*'
+    'bridge.sessions.manager.xǁChainǁ*' 'bridge.sessions.manager.x_spent_mark__*' 'bridge.sessions.manager.x_evicted_mark__*'
+    'bridge.sessions.manager.x__has_mark__*' 'bridge.sessions.manager.x__find_mark__*'
+    'bridge.sessions.manager.xǁSessionRecordǁevict__*' 'bridge.sessions.manager.xǁSessionRecordǁtake_evicted__*'
     # the fenced writes and the lock of both stores
     'bridge.store.memory.xǁMemoryStoreǁ_check_fence__*' 'bridge.store.memory.xǁMemoryStoreǁput_record__*'
     'bridge.store.memory.xǁMemoryStoreǁswap_record__*' 'bridge.store.memory.xǁMemoryStoreǁend_record__*'

@@ -18,7 +18,8 @@ def main() -> None:
             status[name] = outcome
     per_module: dict[str, Counter[str]] = defaultdict(Counter)
     for name, outcome in status.items():
-        # bridge.origin.x_check__mutmut_4, bridge.sealing.xǁSessionSealerǁopen__mutmut_1
+        # bridge.web.origin.x_check__mutmut_4,
+        # bridge.sessions.sealing.xǁSessionSealerǁopen__mutmut_1
         module = re.split(r"\.x[_ǁ]", name, maxsplit=1)[0]
         per_module[module][outcome] += 1
     print(f"{'module':34} {'mutants':>7} {'killed':>7} {'survived':>8} {'other':>6} {'score':>6}")
@@ -27,9 +28,7 @@ def main() -> None:
         killed = counts["killed"] + counts["timeout"]
         other = total - killed - counts["survived"]
         score = killed / total if total else 1.0
-        print(
-            f"{module:34} {total:7} {killed:7} {counts['survived']:8} {other:6} {score:6.0%}"
-        )
+        print(f"{module:34} {total:7} {killed:7} {counts['survived']:8} {other:6} {score:6.0%}")
     survivors = sorted(n for n, o in status.items() if o not in ("killed", "timeout"))
     if survivors:
         print("\nnot killed (`.venv/bin/mutmut show NAME` prints the change):")

@@ -20,13 +20,13 @@ from quart.typing import TestClientProtocol as Client
 from bridge import app as bridge_app
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import FakeState, create_fake_sentifyd
-from bridge.fastpath import TokenFastPath
 from bridge.identity.oidc import OIDCProvider
 from bridge.identity.site_cookie import SiteCookieSource
-from bridge.runtime import Bridge
 from bridge.secret import Secret
 from bridge.settings.loader import load_settings
 from bridge.settings.schema import Settings
+from bridge.web.fastpath import TokenFastPath
+from bridge.wiring import Bridge
 
 API_KEY = "sk-test-avatar-key-0123456789abcdef"
 PREMIUM_API_KEY = "sk-test-premium-key-fedcba9876543210"
@@ -199,8 +199,8 @@ class LiveServer:
         self._error: BaseException | None = None
 
     def _run(self) -> None:
-        from bridge.servers import run, serve
         from bridge.settings.schema import ServerSettings
+        from bridge.web.servers import run, serve
 
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
@@ -341,7 +341,7 @@ def _install_leak_hooks(monkeypatch: pytest.MonkeyPatch, guard: support_leaks.Le
             support_leaks.register_answer(guard, response, body, endpoint)
         return response
 
-    # The token endpoint's GETs take the fast path (bridge.fastpath), past Quart's
+    # The token endpoint's GETs take the fast path (bridge.web.fastpath), past Quart's
     # process_response: its answers are registered as it hands them to the server.
     fast_path = TokenFastPath.__init__
 

@@ -27,9 +27,9 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from bridge.app import create_app
-from bridge.runtime import Bridge
 from bridge.settings.loader import _deep_merge, load_settings
 from bridge.settings.schema import Settings
+from bridge.wiring import Bridge
 from conftest import PUBLIC_URL, TEST_ENV, Clock, base_config, free_port
 
 OP_DIR = Path(__file__).resolve().parent / "oidc"

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.logs import JsonFormatter
+from bridge.observe.logs import JsonFormatter
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdefghij"
 METRICS_TOKEN = "metrics-token-for-tests-0123456789abcdefgh"

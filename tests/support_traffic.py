@@ -24,13 +24,13 @@ from support_redis import RedisServer
 
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from bridge.identity.oidc import OIDCLogin
 from bridge.identity.site_cookie import SiteCookieSource
-from bridge.runtime import Bridge
+from bridge.sessions.oidc_login import OIDCLogin
 from bridge.settings.loader import _deep_merge, load_settings
 from bridge.settings.schema import Settings
 from bridge.store import open_store
 from bridge.store.base import Store
+from bridge.wiring import Bridge
 from conftest import (
     API_KEY,
     AVATAR_ID,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bridge.access import is_allowed
+from bridge.access.rules import is_allowed
 from bridge.errors import ConfigError
 from bridge.identity import Identity
 from bridge.settings.values import AccessRules

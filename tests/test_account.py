@@ -10,10 +10,10 @@ import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from bridge.csrf import csrf_token
-from bridge.routes.account import session_ref
 from bridge.secret import Secret
-from bridge.sessions import SessionManager, decode_record
+from bridge.sessions.manager import SessionManager, decode_record
+from bridge.web.csrf import csrf_token
+from bridge.web.routes.account import session_ref
 from conftest import BRIDGE_KEY, bridge_of, login, make_settings
 
 PAGE = "/account/sessions"

@@ -34,7 +34,7 @@ from test_browser import (
 
 from bridge.app import create_app
 from bridge.doubles.demo import create_demo_app
-from bridge.sessions import SessionManager
+from bridge.sessions.manager import SessionManager
 from conftest import LiveServer, free_port, make_settings, site_cookie
 
 pytestmark = [

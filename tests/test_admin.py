@@ -11,10 +11,10 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from support_ops import ADMIN_TOKEN, admin_headers
 
-from bridge import config_report
-from bridge.admin import Admin
-from bridge.audit import Operator
 from bridge.errors import ConfigError
+from bridge.sessions.admin import Admin
+from bridge.sessions.audit import Operator
+from bridge.settings import report as config_report
 from bridge.store.memory import MemoryStore
 from conftest import API_KEY, Clock, bridge_of, login, make_settings
 

@@ -14,12 +14,12 @@ import support_leaks
 from quart import Quart
 from support_ops import ADMIN_TOKEN, admin_headers
 
-from bridge.bearer import operator_named_by
 from bridge.cli import main
 from bridge.errors import ConfigError
 from bridge.secret import Secret
 from bridge.settings.schema import OperatorToken
 from bridge.store.memory import MemoryStore
+from bridge.web.bearer import operator_named_by
 from conftest import bridge_of, login, make_settings
 
 ALICE = "alice-operator-token-0123456789abcdefghijkl"

@@ -41,8 +41,13 @@ def test_every_benchmark_scenario_answers_200_and_is_reported(tmp_path: Path) ->
     # after its bridge rows), the bridge's hot and refresh paths on memory and on Redis.
     assert len(names) == 2 + 6 * len(servers)
     for server in servers:
-        for row in ("(a) bare Quart JSON", "(c) bridge hot path", "(c) bridge refresh path",
-                    "(d) bridge hot path on Redis", "(d) bridge refresh path on Redis"):
+        for row in (
+            "(a) bare Quart JSON",
+            "(c) bridge hot path",
+            "(c) bridge refresh path",
+            "(d) bridge hot path on Redis",
+            "(d) bridge refresh path on Redis",
+        ):
             assert f"{row}, {server}" in names
         assert f"(a) bare Quart JSON, {server}, again after (c)" in names
     for row in report["rows"]:

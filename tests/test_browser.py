@@ -25,7 +25,7 @@ from support_oidc import OP_CLIENT_SECRET, RealProvider, oidc_settings
 from bridge.app import create_app
 from bridge.doubles.demo import create_demo_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from bridge.runtime import Bridge
+from bridge.wiring import Bridge
 from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, LiveServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")

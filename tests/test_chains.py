@@ -17,7 +17,7 @@ from support_redis import RedisServer
 
 from bridge.broker import MAX_EVICTED
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from bridge.sessions import SPENT_BYTES, Chain
+from bridge.sessions.manager import SPENT_BYTES, Chain
 from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, Clock, bridge_of, login
 from conftest import make_settings as base_settings
 
@@ -224,7 +224,7 @@ async def test_what_is_kept_of_evicted_tabs_is_bounded(small: Quart, clock: Cloc
 
 
 def _hash(handle: str) -> str:
-    from bridge.sealing import digest
+    from bridge.sessions.sealing import digest
 
     return digest(handle)
 

@@ -24,10 +24,10 @@ from quart import Quart
 from bridge.app import create_app
 from bridge.cli import main
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from bridge.runtime import Bridge
 from bridge.settings.loader import load_settings
 from bridge.store.base import Store
 from bridge.store.memory import MemoryStore
+from bridge.wiring import Bridge
 from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, TEST_ENV, free_port, login
 
 CONFIG = """

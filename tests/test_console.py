@@ -12,7 +12,7 @@ import support_leaks
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from bridge.console import COOKIE_NAME
+from bridge.web.console import COOKIE_NAME
 from conftest import Clock, bridge_of, login, make_settings
 
 ALICE = "alice-console-token-0123456789abcdefghijklm"

@@ -14,10 +14,10 @@ import pytest
 from quart import Quart, request
 from support_cookie_formats import django_cookie, node_mint, rails_mint
 
-from bridge import config_report
 from bridge.errors import ConfigError
 from bridge.identity import Identity
 from bridge.identity.site_cookie import SiteCookieSource
+from bridge.settings import report as config_report
 from bridge.settings.loader import load_settings
 from bridge.settings.schema import Settings
 from conftest import TEST_ENV, base_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.devices import MAX_LABEL, device_label
+from bridge.sessions.devices import MAX_LABEL, device_label
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from support_traffic import (  # noqa: F401 - fixture
     stack_factory,
 )
 
-from bridge.sessions import SessionManager
+from bridge.sessions.manager import SessionManager
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bridge.access import is_allowed
+from bridge.access.rules import is_allowed
 from bridge.identity import Identity
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.secret import Secret

@@ -27,8 +27,8 @@ from bridge.doubles.fake_sentifyd import (
 )
 from bridge.errors import UpstreamRejected, UpstreamUnavailable
 from bridge.secret import Secret
-from bridge.sentifyd import SentifydClient, jwt_exp, parse_tokens
 from bridge.settings.schema import AvatarSettings, SentifydSettings
+from bridge.upstream.sentifyd import SentifydClient, jwt_exp, parse_tokens
 from conftest import API_KEY, AVATAR_ID, free_port
 
 LOGIN = "/api/login"

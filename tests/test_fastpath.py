@@ -1,4 +1,4 @@
-"""The token endpoint's fast path (bridge/fastpath.py) answers as Quart does.
+"""The token endpoint's fast path (bridge/web/fastpath.py) answers as Quart does.
 
 One table of requests runs against two apps built alike, one with ``server.token_fast_path``
 on and one with it off; each answer is compared field by field: the status, the JSON body's
@@ -21,7 +21,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from support_ops import captured_log
 
-from bridge.fastpath import TokenFastPath
+from bridge.web.fastpath import TokenFastPath
 from conftest import bridge_of, login, make_settings, site_cookie
 
 ORIGIN = "https://shop.example.com"
@@ -184,7 +184,8 @@ async def answers(app: Quart) -> list[dict[str, Any]]:
             {
                 "row": row.__name__,
                 "status": response.status_code,
-                "body": shape(json.loads(body)) if response.mimetype == "application/json"
+                "body": shape(json.loads(body))
+                if response.mimetype == "application/json"
                 else body,
                 "headers": sorted(
                     (name.lower(), shape(value))
@@ -211,9 +212,7 @@ async def answers(app: Quart) -> list[dict[str, Any]]:
 @pytest.fixture
 def settings_of() -> Callable[[bool], Any]:
     def build(fast: bool) -> Any:
-        return make_settings(
-            {"server": {"token_fast_path": fast, "allowed_origins": [ORIGIN]}}
-        )
+        return make_settings({"server": {"token_fast_path": fast, "allowed_origins": [ORIGIN]}})
 
     return build
 

@@ -55,8 +55,8 @@ from test_hostile import (
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
-from bridge.runtime import Bridge
 from bridge.settings.loader import load_settings
+from bridge.wiring import Bridge
 from conftest import (
     API_KEY,
     AVATAR_ID,

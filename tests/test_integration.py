@@ -16,8 +16,8 @@ from quart import Quart
 from quart.json.tag import TaggedJSONSerializer
 
 from bridge.identity.site_cookie import SiteCookieSource
-from bridge.runtime import Bridge
 from bridge.settings.schema import Settings
+from bridge.wiring import Bridge
 from conftest import API_KEY, PREMIUM_API_KEY, Clock, LiveServer, make_settings
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ def fake_state(live_fake: LiveServer) -> Any:
 @pytest.fixture
 def captured_logs() -> Iterator[list[str]]:
     """Every log line the bridge writes, at production levels, formatted as in production."""
-    from bridge.logs import JsonFormatter, quiet_libraries
+    from bridge.observe.logs import JsonFormatter, quiet_libraries
 
     lines: list[str] = []
 

@@ -322,16 +322,13 @@ async def test_concurrent_requests_share_one_jwks_fetch(
     ],
     ids=["nested", "too-large"],
 )
-async def test_a_hostile_jwks_answer_is_a_503(
-    jwks: JWKSServer, key1: RSAKey, raw: bytes
-) -> None:
+async def test_a_hostile_jwks_answer_is_a_503(jwks: JWKSServer, key1: RSAKey, raw: bytes) -> None:
     clock = Clock()
     jwks.raw = raw
     src = source(jwks, clock)
     with pytest.raises(IdentityProviderUnavailable):
         await identify(src, sign(key1, clock))
     await src.aclose()
-
 
 
 async def test_a_failing_jwks_refetch_backs_off_and_keeps_the_cached_set(

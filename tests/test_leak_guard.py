@@ -142,7 +142,7 @@ async def test_the_hooks_see_the_token_endpoints_direct_path(
     monkeypatch: pytest.MonkeyPatch,
     where: str,
 ) -> None:
-    from bridge.routes import tokens
+    from bridge.web.routes import tokens
 
     async def leaky(bridge: object, request: object, avatar_name: str | None) -> Response:
         if where == "exception":

@@ -11,7 +11,7 @@ from support_ops import ADMIN_TOKEN, admin_headers
 
 from bridge.errors import ConfigError
 from bridge.identity import Identity
-from bridge.lifecycle import END_REASONS, Lifecycle
+from bridge.observe.lifecycle import END_REASONS, Lifecycle
 from bridge.store.memory import MemoryStore
 from conftest import Clock, bridge_of, login, make_settings
 

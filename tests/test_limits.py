@@ -8,9 +8,9 @@ from typing import Any, cast
 
 import pytest
 
+from bridge.access.limits import RateLimiter, client_bucket
 from bridge.errors import ConfigError, RateLimited, UpstreamBusy
-from bridge.limits import RateLimiter, client_bucket
-from bridge.sessions import SessionRecord
+from bridge.sessions.manager import SessionRecord
 from bridge.settings.schema import LimitsSettings
 from bridge.settings.values import RateLimit, parse_rate
 from bridge.store.memory import MemoryStore

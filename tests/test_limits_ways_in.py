@@ -33,9 +33,9 @@ from support_oidc import (
 from support_oidc import records as sso_records
 from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 
-from bridge.runtime import Bridge
 from bridge.settings.loader import _deep_merge, load_settings
 from bridge.settings.schema import Settings
+from bridge.wiring import Bridge
 from conftest import TEST_ENV, Clock, LiveServer, base_config, bridge_of, site_cookie
 
 TWO_A_MINUTE = {"new_sessions_per_user": "2/minute"}

@@ -17,8 +17,8 @@ from support_deploy import raw_request
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.errors import ConfigError
-from bridge.mount import Mount, path_problem
-from bridge.runtime import Bridge
+from bridge.web.mount import Mount, path_problem
+from bridge.wiring import Bridge
 from conftest import (
     API_KEY,
     AVATAR_ID,

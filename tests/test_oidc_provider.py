@@ -15,7 +15,7 @@ import pytest
 from quart import Quart
 from support_oidc import Browser, RealProvider, oidc_settings, query_of
 
-from bridge.runtime import Bridge
+from bridge.wiring import Bridge
 from conftest import Clock, LiveServer, free_port
 
 pytestmark = pytest.mark.integration

@@ -33,7 +33,7 @@ from test_redirects import OPEN_REDIRECTS
 
 from bridge.app import create_app
 from bridge.identity.oidc import FETCH_BACKOFF
-from bridge.runtime import Bridge
+from bridge.wiring import Bridge
 from conftest import PUBLIC_URL, Clock
 
 ORIGIN = {"Origin": PUBLIC_URL}

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from support_oidc import OIDC_ENV, OP_CLIENT_SECRET
 
-from bridge import config_report
 from bridge.errors import ConfigError
+from bridge.settings import report as config_report
 from bridge.settings.loader import load_settings
 from bridge.settings.schema import Settings
 from conftest import TEST_ENV, base_config

@@ -14,8 +14,8 @@ from support_traffic import ADMIN_TOKEN
 
 from bridge.app import create_app
 from bridge.doubles.demo import create_demo_app
-from bridge.runtime import Bridge
 from bridge.settings.loader import _deep_merge, load_settings
+from bridge.wiring import Bridge
 from conftest import PUBLIC_URL, TEST_ENV, base_config, login
 
 SIBLING = "http://blog.127.0.0.1.nip.example"  # another origin of the same site, say

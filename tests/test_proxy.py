@@ -11,7 +11,7 @@ from quart import Quart, jsonify, request
 from quart.typing import TestClientProtocol as Client
 
 from bridge.errors import ConfigError
-from bridge.proxy import ProxyHeaders, TrustedProxies
+from bridge.web.proxy import ProxyHeaders, TrustedProxies
 from conftest import login, make_settings
 
 PROXY = "10.0.0.2"

@@ -33,7 +33,7 @@ from support_redis import (
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.errors import StoreUnavailable
-from bridge.sessions import SessionManager
+from bridge.sessions.manager import SessionManager
 from bridge.store.redis import RedisStore, parse_url
 from conftest import API_KEY, AVATAR_ID, BRIDGE_KEY, LiveServer
 

@@ -26,7 +26,7 @@ from support_redis import (
     stop_all,
 )
 
-from bridge.sessions import SessionManager
+from bridge.sessions.manager import SessionManager
 from conftest import API_KEY, AVATAR_ID, BRIDGE_KEY, LiveServer
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
-"""SIGHUP reloads ``sentifyd-bridge serve``'s settings in the running process (bridge/reload.py):
-a new avatar is served by the same PID while a session keeps refreshing, a broken file changes
-nothing, a key rotated in its secret file is used without a restart, and on two instances
-sharing Redis a reload of one leaves sessions working on both."""
+"""SIGHUP reloads ``sentifyd-bridge serve``'s settings in the running process
+(bridge/wiring/reload.py): a new avatar is served by the same PID while a session keeps
+refreshing, a broken file changes nothing, a key rotated in its secret file is used without a
+restart, and on two instances sharing Redis a reload of one leaves sessions working on both."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 from quart import Quart
 from support_ops import ADMIN_TOKEN, METRICS_TOKEN, OPS_ENV, admin_headers, captured_log
 
-from bridge.requestlog import REQUEST_ID_RE
+from bridge.web.requestlog import REQUEST_ID_RE
 from conftest import (
     API_KEY,
     BRIDGE_KEY,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from bridge.sealing import SessionSealer, _b64, _unb64, open_with_handle, seal_with_handle
 from bridge.secret import Secret
+from bridge.sessions.sealing import SessionSealer, _b64, _unb64, open_with_handle, seal_with_handle
 
 KEY = Secret("k" * 40)
 OLD = Secret("o" * 40)
@@ -47,7 +47,7 @@ def test_key_derivation_is_rfc5869_hkdf() -> None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-    from bridge.sealing import _derive
+    from bridge.sessions.sealing import _derive
 
     for material, salt, info in (
         (COOKIE.encode(), KEY.reveal().encode(), b"sentifyd-bridge/session-tokens/v1"),

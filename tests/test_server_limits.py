@@ -59,8 +59,16 @@ def _start(tmp_path: Path, extra: str = "") -> Iterator[Served]:
     config.write_text(text)
     env = {**os.environ, **TEST_ENV, "PYTHONWARNINGS": "error"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "serve", "--config", str(config),
-         "--port", str(port)],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bridge.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+        ],  # fmt: skip
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -13,8 +13,8 @@ from quart.typing import TestClientProtocol as Client
 
 from bridge.app import create_app
 from bridge.errors import ConfigError
-from bridge.runtime import Bridge
 from bridge.settings.loader import load_settings
+from bridge.wiring import Bridge
 from conftest import TEST_ENV, Clock, LiveServer, base_config
 
 pytestmark = pytest.mark.integration
@@ -218,8 +218,10 @@ async def test_an_address_over_its_limit_is_refused_before_the_site_is_asked(
         settings, sentifyd_transport=httpx.ASGITransport(app=fake), clock=clock
     )
     async with application.test_app():
-        codes = [(await visit(application, "unknown").get("/request_tokens")).status_code
-                 for _ in range(3)]
+        codes = [
+            (await visit(application, "unknown").get("/request_tokens")).status_code
+            for _ in range(3)
+        ]
         assert codes == [401, 401, 429]
         asked = len(site[0].calls)
         refused = await visit(application, "alice-session").get("/request_tokens")

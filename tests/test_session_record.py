@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from bridge.sessions import (
+from bridge.sessions.manager import (
     Chain,
     Grace,
     ProviderSession,
@@ -70,8 +70,8 @@ def test_bytes_the_bridge_did_not_write_read_as_no_record() -> None:
 def test_tokens_sealed_by_the_previous_version_still_open(settings: Any) -> None:
     # Records written before ``sealed`` held the blob as URL-safe base64 text in ``tokens``:
     # an upgrade must not cost every live session its tokens (nor a Sentifyd login each).
-    from bridge.lifecycle import Lifecycle
-    from bridge.sessions import SessionContext, SessionManager, TokenEntry, _encode
+    from bridge.observe.lifecycle import Lifecycle
+    from bridge.sessions.manager import SessionContext, SessionManager, TokenEntry, _encode
     from bridge.store.memory import MemoryStore
 
     store = MemoryStore()
@@ -102,8 +102,8 @@ def test_tokens_sealed_by_the_previous_version_still_open(settings: Any) -> None
 def test_token_entries_sealed_with_their_short_names_still_open(settings: Any) -> None:
     # The bytes the previous version sealed (TokenEntry's fields were at, rt, tt, exp, iat,
     # params): the readable names are stored under the same short ones.
-    from bridge.lifecycle import Lifecycle
-    from bridge.sessions import SessionContext, SessionManager, TokenEntry
+    from bridge.observe.lifecycle import Lifecycle
+    from bridge.sessions.manager import SessionContext, SessionManager, TokenEntry
     from bridge.store.memory import MemoryStore
 
     store = MemoryStore()
@@ -138,8 +138,8 @@ def test_token_entries_sealed_with_their_short_names_still_open(settings: Any) -
 def test_provider_tokens_sealed_as_a_dict_by_the_previous_version_still_open(
     settings: Any,
 ) -> None:
-    from bridge.lifecycle import Lifecycle
-    from bridge.sessions import ProviderTokens, SessionManager
+    from bridge.observe.lifecycle import Lifecycle
+    from bridge.sessions.manager import ProviderTokens, SessionManager
     from bridge.store.memory import MemoryStore
 
     store = MemoryStore()

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bridge import config_report
 from bridge.errors import ConfigError
+from bridge.settings import report as config_report
 from bridge.settings.loader import load_settings
 from conftest import API_KEY, BRIDGE_KEY, SITE_KEY, TEST_ENV, make_settings
 

@@ -12,7 +12,7 @@ import pytest
 from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 from bridge.errors import LeaseLost
-from bridge.sessions import (
+from bridge.sessions.manager import (
     ProviderSession,
     SessionExtra,
     SessionRecord,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from support_redis import RedisServer, redis_server, tls_files  # noqa: F401 - fixture
 
-from bridge import config_report
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.secret import Secret
+from bridge.settings import report as config_report
 from bridge.settings.schema import StoreSettings
 from bridge.store import open_store
 from bridge.store.redis import RedisStore, parse_url

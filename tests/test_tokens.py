@@ -244,8 +244,8 @@ async def test_handles_retired_by_the_previous_version_are_still_replays(
     client: Client, app: Quart, clock: Clock
 ) -> None:
     # Records written before ``spent`` list retired handles as hex digests in ``retired``.
-    from bridge.sealing import digest
-    from bridge.sessions import SessionContext
+    from bridge.sessions.manager import SessionContext
+    from bridge.sessions.sealing import digest
 
     handle = (await first(client, app))["tokens"]["refreshToken"]
     sessions = bridge_of(app).sessions

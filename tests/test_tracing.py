@@ -1,4 +1,4 @@
-"""OpenTelemetry traces (bridge/tracing.py): a real ``sentifyd-bridge serve`` exporting over
+"""OpenTelemetry traces (bridge/observe/tracing.py): a real ``sentifyd-bridge serve`` exporting over
 OTLP/HTTP to a receiver on 127.0.0.1, with the stand-in Sentifyd recording the ``traceparent``
 it is sent."""
 
@@ -26,8 +26,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from support_redis import COOKIE, BridgeProcess, Visitor
 from test_reload import write_config
 
-from bridge import tracing
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
+from bridge.observe import tracing
 from conftest import API_KEY, AVATAR_ID, TEST_ENV, LiveServer
 
 pytestmark = pytest.mark.integration
@@ -274,7 +274,7 @@ def test_without_otel_variables_no_opentelemetry_module_is_even_imported() -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | TEST_ENV
     probe = (
         "import sys\n"
-        "from bridge import tracing\n"
+        "from bridge.observe import tracing\n"
         "from conftest import make_settings\n"
         "from bridge.app import create_app\n"
         "assert tracing.start() is None and not tracing.active()\n"

@@ -191,8 +191,7 @@ async def test_anonymous_refusals_are_counted_per_address_across_instances(
         assert (await customer.get(f"{stack.url(0)}/request_tokens")).status_code == 200
         async with httpx.AsyncClient(timeout=TIMEOUT) as stranger:
             codes = [
-                (await stranger.get(f"{stack.url(n)}/request_tokens")).status_code
-                for n in range(6)
+                (await stranger.get(f"{stack.url(n)}/request_tokens")).status_code for n in range(6)
             ]
         assert codes == [401] * 4 + [429] * 2  # one count, whichever instance answered
         for n in range(2):  # the customer's live session is not anonymous work

@@ -14,11 +14,11 @@ from quart import Blueprint, Quart, Response, current_app, redirect, render_temp
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
-from bridge.origin import check_same_origin
-from bridge.redirects import safe_next
-from bridge.runtime import Bridge
 from bridge.settings.loader import load_settings
 from bridge.settings.schema import Settings
+from bridge.web.origin import check_same_origin
+from bridge.web.redirects import safe_next
+from bridge.wiring import Bridge
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 DEMO_TOKEN_TTL = 30  # short, so the demo shows a refresh within a minute

@@ -5,14 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, Protocol
-
-from quart import Request
+from typing import Any, Literal
 
 from bridge.errors import LoginEnded
-
-if TYPE_CHECKING:
-    from bridge.sessions import SessionRecord
 
 # A token's or a site session's claims: JSON its issuer chose, read field by field.
 Claims = dict[str, Any]
@@ -32,20 +27,4 @@ class Identity:
     claims: Mapping[str, Any] = field(default_factory=dict)
 
 
-class IdentitySource(Protocol):
-    """A way in. ``identify`` returns None when this source does not recognise the visitor.
-
-    ``remote`` says whether recognising a visitor asks another server (the site's "who am I"
-    URL): anonymous floods are then held per address before that call, not only after it.
-    """
-
-    method: Method
-    remote: bool
-
-    async def identify(self, request: Request, record: SessionRecord | None) -> Identity | None:
-        """Recognise the visitor from the request (and, for sessions a login made, the record)."""
-
-    def login_url(self, next_path: str) -> str: ...
-
-
-__all__ = ["Claims", "Identity", "IdentitySource", "LoginEnded", "Method"]
+__all__ = ["Claims", "Identity", "LoginEnded", "Method"]

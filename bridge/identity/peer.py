@@ -2,8 +2,8 @@
 
 The JWT login fetches its provider's JWKS and the session check asks the site's "who am I" URL;
 both over a client with one deadline per call, a capped answer, no redirects and no cookies
-kept (:func:`bridge.outbound.peer_client_options`), and both send a visitor who must sign in to
-the site's ``login_url``.
+kept (:func:`bridge.upstream.outbound.peer_client_options`), and both send a visitor who
+must sign in to the site's ``login_url``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from bridge.outbound import peer_client_options
+from bridge.upstream.outbound import peer_client_options
 
 
 class PeerSettings(Protocol):

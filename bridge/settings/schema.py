@@ -84,7 +84,7 @@ class ServerSettings(Section, frozen=True):
     max_head_bytes: Annotated[int, Meta(ge=8192, le=1024 * 1024)] = 16 * 1024
     # Connections served at once; more wait in the listen backlog until one closes.
     max_connections: Annotated[int, Meta(ge=1)] = 2048
-    # The token endpoint's GETs answered by bridge.fastpath in front of Quart (same answers).
+    # The token endpoint's GETs answered by bridge.web.fastpath in front of Quart (same answers).
     token_fast_path: bool = True
 
     def __post_init__(self) -> None:

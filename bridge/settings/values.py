@@ -208,7 +208,7 @@ Scalar = str | int | float | bool
 
 
 class AccessRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """An avatar's ``allow`` table: every rule given must hold (see :mod:`bridge.access`)."""
+    """An avatar's ``allow`` table: every rule given must hold (see :mod:`bridge.access.rules`)."""
 
     groups: Listed = ()
     email_verified: bool | msgspec.UnsetType = msgspec.UNSET

@@ -1,7 +1,7 @@
 """The store interface every backend implements.
 
 Values are JSON-able dicts, except session records: those are bytes the session layer
-encodes (:mod:`bridge.sessions`), so the store neither parses nor copies them. Every key the
+encodes (:mod:`bridge.sessions.manager`), so the store neither parses nor copies them. Every key the
 bridge writes has a TTL, so nothing grows without bound. Backend failures surface as
 :class:`bridge.errors.StoreUnavailable` (503), never as a backend-specific exception.
 

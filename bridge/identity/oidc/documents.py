@@ -21,9 +21,9 @@ from bridge.errors import (
 )
 from bridge.identity import jose
 from bridge.identity.refetch import JWKS_MAX_AGE, JWKS_MIN_REFETCH, Refetched
-from bridge.outbound import peer_client_options
 from bridge.settings.schema import OIDCProviderSettings
 from bridge.settings.values import LOOPBACK_HOSTS
+from bridge.upstream.outbound import peer_client_options
 
 # authlib 1.9 prefers the "httpx2" package and warns, once, on importing its httpx client when it
 # falls back to httpx; the bridge uses plain httpx on purpose (one HTTP stack). Silenced for that

@@ -18,11 +18,14 @@ from bridge.errors import (
     RefreshRefused,
     TokenRejected,
 )
-from bridge.identity import Claims
+from bridge.identity import Claims, Method
 from bridge.identity.oidc.documents import Document
 from bridge.identity.oidc.tokens import TOKEN_CLAIMS, TokenChecks
 
 log = logging.getLogger("bridge.oidc")
+
+# How an identity from single sign-on (and the session it starts) is recorded.
+METHOD: Method = "oidc"
 
 
 @dataclass
