@@ -40,4 +40,6 @@ done
 .venv/bin/ruff check bridge tests bench
 .venv/bin/mypy --strict bridge
 
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist), each taking whole files: most tests wait on real servers, so two
+# run side by side in little more than the time of one. PYTEST_WORKERS=0 runs them in this process.
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
