@@ -138,8 +138,11 @@ async def test_lock_waiters_are_woken_by_the_release_not_by_polling(
             await holding.wait()
             reset(redis_server)
             waiters = [asyncio.ensure_future(waiter()) for _ in range(waiting)]
-            for _ in range(500):  # until each waiter has counted itself in (Redis's state)
-                if int(raw.get(name + ":waiters") or 0) >= waiting:
+            for _ in range(500):  # until each waiter has counted itself in and blocked
+                if (
+                    int(raw.get(name + ":waiters") or 0) >= waiting
+                    and commands(redis_server).get("blpop", 0) >= waiting
+                ):
                     break
                 await asyncio.sleep(0.01)
             blocked = commands(redis_server)
@@ -147,7 +150,7 @@ async def test_lock_waiters_are_woken_by_the_release_not_by_polling(
             # it waits: no polling.
             assert blocked["evalsha"] == waiting and blocked["blpop"] == waiting
             await asyncio.sleep(0.3)
-            assert commands(redis_server)["evalsha"] == waiting
+            assert commands(redis_server) == blocked
             release.set()
             await asyncio.wait_for(asyncio.gather(held, *waiters), 5)
             assert not raw.exists(name)
