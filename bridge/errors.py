@@ -45,7 +45,7 @@ no secret can travel through an error.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict, Unpack
 
 
 class BridgeError(Exception):
@@ -88,18 +88,34 @@ class SessionGone(Signal):
     """The session ended while this request worked on it (revoked, logged out, expired)."""
 
 
+class ErrorExtra(TypedDict, total=False):
+    """What an error's answer may say besides its code and message."""
+
+    login_url: str  # LoginRequired
+    provider_error: str  # LoginFailed: the provider's error code (RFC 6749's, else "other")
+    retry_after: int  # the answers with a Retry-After
+    upstream_status: int  # UpstreamRejected
+
+
+class ErrorBody(ErrorExtra):
+    """An error's JSON answer: its code and message first, then what it adds."""
+
+    error: str
+    message: str
+
+
 class HTTPError(BridgeError):
     status: int = 500
     code: str = "internal_error"
     message: str = "The bridge could not answer this request."
 
-    def __init__(self, message: str | None = None, **extra: Any) -> None:
+    def __init__(self, message: str | None = None, **extra: Unpack[ErrorExtra]) -> None:
         super().__init__(message or self.message)
         if message:
             self.message = message
         self.extra = extra
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> ErrorBody:
         return {"error": self.code, "message": self.message, **self.extra}
 
     def headers(self) -> dict[str, str]:
@@ -134,7 +150,7 @@ class LoginRequired(HTTPError):
     message = "Sign in to use the avatar."
 
     def __init__(self, login_url: str | None = None) -> None:
-        extra = {"login_url": login_url} if login_url else {}
+        extra: ErrorExtra = {"login_url": login_url} if login_url else {}
         super().__init__(None, **extra)
         self.login_url = login_url
 

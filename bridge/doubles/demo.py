@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import httpx
 from quart import Blueprint, Quart, Response, current_app, redirect, render_template, request
@@ -24,7 +24,18 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 DEMO_TOKEN_TTL = 30  # short, so the demo shows a refresh within a minute
 CSRF_COOKIE = "demo_csrf"
 
-USERS: dict[str, dict[str, Any]] = {
+
+class DemoUser(TypedDict):
+    """A demo user: the claims the demo site's login puts in its cookie, and a line on why."""
+
+    name: str
+    email: str
+    groups: list[str]
+    email_verified: bool
+    description: str
+
+
+USERS: dict[str, DemoUser] = {
     "alice": {
         "name": "Alice Martin",
         "email": "alice@example.com",
@@ -123,7 +134,10 @@ async def login() -> Response:
         return Response("Unknown demo user.", status=400)
     payload = {
         "user_id": form["username"],
-        **{k: user[k] for k in ("name", "email", "groups", "email_verified")},
+        "name": user["name"],
+        "email": user["email"],
+        "groups": user["groups"],
+        "email_verified": user["email_verified"],
     }
     # Exactly what the site's own login would do: a Flask-signed session cookie.
     cookie = _site_cookie().serializer.dumps(payload)

@@ -28,7 +28,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict, TypeGuard
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -40,7 +40,77 @@ from werkzeug.exceptions import HTTPException
 SHAPES = ("wrapped_snake", "flat_snake", "wrapped_camel", "flat_camel", "no_expiry")
 FAIL_MODES = ("non_json", "missing_fields", "huge", "hang", "reset")  # and "status:NNN"
 CONTROL_FIELDS = {"latency", "fail", "fail_count", "token_ttl", "shape", "reset"}
-AVATAR_PARAMS: dict[str, Any] = {
+
+
+class Theme(TypedDict):
+    primaryColor: str  # the wire's camel case, as in CamelTokens
+
+
+class AvatarParams(TypedDict):
+    """The avatar parameters the fake hands out with every token pair."""
+
+    name: str
+    voice: str
+    theme: Theme
+    language: str
+
+
+class SnakeTokens(TypedDict):
+    """A token pair in snake case ("wrapped_snake", "flat_snake", "no_expiry")."""
+
+    access_token: str
+    refresh_token: str
+    avatar_params: AvatarParams
+    token_type: str
+    expires_in: NotRequired[int]  # left out in "no_expiry": the JWT's exp is then the only one
+
+
+class CamelTokens(TypedDict):
+    """A token pair in camel case: "wrapped_camel" names the parameters avatarParameters."""
+
+    accessToken: str
+    refreshToken: str
+    tokenType: str
+    expiresIn: int
+    avatarParameters: NotRequired[AvatarParams]
+    avatarParams: NotRequired[AvatarParams]
+
+
+class Wrapped(TypedDict):
+    data: SnakeTokens | CamelTokens
+
+
+Issued = SnakeTokens | CamelTokens | Wrapped
+
+
+class Stats(TypedDict):
+    """``GET /_fake/stats`` (and ``/_fake/control``'s answer): counters, never a token."""
+
+    login_calls: int
+    refresh_calls: int
+    calls_by_key: dict[str, int]
+    access_tokens_issued: int
+    refresh_tokens_issued: int
+    token_ttl: int
+    latency: float
+    shape: str
+    fail: str | None
+    fail_count: int | None
+    refresh_enabled: bool
+
+
+class Control(TypedDict, total=False):
+    """``POST /_fake/control``'s body, once :func:`_valid_control` has checked it."""
+
+    latency: float
+    fail: str | None
+    fail_count: int | None
+    token_ttl: int
+    shape: str
+    reset: bool
+
+
+AVATAR_PARAMS: AvatarParams = {
     "name": "Ava",
     "voice": "en-US-1",
     "theme": {"primaryColor": "#4f46e5"},
@@ -123,7 +193,7 @@ class FakeState:
                 self.fail = self.fail_count = None
         return mode
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         return {
             "login_calls": self.login_calls,
             "refresh_calls": self.refresh_calls,
@@ -138,7 +208,7 @@ class FakeState:
             "refresh_enabled": self.refresh_enabled,
         }
 
-    def issue(self, avatar_id: str) -> dict[str, Any]:
+    def issue(self, avatar_id: str) -> Issued:
         """Mint a token pair for ``avatar_id`` and lay it out in the current shape."""
         now = int(time.time())
         claims = {
@@ -157,15 +227,20 @@ class FakeState:
             del remembered[:-MAX_REMEMBERED]
         while len(self.live_refresh_tokens) > MAX_REMEMBERED:  # the oldest lapses, as if expired
             del self.live_refresh_tokens[next(iter(self.live_refresh_tokens))]
-        params = json.loads(json.dumps(AVATAR_PARAMS))  # a copy each time
+        params: AvatarParams = json.loads(json.dumps(AVATAR_PARAMS))  # a copy each time
+        data: SnakeTokens | CamelTokens
         if self.shape.endswith("camel"):
-            data: dict[str, Any] = {
+            camel: CamelTokens = {
                 "accessToken": access,
                 "refreshToken": refresh,
                 "tokenType": "Bearer",
                 "expiresIn": self.token_ttl,
             }
-            data["avatarParameters" if self.shape == "wrapped_camel" else "avatarParams"] = params
+            if self.shape == "wrapped_camel":
+                camel["avatarParameters"] = params
+            else:
+                camel["avatarParams"] = params
+            data = camel
         else:
             data = {
                 "access_token": access,
@@ -263,12 +338,13 @@ def create_fake_sentifyd(
     async def http_error(exc: HTTPException) -> Response:
         return _error((exc.name or "error").lower().replace(" ", "_"), exc.code or 500)
 
-    async def json_body() -> dict[str, Any] | None:
+    # A peer's JSON object: each handler reads the fields it wants and checks their types.
+    async def json_body() -> dict[str, object] | None:
         body = await request.get_json(force=True, silent=True)
         return body if isinstance(body, dict) else None
 
     async def answer(
-        body: dict[str, Any] | None, handle: Callable[[dict[str, Any]], Response]
+        body: dict[str, object] | None, handle: Callable[[dict[str, object]], Response]
     ) -> Response:
         if state.latency > 0:
             await asyncio.sleep(state.latency)
@@ -285,7 +361,7 @@ def create_fake_sentifyd(
             response = _json(payload, response.status_code)
         return response
 
-    def login(body: dict[str, Any], with_avatar_id: bool) -> Response:
+    def login(body: dict[str, object], with_avatar_id: bool) -> Response:
         key = body.get("avatar_api_key")
         avatar_id = body.get("avatar_id") if with_avatar_id else None  # /api/login sends none
         if not isinstance(key, str | None) or not (avatar_id is None or isinstance(avatar_id, str)):
@@ -315,7 +391,7 @@ def create_fake_sentifyd(
     async def login_plugin() -> Response:
         return await login_route(True)
 
-    def refresh(body: dict[str, Any]) -> Response:
+    def refresh(body: dict[str, object]) -> Response:
         token = body.get("refresh_token")  # an avatar_id sent alongside is ignored
         if not isinstance(token, str) or not token:
             return _error("bad_request", 400)
@@ -356,7 +432,7 @@ def create_fake_sentifyd(
     return app
 
 
-def _valid_control(body: dict[str, Any]) -> bool:
+def _valid_control(body: dict[str, object]) -> TypeGuard[Control]:
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
 

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -38,8 +38,14 @@ SERVICE_NAME = "sentifyd-bridge"  # when neither OTEL_SERVICE_NAME nor the resou
 # The only request headers the propagator is shown: never a cookie or an authorization.
 _PROPAGATED = frozenset((b"traceparent", b"tracestate"))
 
+
+class _Quiet(TypedDict):
+    record_exception: bool
+    set_status_on_exception: bool
+
+
 # An exception's text or stack may quote a token: spans record neither (the outcome says why).
-_QUIET: dict[str, Any] = {"record_exception": False, "set_status_on_exception": False}
+_QUIET: _Quiet = {"record_exception": False, "set_status_on_exception": False}
 _OFF: contextlib.nullcontext[None] = contextlib.nullcontext()
 _tracer: Tracer | None = None
 

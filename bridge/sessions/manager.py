@@ -122,6 +122,12 @@ def _find_mark(blob: bytes, mark: bytes) -> int:
 AvatarParams = dict[str, Any]
 
 
+class Block(msgspec.Struct, frozen=True):
+    """A user refused new sessions (:meth:`SessionManager.block`), as the store keeps it."""
+
+    until: float = 0.0
+
+
 class TokenEntry(msgspec.Struct):
     """A session's cached Sentifyd tokens for one avatar (only ever stored sealed, under the
     short names earlier versions wrote, so their sealed entries still decode)."""
@@ -565,15 +571,21 @@ class SessionManager:
         so the next token request would start a fresh session.
         """
         until = self.clock() + seconds
-        await self.store.set(self.block_key(subject), {"until": until}, seconds)
+        await self.store.set(self.block_key(subject), msgspec.to_builtins(Block(until)), seconds)
         return until
 
     async def blocked_until(self, subject: str) -> float | None:
         data = await self.store.get(self.block_key(subject))
-        # The store's TTL uses the real clock; the until check keeps a test clock honest.
-        if data is None or float(data.get("until", 0)) <= self.clock():
+        if data is None:
             return None
-        return float(data["until"])
+        try:
+            block = msgspec.convert(data, Block)
+        except msgspec.ValidationError:
+            return None  # not a block this bridge wrote
+        # The store's TTL uses the real clock; the until check keeps a test clock honest.
+        if block.until <= self.clock():
+            return None
+        return block.until
 
     async def unblock(self, subject: str) -> None:
         await self.store.delete(self.block_key(subject))

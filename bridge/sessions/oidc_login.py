@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from bridge.errors import (
     HTTPError,
     InvalidLogoutToken,
@@ -39,7 +41,7 @@ from bridge.sessions.oidc_source import OIDCSource
 from bridge.sessions.sealing import digest
 from bridge.settings.schema import Settings
 from bridge.settings.values import local_path_or
-from bridge.store.base import Store
+from bridge.store.base import JSONObject, Store
 
 log = logging.getLogger("bridge.oidc")
 
@@ -52,6 +54,26 @@ PROVIDER_ERRORS = frozenset(
      "invalid_scope", "server_error", "temporarily_unavailable", "interaction_required",
      "login_required", "account_selection_required", "consent_required"}
 )  # fmt: skip
+
+
+class PendingLogin(msgspec.Struct, frozen=True):
+    """A login :meth:`OIDCLogin.start` began, kept under its state until the callback."""
+
+    provider: str
+    nonce: str
+    verifier: str
+    next: str
+    binding: str  # a digest of the browser's binding cookie
+    created: float
+
+
+def _pending_login(stored: JSONObject | None) -> PendingLogin | None:
+    if stored is None:
+        return None
+    try:
+        return msgspec.convert(stored, PendingLogin)
+    except msgspec.ValidationError:
+        return None  # not a login state this bridge wrote
 
 
 @dataclass
@@ -117,18 +139,15 @@ class OIDCLogin:
         nonce = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43..128
         url = await provider.authorization_url(state=state, nonce=nonce, code_verifier=verifier)
-        await self.store.set(
-            self._state_key(state),
-            {
-                "provider": provider.name,
-                "nonce": nonce,
-                "verifier": verifier,
-                "next": local_path_or(next_path, "/"),
-                "binding": digest("binding:" + binding),
-                "created": self.clock(),
-            },
-            STATE_TTL,
+        pending = PendingLogin(
+            provider=str(provider.name),
+            nonce=nonce,
+            verifier=verifier,
+            next=local_path_or(next_path, "/"),
+            binding=digest("binding:" + binding),
+            created=self.clock(),
         )
+        await self.store.set(self._state_key(state), msgspec.to_builtins(pending), STATE_TTL)
         return url, binding
 
     async def finish(self, args: Mapping[str, str], binding: str | None) -> LoginFinished:
@@ -137,12 +156,12 @@ class OIDCLogin:
         if not state or len(state) > MAX_PARAM_LENGTH:
             raise LoginFailed()
         key = self._state_key(state)
-        pending = await self.store.get(key)
-        if pending is None or self.clock() - float(pending.get("created", 0)) > STATE_TTL:
+        pending = _pending_login(await self.store.get(key))
+        if pending is None or self.clock() - pending.created > STATE_TTL:
             log.info("login state unknown or expired")
             raise LoginFailed()
         if binding is None or not secrets.compare_digest(
-            digest("binding:" + binding), str(pending.get("binding"))
+            digest("binding:" + binding), pending.binding
         ):
             log.warning("login state from another browser")
             raise LoginFailed()
@@ -150,7 +169,7 @@ class OIDCLogin:
         if not await self.store.add(key + ":used", {"used": True}, STATE_TTL):
             raise LoginFailed()
         await self.store.delete(key)
-        provider = self.provider(str(pending["provider"]))
+        provider = self.provider(pending.provider)
         error = args.get("error")
         if error is not None:
             reported = error if error in PROVIDER_ERRORS else "other"
@@ -165,7 +184,7 @@ class OIDCLogin:
             raise LoginFailed()
         try:
             tokens = await provider.exchange_code(
-                code, code_verifier=str(pending["verifier"]), nonce=str(pending["nonce"])
+                code, code_verifier=pending.verifier, nonce=pending.nonce
             )
         except TokenRejected as exc:
             log.warning(
@@ -212,7 +231,7 @@ class OIDCLogin:
             # The index lives as long as the session can (not its idle TTL, which activity renews).
             lifetime = max(1.0, record.expires_at - self.clock()) + 60
             await self.store.set_add(self._sid_key(provider, sid), record.id, lifetime)
-        return LoginFinished(session=ctx, next_path=local_path_or(str(pending.get("next")), "/"))
+        return LoginFinished(session=ctx, next_path=local_path_or(pending.next, "/"))
 
     def _provider_limits(
         self, provider: OIDCProvider, tokens: Any, claims: Mapping[str, Any]

@@ -15,12 +15,13 @@ import hmac
 import json
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bridge.secret import Secret
+from bridge.store.base import JSONObject
 
 _SESSION_INFO = b"sentifyd-bridge/session-tokens/v1"
 _HANDLE_INFO = b"sentifyd-bridge/handle-grace/v1"
@@ -121,11 +122,12 @@ class SessionSealer:
         keys = self._session_keys(cookie_token, session_id)
         return _open_text(keys, sealed, session_id.encode())
 
-    def seal(self, cookie_token: str, session_id: str, value: dict[str, Any]) -> str:
+    def seal(self, cookie_token: str, session_id: str, value: JSONObject) -> str:
+        """Seal a JSON object of any shape; :meth:`open` gives it back for its reader to check."""
         plain = json.dumps(value, separators=(",", ":")).encode()
         return self.seal_bytes(cookie_token, session_id, plain)
 
-    def open(self, cookie_token: str, session_id: str, sealed: str) -> dict[str, Any] | None:
+    def open(self, cookie_token: str, session_id: str, sealed: str) -> JSONObject | None:
         plain = self.open_bytes(cookie_token, session_id, sealed)
         if plain is None:
             return None

@@ -1,9 +1,9 @@
 """The store interface every backend implements.
 
-Values are JSON-able dicts, except session records: those are bytes the session layer
-encodes (:mod:`bridge.sessions.manager`), so the store neither parses nor copies them. Every key the
-bridge writes has a TTL, so nothing grows without bound. Backend failures surface as
-:class:`bridge.errors.StoreUnavailable` (503), never as a backend-specific exception.
+Values are JSON objects (:data:`JSONObject`), except session records: those are bytes the
+session layer encodes (:mod:`bridge.sessions.manager`), so the store neither parses nor copies
+them. Every key the bridge writes has a TTL, so nothing grows without bound. Backend failures
+surface as :class:`bridge.errors.StoreUnavailable` (503), never as a backend-specific exception.
 
 Session records are written through :meth:`Store.put_record` and ended through
 :meth:`Store.end_record` only: an ending leaves a tombstone and every write checks it (and the
@@ -18,7 +18,13 @@ import builtins
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias
+
+# What the store's plain values (everything but session records) may hold: JSON. The store
+# does not know its users' shapes: each reads its values back into a type of its own (a
+# msgspec Struct) or, as lifecycle events do, keeps them as the open mapping they are.
+JSONValue: TypeAlias = "None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]"
+JSONObject: TypeAlias = "dict[str, JSONValue]"
 
 
 @dataclass(frozen=True)
@@ -68,13 +74,13 @@ class Store(abc.ABC):
         return None
 
     @abc.abstractmethod
-    async def get(self, key: str) -> dict[str, Any] | None: ...
+    async def get(self, key: str) -> JSONObject | None: ...
 
     @abc.abstractmethod
-    async def set(self, key: str, value: dict[str, Any], ttl: float) -> None: ...
+    async def set(self, key: str, value: JSONObject, ttl: float) -> None: ...
 
     @abc.abstractmethod
-    async def add(self, key: str, value: dict[str, Any], ttl: float) -> bool:
+    async def add(self, key: str, value: JSONObject, ttl: float) -> bool:
         """Set ``key`` only if it does not exist; tell whether it was set."""
 
     @abc.abstractmethod
@@ -140,11 +146,11 @@ class Store(abc.ABC):
     async def set_members(self, key: str) -> builtins.set[str]: ...
 
     @abc.abstractmethod
-    async def list_push(self, key: str, value: dict[str, Any], max_len: int, ttl: float) -> None:
+    async def list_push(self, key: str, value: JSONObject, max_len: int, ttl: float) -> None:
         """Append to a capped list, dropping the oldest entries beyond ``max_len``."""
 
     @abc.abstractmethod
-    async def list_range(self, key: str, limit: int) -> list[dict[str, Any]]:
+    async def list_range(self, key: str, limit: int) -> list[JSONObject]:
         """Return up to ``limit`` newest entries, newest first."""
 
     @abc.abstractmethod

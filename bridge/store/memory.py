@@ -16,14 +16,18 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TypeAlias
 
 import msgspec
 
 from bridge.errors import LeaseLost, StoreUnavailable
-from bridge.store.base import Changed, Lease, Store
+from bridge.store.base import Changed, JSONObject, Lease, Store
 
 SWEEP_INTERVAL = 10.0
+
+# A key's value as kept: a JSON value's encoding or a session record (bytes), a counter, an
+# index (a set of members) or a capped list's encoded entries.
+Raw: TypeAlias = bytes | int | set[str] | list[bytes]
 
 
 def _plain(value: object) -> object:
@@ -42,13 +46,13 @@ class MemoryStore(Store):
         super().__init__(prefix)
         # key -> (value, monotonic deadline). Dict values are kept encoded (JSON bytes): no
         # aliasing between readers, and smaller than live dicts for an idle session.
-        self._data: dict[str, tuple[Any, float]] = {}
+        self._data: dict[str, tuple[Raw, float]] = {}
         self._locks: dict[str, _CountedLock] = {}
         self._next_sweep = time.monotonic() + SWEEP_INTERVAL
 
     # --- the dict ---------------------------------------------------------------------------
 
-    def _get(self, key: str) -> Any:
+    def _get(self, key: str) -> Raw | None:
         entry = self._data.get(key)
         if entry is None:
             return None
@@ -57,7 +61,7 @@ class MemoryStore(Store):
             return None
         return entry[0]
 
-    def _put(self, key: str, value: Any, ttl: float) -> None:
+    def _put(self, key: str, value: Raw, ttl: float) -> None:
         now = time.monotonic()
         self._data[key] = (value, now + ttl)
         if now >= self._next_sweep:
@@ -71,17 +75,17 @@ class MemoryStore(Store):
 
     # --- records ------------------------------------------------------------------------
 
-    async def get(self, key: str) -> dict[str, Any] | None:
+    async def get(self, key: str) -> JSONObject | None:
         raw = self._get(key)
         if not isinstance(raw, bytes):
             return None
         value = _decode(raw)
         return value if isinstance(value, dict) else None
 
-    async def set(self, key: str, value: dict[str, Any], ttl: float) -> None:
+    async def set(self, key: str, value: JSONObject, ttl: float) -> None:
         self._put(key, _encode(value), ttl)
 
-    async def add(self, key: str, value: dict[str, Any], ttl: float) -> bool:
+    async def add(self, key: str, value: JSONObject, ttl: float) -> bool:
         if self._get(key) is not None:
             return False
         self._put(key, _encode(value), ttl)
@@ -183,17 +187,16 @@ class MemoryStore(Store):
 
     # --- capped lists (events) ------------------------------------------------------------
 
-    async def list_push(self, key: str, value: dict[str, Any], max_len: int, ttl: float) -> None:
-        items = self._get(key)
-        if not isinstance(items, list):
-            items = []
+    async def list_push(self, key: str, value: JSONObject, max_len: int, ttl: float) -> None:
+        stored = self._get(key)
+        items = stored if isinstance(stored, list) else []
         # A list, not a deque: a deque's first block alone is ~600 bytes, more than an idle
         # session's two events; trimming a list of at most max_len + 1 entries is as cheap.
         items.append(_encode(value))
         del items[:-max_len]
         self._put(key, items, ttl)
 
-    async def list_range(self, key: str, limit: int) -> list[dict[str, Any]]:
+    async def list_range(self, key: str, limit: int) -> list[JSONObject]:
         items = self._get(key)
         if not isinstance(items, list):
             return []
@@ -238,7 +241,7 @@ class MemoryStore(Store):
     async def ping(self) -> bool:
         return True
 
-    def entries(self) -> dict[str, tuple[Any, float]]:
+    def entries(self) -> dict[str, tuple[Raw, float]]:
         """Return a deep copy of every live key's raw value and deadline, counters included."""
         now = time.monotonic()
         return {k: copy.deepcopy(e) for k, e in list(self._data.items()) if e[1] > now}
@@ -248,7 +251,7 @@ class MemoryStore(Store):
         entry = self._data.get(key)
         return entry[1] if entry is not None else None
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Raw]:
         """Return a deep copy of every live raw value (tests use it to prove nothing changed).
 
         Rate-limit counters are left out: they count every request, refused ones included.

@@ -39,7 +39,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -52,7 +52,7 @@ from bridge.errors import ConfigError, LeaseLost, StoreUnavailable
 from bridge.settings.schema import StoreSettings
 from bridge.settings.values import RedisAddress
 from bridge.settings.values import parse_url as parse_url  # the store URL reader, for callers here
-from bridge.store.base import Changed, Lease, Store
+from bridge.store.base import Changed, JSONObject, Lease, Store
 from bridge.store.pipe import Pipe
 
 log = logging.getLogger("bridge.store")
@@ -133,11 +133,23 @@ return 0
 """
 
 
+class _ClientOptions(TypedDict):
+    """What every topology's client is built with."""
+
+    socket_timeout: float | None
+    socket_connect_timeout: float
+    retry: Retry
+    username: str | None
+    password: str | None
+    ssl: NotRequired[bool]
+    ssl_ca_certs: NotRequired[str]
+
+
 def connect(address: RedisAddress, timeout: float) -> tuple[Redis | RedisCluster, Sentinel | None]:
     """Build redis-py's client for the address's topology (and, for Sentinel, its sentinels)."""
     # One immediate retry on a fresh connection: after a restart or a failover every pooled
     # connection is dead, and the first command on each would otherwise fail.
-    options: dict[str, Any] = {
+    options: _ClientOptions = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 1),
@@ -291,7 +303,7 @@ class RedisStore(Store):
 
     # --- records ------------------------------------------------------------------------
 
-    async def get(self, key: str) -> dict[str, Any] | None:
+    async def get(self, key: str) -> JSONObject | None:
         async with self._guard():
             raw = await self.client.get(key)
         if raw is None:
@@ -302,11 +314,11 @@ class RedisStore(Store):
             return None
         return value if isinstance(value, dict) else None
 
-    async def set(self, key: str, value: dict[str, Any], ttl: float) -> None:
+    async def set(self, key: str, value: JSONObject, ttl: float) -> None:
         async with self._guard():
             await self.client.set(key, _dumps(value), px=_millis(ttl))
 
-    async def add(self, key: str, value: dict[str, Any], ttl: float) -> bool:
+    async def add(self, key: str, value: JSONObject, ttl: float) -> bool:
         async with self._guard():
             return bool(await self.client.set(key, _dumps(value), px=_millis(ttl), nx=True))
 
@@ -413,11 +425,11 @@ class RedisStore(Store):
 
     # --- capped lists (events) ------------------------------------------------------------
 
-    async def list_push(self, key: str, value: dict[str, Any], max_len: int, ttl: float) -> None:
+    async def list_push(self, key: str, value: JSONObject, max_len: int, ttl: float) -> None:
         async with self._guard():
             await self._list_push(keys=[key], args=[_dumps(value), max_len, _millis(ttl)])
 
-    async def list_range(self, key: str, limit: int) -> list[dict[str, Any]]:
+    async def list_range(self, key: str, limit: int) -> list[JSONObject]:
         if limit <= 0:
             return []
         async with self._guard():
@@ -512,7 +524,7 @@ class RedisStore(Store):
                     await sentinel.aclose()
 
 
-def _dumps(value: dict[str, Any]) -> str:
+def _dumps(value: JSONObject) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 

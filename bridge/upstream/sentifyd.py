@@ -41,7 +41,7 @@ class UpstreamTokens:
         return f"UpstreamTokens(token_type={self.token_type!r}, expires_at={self.expires_at})"
 
 
-def _pick(data: dict[str, Any], *names: str) -> Any:
+def _pick(data: dict[str, object], *names: str) -> object:
     for name in names:
         if name in data and data[name] is not None:
             return data[name]
@@ -67,7 +67,8 @@ def parse_tokens(body: Any, *, now: float, default_expires_in: int) -> UpstreamT
     """Read tokens from any documented shape: wrapped in ``data`` or flat, snake or camel case."""
     if not isinstance(body, dict):
         raise UpstreamUnavailable()
-    data: dict[str, Any] = body["data"] if isinstance(body.get("data"), dict) else body
+    # Sentifyd's JSON object: every field is read through _pick and checked before it is used.
+    data: dict[str, object] = body["data"] if isinstance(body.get("data"), dict) else body
     access = _pick(data, "access_token", "accessToken")
     if not isinstance(access, str) or not access or len(access) > 16384:
         raise UpstreamUnavailable()

@@ -58,7 +58,8 @@ def _thumbprint(raw: bytes) -> str:
     return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
 
-def _protected_header(token: str) -> dict[str, Any] | None:
+def _protected_header(token: str) -> dict[str, object] | None:
+    """The JWE's protected header: a JSON object from the browser, its fields checked by use."""
     segments = token.split(".")
     if len(segments) != 5 or len(segments[0]) > _MAX_HEADER_SEGMENT:
         return None

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import re
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from quart import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 
@@ -57,6 +57,20 @@ class DeviceView(TypedDict):
     started_at: float
     last_used_at: float
     avatars: list[AvatarView]
+
+
+class UserView(TypedDict):
+    name: str
+
+
+class SessionsPage(TypedDict):
+    """``GET /account/sessions`` as JSON."""
+
+    user: UserView
+    sessions: list[DeviceView]
+    csrf_token: str
+    end_url: str
+    end_others_url: str
 
 
 def session_ref(key: Secret, binding: str, session_id: str) -> str:
@@ -129,7 +143,7 @@ async def sessions_page() -> Response:
     token = csrf_token(bridge.settings.secret_keys, binding, purpose=ACCOUNT)
     end_url, end_others_url = bridge.url(PAGE + "/end"), bridge.url(PAGE + "/end-others")
     if as_json:
-        body: dict[str, Any] = {
+        body: SessionsPage = {
             "user": {"name": _display_name(identity)},
             "sessions": devices,
             "csrf_token": token,
@@ -211,9 +225,12 @@ async def _end(bridge: Bridge, visitor: Visitor, record: SessionRecord, reason: 
     return ended
 
 
-async def _checked_form(bridge: Bridge, binding: str) -> dict[str, Any]:
-    """The POST's fields (a form or a JSON object), once its CSRF token is the viewer's."""
-    fields: dict[str, Any]
+async def _checked_form(bridge: Bridge, binding: str) -> dict[str, object]:
+    """The POST's fields (a form or a JSON object), once its CSRF token is the viewer's.
+
+    A JSON object's fields may be of any type: each reader checks the type of those it reads.
+    """
+    fields: dict[str, object]
     if request.is_json:
         try:
             body = await request.get_json(silent=True)

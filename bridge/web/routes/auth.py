@@ -3,7 +3,7 @@ and ``/session``."""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Literal, NotRequired, TypedDict
 from urllib.parse import urlencode
 
 from quart import (
@@ -46,6 +46,46 @@ class _CookieAttributes(TypedDict):
     secure: bool
     httponly: bool
     samesite: str
+
+
+class _SignedOut(TypedDict):
+    signed_in: Literal[False]
+    login_url: str | None
+
+
+class _User(TypedDict):
+    subject: str
+    name: str | None
+    email: str | None
+
+
+class _SessionEnds(TypedDict):
+    expires_at: int
+    absolute_expires_at: int
+
+
+class _Logout(TypedDict):
+    url: str
+    method: str  # POST for a path on this site (with this session's csrf_token), else GET
+    csrf_token: NotRequired[str]
+
+
+class _Avatar(TypedDict):
+    name: str
+    title: str
+    page: str
+    token_endpoint: str
+
+
+class _SignedIn(TypedDict):
+    """``GET /session`` for a visitor the site's login recognises."""
+
+    signed_in: Literal[True]
+    method: str
+    user: _User
+    session: _SessionEnds | None
+    logout: _Logout | None
+    avatars: list[_Avatar]
 
 
 def _binding(bridge: Bridge) -> _CookieAttributes:
@@ -166,13 +206,13 @@ async def session() -> Response:
     visitor = await bridge.gate.identify(request)
     identity = visitor.identity
     if identity is None:
-        body: dict[str, Any] = {"signed_in": False, "login_url": bridge.gate.login_url("/")}
-        response = jsonify(body)
+        signed_out: _SignedOut = {"signed_in": False, "login_url": bridge.gate.login_url("/")}
+        response = jsonify(signed_out)
         response.vary.add("Cookie")
         return _no_store(response)
     record = visitor.record
     claims = identity.claims
-    body = {
+    body: _SignedIn = {
         "signed_in": True,
         "method": identity.method,
         "user": {
