@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
-from support_redis import RedisServer
 from test_browser import (
     ARTIFACTS,
     CHROMIUM,
@@ -35,7 +34,10 @@ from test_browser import (
 from bridge.app import create_app
 from bridge.doubles.demo import create_demo_app
 from bridge.sessions.manager import SessionManager
-from conftest import LiveServer, free_port, make_settings, site_cookie
+from support.app import site_cookie
+from support.config import make_settings
+from support.live import LiveServer, free_port
+from support.redis import RedisServer
 
 pytestmark = [
     pytest.mark.integration,

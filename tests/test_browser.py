@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Response, async_playwright
 from playwright.async_api import Error as PlaywrightError
-from support_oidc import OP_CLIENT_SECRET, RealProvider, oidc_settings
 
 from bridge.app import create_app
 from bridge.doubles.demo import create_demo_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.wiring import Bridge
-from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, LiveServer, free_port
+from support.config import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID
+from support.live import LiveServer, free_port
+from support.oidc import OP_CLIENT_SECRET, RealProvider, oidc_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

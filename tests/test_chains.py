@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from support_redis import RedisServer
 
 from bridge.broker import MAX_EVICTED
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.sessions.manager import SPENT_BYTES, Chain
-from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, Clock, bridge_of, login
-from conftest import make_settings as base_settings
+from support.app import Clock, bridge_of, login
+from support.config import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID
+from support.config import make_settings as base_settings
+from support.redis import RedisServer
 
 HOUR = 3600
 # 29 a minute, just under the default new_chains_per_session = 30/minute.

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support_redis import BridgeProcess, RedisServer, Visitor
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from conftest import API_KEY, AVATAR_ID, LiveServer
+from support.config import API_KEY, AVATAR_ID
+from support.live import LiveServer
+from support.redis import BridgeProcess, RedisServer, Visitor
 
 pytestmark = pytest.mark.integration
 

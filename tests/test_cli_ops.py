@@ -28,7 +28,9 @@ from bridge.settings.loader import load_settings
 from bridge.store.base import Store
 from bridge.store.memory import MemoryStore
 from bridge.wiring import Bridge
-from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, TEST_ENV, free_port, login
+from support.app import login
+from support.config import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, TEST_ENV
+from support.live import free_port
 
 CONFIG = """
 [server]

@@ -21,12 +21,14 @@ from typing import Any
 
 import httpx
 import pytest
-import support_leaks
 from playwright.async_api import BrowserContext, Page, async_playwright
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, READABLE_JS, WAIT_MS
 
 from bridge.app import create_app
-from conftest import Clock, LiveServer, free_port, make_settings, site_cookie
+from support import leaks as support_leaks
+from support.app import Clock, site_cookie
+from support.config import make_settings
+from support.live import LiveServer, free_port
 
 DANA = "dana-console-browser-token-0123456789abcdefg"
 SAM = "sam-console-browser-token-0123456789abcdefghi"

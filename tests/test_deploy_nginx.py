@@ -18,12 +18,13 @@ from typing import Any
 import httpx
 import pytest
 from quart import Quart, jsonify, request
-from support_deploy import raw_request
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from bridge.app import create_app
 from bridge.settings.loader import load_settings
-from conftest import API_KEY, BRIDGE_KEY, SITE_KEY, LiveServer, free_port
+from support.config import API_KEY, BRIDGE_KEY, SITE_KEY
+from support.deploy import raw_request
+from support.live import LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "examples" / "deploy"

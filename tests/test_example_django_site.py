@@ -14,10 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from support_redis import BridgeProcess, _wait
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from conftest import API_KEY, LiveServer, free_port
+from support.config import API_KEY
+from support.live import LiveServer, free_port
+from support.redis import BridgeProcess, _wait
 
 pytestmark = pytest.mark.integration
 

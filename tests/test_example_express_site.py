@@ -13,13 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from support_redis import BridgeProcess, RedisServer, _wait
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.cookie_formats.express import ExpressSession
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.loader import load_settings
-from conftest import API_KEY, TEST_ENV, LiveServer, free_port
+from support.config import API_KEY, TEST_ENV
+from support.live import LiveServer, free_port
+from support.redis import BridgeProcess, RedisServer, _wait
 
 pytestmark = pytest.mark.integration
 

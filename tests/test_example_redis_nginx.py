@@ -11,11 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support_redis import BridgeProcess, RedisServer, _wait, start_all
 
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.loader import load_settings
-from conftest import LiveServer, free_port, make_settings
+from support.config import make_settings
+from support.live import LiveServer, free_port
+from support.redis import BridgeProcess, RedisServer, _wait, start_all
 
 pytestmark = pytest.mark.integration
 

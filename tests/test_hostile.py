@@ -24,21 +24,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from quart import Quart
-from support_oidc import ControlledProvider, b64, oidc_settings, query_of, session_of, sign_in
 from werkzeug.datastructures import Headers
 
 from bridge.app import create_app
 from bridge.doubles.demo import CSRF_COOKIE, create_demo_app
-from conftest import (
-    API_KEY,
-    PREMIUM_API_KEY,
-    PUBLIC_URL,
-    Clock,
-    bridge_of,
-    login,
-    make_settings,
-    site_cookie,
-)
+from support.app import Clock, bridge_of, login, site_cookie
+from support.config import API_KEY, PREMIUM_API_KEY, PUBLIC_URL, make_settings
+from support.oidc import ControlledProvider, b64, oidc_settings, query_of, session_of, sign_in
 
 BRIDGE_COOKIE = "sentifyd_bridge"
 SITE_COOKIE = "session"

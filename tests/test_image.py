@@ -22,13 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
-import support_leaks
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.loader import load_settings
 from bridge.settings.schema import ServerSettings
-from conftest import API_KEY, AVATAR_ID, TEST_ENV, LiveServer, free_port
+from support import leaks as support_leaks
+from support.config import API_KEY, AVATAR_ID, TEST_ENV
+from support.live import LiveServer, free_port
 
 # The first run makes the Debian base with debootstrap and downloads the wheels (about four
 # minutes); later runs take well under one.

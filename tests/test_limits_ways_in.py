@@ -20,7 +20,14 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from quart import Quart, request
 from quart.typing import TestClientProtocol as Client
-from support_oidc import (
+
+from bridge.settings.loader import _deep_merge, load_settings
+from bridge.settings.schema import Settings
+from bridge.wiring import Bridge
+from support.app import Clock, bridge_of, site_cookie
+from support.config import TEST_ENV, base_config
+from support.live import LiveServer
+from support.oidc import (
     Browser,
     ControlledProvider,
     RealProvider,
@@ -30,13 +37,8 @@ from support_oidc import (
     sign_in,
     start,
 )
-from support_oidc import records as sso_records
-from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
-
-from bridge.settings.loader import _deep_merge, load_settings
-from bridge.settings.schema import Settings
-from bridge.wiring import Bridge
-from conftest import TEST_ENV, Clock, LiveServer, base_config, bridge_of, site_cookie
+from support.oidc import records as sso_records
+from support.redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 TWO_A_MINUTE = {"new_sessions_per_user": "2/minute"}
 ISSUER = "https://tenant.example-idp.com/"

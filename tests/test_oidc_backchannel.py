@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from support_oidc import ControlledProvider, make_sso_app, records, session_of, sign_in
 
-from conftest import Clock
+from support.app import Clock
+from support.oidc import ControlledProvider, make_sso_app, records, session_of, sign_in
 
 EVENT = {"http://schemas.openid.net/event/backchannel-logout": {}}
 

@@ -13,10 +13,11 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 from quart import Quart
-from support_oidc import Browser, RealProvider, oidc_settings, query_of
 
 from bridge.wiring import Bridge
-from conftest import Clock, LiveServer, free_port
+from support.app import Clock
+from support.live import LiveServer, free_port
+from support.oidc import Browser, RealProvider, oidc_settings, query_of
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,14 @@ from joserfc import jwt
 from joserfc.jwk import OctKey
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from support_oidc import (
+from test_redirects import OPEN_REDIRECTS
+
+from bridge.app import create_app
+from bridge.identity.oidc import FETCH_BACKOFF
+from bridge.wiring import Bridge
+from support.app import Clock
+from support.config import PUBLIC_URL
+from support.oidc import (
     OP_CLIENT_SECRET,
     ControlledProvider,
     b64,
@@ -29,12 +36,6 @@ from support_oidc import (
     sign_in,
     start,
 )
-from test_redirects import OPEN_REDIRECTS
-
-from bridge.app import create_app
-from bridge.identity.oidc import FETCH_BACKOFF
-from bridge.wiring import Bridge
-from conftest import PUBLIC_URL, Clock
 
 ORIGIN = {"Origin": PUBLIC_URL}
 

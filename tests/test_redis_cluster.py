@@ -19,7 +19,14 @@ from typing import Any
 import httpx
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
-from support_redis import (
+
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
+from bridge.errors import StoreUnavailable
+from bridge.sessions.manager import SessionManager
+from bridge.store.redis import RedisStore, parse_url
+from support.config import API_KEY, AVATAR_ID, BRIDGE_KEY
+from support.live import LiveServer
+from support.redis import (
     CONFIG,
     BridgeProcess,
     ClusterSetup,
@@ -30,12 +37,6 @@ from support_redis import (
     start_all,
     stop_all,
 )
-
-from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from bridge.errors import StoreUnavailable
-from bridge.sessions.manager import SessionManager
-from bridge.store.redis import RedisStore, parse_url
-from conftest import API_KEY, AVATAR_ID, BRIDGE_KEY, LiveServer
 
 pytestmark = pytest.mark.integration
 

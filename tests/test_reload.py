@@ -14,12 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import support_leaks
-from support_redis import COOKIE, BridgeProcess, RedisServer, Visitor, new_cookie
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd, key_fingerprint
 from bridge.errors import ConfigError
-from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, LiveServer, make_settings
+from support import leaks as support_leaks
+from support.config import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, make_settings
+from support.live import LiveServer
+from support.redis import COOKIE, BridgeProcess, RedisServer, Visitor, new_cookie
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
-from conftest import TEST_ENV, free_port, make_settings
+from support.config import TEST_ENV, make_settings
+from support.live import free_port
 
 pytestmark = pytest.mark.integration
 

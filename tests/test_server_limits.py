@@ -21,7 +21,8 @@ import pytest
 from test_serve_cli import CONFIG, _wait_listening
 
 from bridge.settings.schema import ServerSettings
-from conftest import TEST_ENV, free_port
+from support.config import TEST_ENV
+from support.live import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,18 +17,19 @@ from typing import Any
 
 import httpx
 import pytest
-import support_leaks
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from support_redis import COOKIE, BridgeProcess, Visitor
 from test_reload import write_config
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.observe import tracing
-from conftest import API_KEY, AVATAR_ID, TEST_ENV, LiveServer
+from support import leaks as support_leaks
+from support.config import API_KEY, AVATAR_ID, TEST_ENV
+from support.live import LiveServer
+from support.redis import COOKIE, BridgeProcess, Visitor
 
 pytestmark = pytest.mark.integration
 
@@ -275,7 +276,7 @@ def test_without_otel_variables_no_opentelemetry_module_is_even_imported() -> No
     probe = (
         "import sys\n"
         "from bridge.observe import tracing\n"
-        "from conftest import make_settings\n"
+        "from support.config import make_settings\n"
         "from bridge.app import create_app\n"
         "assert tracing.start() is None and not tracing.active()\n"
         "app = create_app(make_settings())\n"

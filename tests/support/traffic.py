@@ -19,8 +19,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from quart import Quart, request
-from support_oidc import OIDC_ENV, ControlledProvider
-from support_redis import RedisServer
 
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
@@ -31,17 +29,19 @@ from bridge.settings.schema import Settings
 from bridge.store import open_store
 from bridge.store.base import Store
 from bridge.wiring import Bridge
-from conftest import (
+from support.app import Clock
+from support.config import (
     API_KEY,
     AVATAR_ID,
     PREMIUM_API_KEY,
     PREMIUM_ID,
     PUBLIC_URL,
     TEST_ENV,
-    Clock,
-    LiveServer,
     base_config,
 )
+from support.live import LiveServer
+from support.oidc import OIDC_ENV, ControlledProvider
+from support.redis import RedisServer
 
 COOKIE = "sentifyd_bridge"
 ADMIN_TOKEN = "admin-token-for-traffic-tests-0123456789"
