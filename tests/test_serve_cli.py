@@ -16,35 +16,10 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
-from support.config import TEST_ENV, make_settings
+from support.config import TEST_ENV, make_settings, serve_config, write_bridge_toml
 from support.live import free_port
 
 pytestmark = pytest.mark.integration
-
-CONFIG = """
-[server]
-public_url = "http://127.0.0.1:{port}"
-asgi_server = "{server}"
-
-[session]
-cookie_secure = false
-
-[sentifyd]
-backend = "http://127.0.0.1:9"
-
-[[avatars]]
-name = "default"
-avatar_id = "avtr_1234abcd"
-api_key_env = "AVATAR_API_KEY"
-
-[login.cookie]
-name = "session"
-format = "flask"
-secret_key_env = "SITE_SECRET_KEY"
-max_age = 3600
-user_field = "user_id"
-login_url = "https://shop.example.com/login?next={{next}}"
-"""
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -76,8 +51,10 @@ def capped(
 
 def _serve(server: str, tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
-    config = tmp_path / "bridge.toml"
-    config.write_text(CONFIG.format(port=port, server=server))
+    config = write_bridge_toml(
+        tmp_path / "bridge.toml",
+        **serve_config(server={"public_url": f"http://127.0.0.1:{port}", "asgi_server": server}),
+    )
     env = {**os.environ, **TEST_ENV, "PYTHONWARNINGS": "error"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge.cli", "serve", "--config", str(config), "--port", str(port)],

@@ -16,12 +16,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_serve_cli import CONFIG, _wait_listening
+from test_serve_cli import _wait_listening
 
 from bridge.settings.schema import ServerSettings
-from support.config import TEST_ENV
+from support.config import TEST_ENV, serve_config, write_bridge_toml
 from support.live import free_port
 
 pytestmark = pytest.mark.integration
@@ -51,13 +52,13 @@ class Served:
 OTHER_SERVER = os.environ.get("BRIDGE_LIMITS_SERVER", "")
 
 
-def _start(tmp_path: Path, extra: str = "") -> Iterator[Served]:
+def _start(tmp_path: Path, **server: Any) -> Iterator[Served]:
     port = free_port()
-    config = tmp_path / "bridge.toml"
     # The default server: the config names none.
-    server = f'asgi_server = "{OTHER_SERVER}"\n' if OTHER_SERVER else ""
-    text = CONFIG.format(port=port, server="").replace('asgi_server = ""\n', server + extra)
-    config.write_text(text)
+    if OTHER_SERVER:
+        server["asgi_server"] = OTHER_SERVER
+    server["public_url"] = f"http://127.0.0.1:{port}"
+    config = write_bridge_toml(tmp_path / "bridge.toml", **serve_config(server=server))
     env = {**os.environ, **TEST_ENV, "PYTHONWARNINGS": "error"}
     proc = subprocess.Popen(
         [
@@ -90,7 +91,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
 @pytest.fixture
 def hasty(tmp_path: Path) -> Iterator[Served]:
     """serve with a short ``head_timeout``, so the deadline tests are quick."""
-    yield from _start(tmp_path, f"head_timeout = {HEAD_TIMEOUT}\n")
+    yield from _start(tmp_path, head_timeout=HEAD_TIMEOUT)
 
 
 def read_answers(sock: socket.socket, count: int) -> list[bytes]:

@@ -22,12 +22,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from test_reload import write_config
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.observe import tracing
 from support import leaks as support_leaks
-from support.config import API_KEY, AVATAR_ID, TEST_ENV
+from support.config import API_KEY, AVATAR_ID, TEST_ENV, serve_config, write_bridge_toml
 from support.live import LiveServer
 from support.redis import COOKIE, BridgeProcess, Visitor
 
@@ -128,7 +127,7 @@ def sentifyd() -> Iterator[tuple[LiveServer, RecordingHeaders]]:
 
 def _bridge(tmp_path: Path, backend: str, otel: dict[str, str]) -> BridgeProcess:
     config = tmp_path / "bridge.toml"
-    write_config(config, backend=backend)
+    write_bridge_toml(config, **serve_config(backend))
     process = BridgeProcess(tmp_path, "bridge", config_path=config)
     process.env = {k: v for k, v in process.env.items() if not k.startswith("OTEL_")} | otel
     process.spawn()

@@ -31,8 +31,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bridge.identity.site_cookie import SiteCookieSource
+from bridge.settings.loader import _deep_merge
 from support import leaks as support_leaks
-from support.config import BRIDGE_KEY, TEST_ENV, make_settings
+from support.config import (
+    AVATAR_ID,
+    BRIDGE_KEY,
+    DEFAULT_AVATAR,
+    TEST_ENV,
+    make_settings,
+    serve_config,
+    write_bridge_toml,
+)
 from support.live import free_port
 
 READY_TIMEOUT = 15.0
@@ -519,51 +528,44 @@ def _subdir(directory: Path, name: str) -> Path:
 
 # --- bridge processes -------------------------------------------------------------------------
 
-CONFIG = """\
-[server]
-host = "127.0.0.1"
-public_url = "http://127.0.0.1:8000"
 
-[session]
-cookie_secure = false
-refresh_grace = {refresh_grace}
-
-[store]
-url = "{store_url}"
-prefix = "{prefix}"
-timeout = {store_timeout}
-lock_wait = {lock_wait}
-lock_lease = {lock_lease}
-
-[sentifyd]
-backend = "{backend}"
-retry_backoff = 0.01
-timeout = 5
-
-[[avatars]]
-name = "default"
-avatar_id = "{avatar_id}"
-api_key_env = "AVATAR_API_KEY"
-
-[login.cookie]
-name = "session"
-format = "flask"
-secret_key_env = "SITE_SECRET_KEY"
-max_age = 3600
-user_field = "user_id"
-login_url = "https://shop.example.com/login?next={{next}}"
-
-[limits]
-# These tests load the store as fast as they can, not as a component would; they are about
-# the store, not the limits (tests/test_traffic.py runs with the defaults).
-per_session = "off"
-new_chains_per_session = "off"
-new_sessions_per_user = "off"
-per_ip = "off"
-
-[logging]
-level = "INFO"
-"""
+def store_config(
+    *,
+    store_url: str,
+    backend: str,
+    avatar_id: str = AVATAR_ID,
+    refresh_grace: int = 10,
+    prefix: str = "sbridge",
+    store_timeout: float = 1.0,
+    lock_wait: float = 5.0,
+    lock_lease: float = 10.0,
+    **sections: Any,
+) -> dict[str, Any]:
+    """A bridge process's configuration for the tests of a shared store: ``serve_config`` with
+    the store at ``store_url`` and no limits; ``sections`` merged over it."""
+    config = serve_config(
+        backend,
+        session={"refresh_grace": refresh_grace},
+        store={
+            "url": store_url,
+            "prefix": prefix,
+            "timeout": store_timeout,
+            "lock_wait": lock_wait,
+            "lock_lease": lock_lease,
+        },
+        sentifyd={"retry_backoff": 0.01, "timeout": 5},
+        avatars=[{**DEFAULT_AVATAR, "avatar_id": avatar_id}],
+        # These tests load the store as fast as they can, not as a component would; they are
+        # about the store, not the limits (tests/test_traffic.py runs with the defaults).
+        limits={
+            "per_session": "off",
+            "new_chains_per_session": "off",
+            "new_sessions_per_user": "off",
+            "per_ip": "off",
+        },
+        logging={"level": "INFO"},
+    )
+    return _deep_merge(config, sections)
 
 
 def bridge_command() -> list[str]:
@@ -584,22 +586,13 @@ class BridgeProcess:
         env: Mapping[str, str] | None = None,
         **config: Any,
     ) -> None:
-        """Run with ``config_path``, or with a config written from ``CONFIG`` and ``config``."""
+        """Run with ``config_path``, or with a config written from ``store_config(**config)``."""
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = directory / f"{name}.log"
         if config_path is None:
-            config_path = directory / f"{name}.toml"
-            values = {
-                "refresh_grace": 10,
-                "prefix": "sbridge",
-                "store_timeout": 1.0,
-                "lock_wait": 5.0,
-                "lock_lease": 10.0,
-                **config,
-            }
-            config_path.write_text(CONFIG.format(**values))
+            config_path = write_bridge_toml(directory / f"{name}.toml", **store_config(**config))
         self.config_path = config_path
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "SENTIFYD_"))},
