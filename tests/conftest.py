@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +26,14 @@ from support import leaks as support_leaks
 from support.app import Clock
 from support.config import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, make_settings
 from support.live import LiveServer
+from support.oidc import (
+    Browser,
+    ControlledProvider,
+    RealProvider,
+    make_sso_app,
+    start_real_provider,
+)
+from support.redis import RedisServer
 
 
 @pytest.fixture
@@ -82,13 +91,62 @@ def live_fake() -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
-def real_op() -> Iterator[Any]:
+def real_op() -> Iterator[RealProvider]:
     """A real OpenID provider (node-oidc-provider) on 127.0.0.1, shared by the SSO tests."""
-    from support.oidc import start_real_provider
-
     provider = start_real_provider()
     yield provider
     provider.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store's URL, once the memory store's and once a fresh Redis's."""
+    if request.param == "memory":
+        yield "memory://"
+        return
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium through Playwright (``support.browser``), closed after the test."""
+    from support.browser import chromium  # Playwright only for the tests that use it
+
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def browsers(real_op: RealProvider) -> Iterator[Callable[[], Browser]]:
+    """Opens plain-HTTP browsers on the real provider's bridge, closed after the test."""
+    opened: list[Browser] = []
+
+    def open_browser() -> Browser:
+        browser = Browser(real_op.bridge_url)
+        opened.append(browser)
+        return browser
+
+    yield open_browser
+    for browser in opened:
+        browser.close()
+
+
+@pytest.fixture
+def op(clock: Clock) -> ControlledProvider:
+    """An OpenID provider the test controls (in-process, through an httpx mock transport)."""
+    return ControlledProvider(clock=clock)
+
+
+@pytest.fixture
+async def sso_app(op: ControlledProvider, clock: Clock, fake: Quart) -> AsyncIterator[Quart]:
+    """The bridge signing in through ``op`` only, in its app context."""
+    application = make_sso_app(op, clock, fake)
+    async with application.test_app():
+        yield application
 
 
 @pytest.fixture

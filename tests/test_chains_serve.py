@@ -14,7 +14,7 @@ import pytest
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from support.config import API_KEY, AVATAR_ID, serve_config, write_bridge_toml
 from support.live import LiveServer
-from support.redis import BridgeProcess, RedisServer, Visitor
+from support.redis import BridgeProcess, Visitor
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +30,6 @@ def sentifyd() -> Iterator[LiveServer]:
     server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "memory":
-        yield "memory://"
-        return
-    server = RedisServer(tmp_path).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 async def test_page_views_past_max_chains_are_all_served_and_the_first_tab_recovers(
     tmp_path: Path, sentifyd: LiveServer, store_url: str
 ) -> None:
@@ -51,10 +39,8 @@ async def test_page_views_past_max_chains_are_all_served_and_the_first_tab_recov
         tmp_path / "bridge.toml",
         **serve_config(sentifyd.url, session={"max_chains": MAX_CHAINS}, store={"url": store_url}),
     )
-    bridge = BridgeProcess(tmp_path, "bridge", config_path=config)
-    bridge.spawn()
+    bridge = BridgeProcess(tmp_path, "bridge", config_path=config).start()
     try:
-        bridge.wait_ready()
         visitor = Visitor("alice")
         async with httpx.AsyncClient(timeout=10) as http:
             statuses = []

@@ -23,7 +23,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from bridge.app import create_app
 from bridge.settings.loader import load_settings
 from support.config import API_KEY, BRIDGE_KEY, SITE_KEY
-from support.deploy import raw_request
+from support.deploy import nginx_binary, raw_request
 from support.live import LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,18 +31,6 @@ DEPLOY = ROOT / "examples" / "deploy"
 PASSWORD = "demo-password"
 
 pytestmark = pytest.mark.integration
-
-
-def nginx_binary() -> str:
-    """Return nginx's path; skip only on a developer machine without it, never in CI."""
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-    )
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("nginx is not installed, and CI must run the deployment test")
-    pytest.skip("nginx is not installed (./scripts/test.sh installs it)")
 
 
 def substitute(text: str, old: str, new: str) -> str:

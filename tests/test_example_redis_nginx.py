@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.loader import load_settings
 from support.config import make_settings
+from support.deploy import nginx_binary
 from support.live import LiveServer, free_port
 from support.redis import BridgeProcess, RedisServer, _wait, start_all
 
@@ -22,13 +21,6 @@ pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "redis-nginx"
 COOKIE = "sentifyd_bridge"
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(found):
-        pytest.fail("nginx is not installed (./scripts/test.sh installs it)")
-    return found
 
 
 class Nginx:

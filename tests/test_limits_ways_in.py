@@ -33,7 +33,6 @@ from support.oidc import (
     RealProvider,
     callback,
     make_sso_app,
-    oidc_settings,
     sign_in,
     start,
 )
@@ -278,38 +277,13 @@ def sso_bridge(
     servers: list[LiveServer] = []
 
     def start(limits: dict[str, Any]) -> Quart:
-        settings = oidc_settings(
-            real_op.bridge_url,
-            {
-                "issuer": real_op.issuer,
-                "client_id": "bridge",
-                "client_secret_env": "OIDC_CLIENT_SECRET",
-                "scopes": ["openid", "email", "profile", "groups", "offline_access"],
-            },
-            sentifyd={"backend": live_fake.url},
-            limits=limits,
-        )
-        app = create_app(settings, clock=sso_clock)
+        app = create_app(real_op.bridge_settings(live_fake.url, limits=limits), clock=sso_clock)
         servers.append(LiveServer(app, port=real_op.bridge_port).start())
         return app
 
     yield start
     for server in servers:
         server.stop()
-
-
-@pytest.fixture
-def browsers(real_op: RealProvider) -> Iterator[Callable[[], Browser]]:
-    opened: list[Browser] = []
-
-    def open_browser() -> Browser:
-        browser = Browser(real_op.bridge_url)
-        opened.append(browser)
-        return browser
-
-    yield open_browser
-    for browser in opened:
-        browser.close()
 
 
 def stored(app: Quart) -> dict[str, Any]:

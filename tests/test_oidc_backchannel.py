@@ -4,7 +4,6 @@ and every malformed, forged or replayed one is a 400 that ends nothing."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,21 +11,15 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from support.app import Clock
-from support.oidc import ControlledProvider, make_sso_app, records, session_of, sign_in
+from support.oidc import ControlledProvider, records, session_of, sign_in
 
 EVENT = {"http://schemas.openid.net/event/backchannel-logout": {}}
 
 
 @pytest.fixture
-def op(clock: Clock) -> ControlledProvider:
-    return ControlledProvider(clock=clock)
-
-
-@pytest.fixture
-async def app(op: ControlledProvider, clock: Clock, fake: Quart) -> AsyncIterator[Quart]:
-    application = make_sso_app(op, clock, fake)
-    async with application.test_app():
-        yield application
+def app(sso_app: Quart) -> Quart:
+    """The bridge signing in through ``op`` only (conftest's ``sso_app``)."""
+    return sso_app
 
 
 @pytest.fixture

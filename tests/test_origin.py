@@ -24,11 +24,6 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
-def op(clock: Any) -> ControlledProvider:
-    return ControlledProvider(clock=clock)
-
-
-@pytest.fixture
 async def app(op: ControlledProvider, clock: Any, fake: Quart) -> AsyncIterator[Quart]:
     data = _deep_merge(base_config(), {"server": {"public_url": PUBLIC_URL}})
     data["login"]["oidc"] = {

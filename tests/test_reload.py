@@ -30,7 +30,7 @@ from support.config import (
     write_bridge_toml,
 )
 from support.live import LiveServer
-from support.redis import COOKIE, BridgeProcess, RedisServer, Visitor, new_cookie
+from support.redis import COOKIE, BridgeProcess, RedisServer, Visitor, new_cookie, start_all
 
 pytestmark = pytest.mark.integration
 
@@ -113,10 +113,8 @@ def sentifyd() -> Iterator[LiveServer]:
 def bridge(tmp_path: Path, sentifyd: LiveServer) -> Iterator[BridgeProcess]:
     config = tmp_path / "bridge.toml"
     write_config(config, backend=sentifyd.url)
-    process = BridgeProcess(tmp_path, "bridge", config_path=config)
-    process.spawn()
+    process = BridgeProcess(tmp_path, "bridge", config_path=config).start()
     try:
-        process.wait_ready()
         yield process
     finally:
         process.stop()
@@ -204,11 +202,9 @@ async def test_a_key_rotated_in_its_secret_file_is_used_after_sighup(
     config = tmp_path / "bridge.toml"
     write_config(config, backend=sentifyd.url)
     env = {"AVATAR_API_KEY": "", "AVATAR_API_KEY_FILE": str(key_file)}
-    bridge = BridgeProcess(tmp_path, "bridge", config_path=config, env=env)
-    bridge.spawn()
+    bridge = BridgeProcess(tmp_path, "bridge", config_path=config, env=env).start()
     state = sentifyd.app.extensions["fake_sentifyd"]
     try:
-        bridge.wait_ready()
         async with httpx.AsyncClient(timeout=10) as http:
             alice = Visitor("alice")
             assert (await alice.tokens(http, bridge)).status_code == 200
@@ -231,10 +227,7 @@ async def test_reloading_one_of_two_instances_on_redis_keeps_sessions_working_on
             config = tmp_path / f"{name}.toml"
             write_config(config, backend=sentifyd.url, store_url=redis.url)
             bridges.append(BridgeProcess(tmp_path, name, config_path=config))
-        for one in bridges:
-            one.spawn()
-        for one in bridges:
-            one.wait_ready()
+        start_all(bridges)
         a, b = bridges
         visitor = Visitor("alice")
         async with httpx.AsyncClient(timeout=10) as http:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_serve_cli import _wait_listening
 
 from bridge.settings.schema import ServerSettings
-from support.config import TEST_ENV, serve_config, write_bridge_toml
-from support.live import free_port
+from support.serve import serve_process
 
 pytestmark = pytest.mark.integration
 
@@ -53,34 +50,11 @@ OTHER_SERVER = os.environ.get("BRIDGE_LIMITS_SERVER", "")
 
 
 def _start(tmp_path: Path, **server: Any) -> Iterator[Served]:
-    port = free_port()
     # The default server: the config names none.
     if OTHER_SERVER:
         server["asgi_server"] = OTHER_SERVER
-    server["public_url"] = f"http://127.0.0.1:{port}"
-    config = write_bridge_toml(tmp_path / "bridge.toml", **serve_config(server=server))
-    env = {**os.environ, **TEST_ENV, "PYTHONWARNINGS": "error"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-        ],  # fmt: skip
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_listening(port, proc)
+    with serve_process(tmp_path, output=subprocess.DEVNULL, **server) as (port, proc):
         yield Served(port, proc)
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 @pytest.fixture

@@ -130,9 +130,7 @@ def _bridge(tmp_path: Path, backend: str, otel: dict[str, str]) -> BridgeProcess
     write_bridge_toml(config, **serve_config(backend))
     process = BridgeProcess(tmp_path, "bridge", config_path=config)
     process.env = {k: v for k, v in process.env.items() if not k.startswith("OTEL_")} | otel
-    process.spawn()
-    process.wait_ready()
-    return process
+    return process.start()
 
 
 def _ancestors(span: Span, by_id: dict[bytes, Span]) -> list[bytes]:

@@ -61,6 +61,24 @@ class RealProvider:
     def bridge_url(self) -> str:
         return f"http://127.0.0.1:{self.bridge_port}"
 
+    def bridge_settings(
+        self, backend: str, oidc: dict[str, Any] | None = None, **sections: Any
+    ) -> Settings:
+        """Settings for a bridge at ``bridge_url`` signing in through this provider only, with
+        Sentifyd at ``backend``; ``oidc`` merged into its ``[login.oidc]``."""
+        return oidc_settings(
+            self.bridge_url,
+            {
+                "issuer": self.issuer,
+                "client_id": "bridge",
+                "client_secret_env": "OIDC_CLIENT_SECRET",
+                "scopes": ["openid", "email", "profile", "groups", "offline_access"],
+                **(oidc or {}),
+            },
+            sentifyd={"backend": backend},
+            **sections,
+        )
+
     def stop(self) -> None:
         self.process.terminate()
         try:

@@ -58,6 +58,26 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} did not happen within {timeout} s")
 
 
+def start_site_process(
+    argv: Sequence[str], *, port: int, log: Path, what: str, timeout: float, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """Start a site's own server (``argv``, its output appended to ``log``) and wait until it
+    answers ``GET /`` on ``port`` with 200; ``what`` names it in errors."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, **popen)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n" + log.read_text()[-2000:])
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    _wait(up, timeout, f"{what} start")
+    return process
+
+
 class RedisServer:
     """A redis-server process on 127.0.0.1 that the test controls."""
 
@@ -618,6 +638,16 @@ class BridgeProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
+
+    def start(self) -> BridgeProcess:
+        """Spawn and wait until it answers ``/healthz``; stopped again if it does not."""
+        self.spawn()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def wait_ready(self) -> None:
         def up() -> bool:

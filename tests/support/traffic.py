@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -40,7 +39,7 @@ from support.config import (
     base_config,
 )
 from support.live import LiveServer
-from support.oidc import OIDC_ENV, ControlledProvider
+from support.oidc import OIDC_ENV, ControlledProvider, query_of
 from support.redis import RedisServer
 
 COOKIE = "sentifyd_bridge"
@@ -171,10 +170,6 @@ def stack_factory(tmp_path: Path) -> Iterator[Any]:
         upstream.stop()
     for redis in redises:
         redis.stop()
-
-
-def query_of(url: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 async def sso_sign_in(http: httpx.AsyncClient, stack: Stack, *, sub: str, sid: str) -> None:
