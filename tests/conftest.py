@@ -1,19 +1,17 @@
-"""Shared fixtures: settings with test secrets, the stand-in Sentifyd, apps, clients, a fake
-clock, a site-login helper, live servers on 127.0.0.1, and the leak guard around every test
-(``leak_guard``, see ``tests/support_leaks.py``)."""
+"""Shared fixtures and hooks: settings with test secrets, the stand-in Sentifyd, apps, clients, a
+fake clock, live servers on 127.0.0.1, the leak guard around every test (``leak_guard``, see
+``tests/support/leaks.py``) and the check that CI skips nothing. The plain helpers the tests
+import live in ``tests/support/`` (``support.config``, ``support.app``, ``support.live``, ...)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import support_leaks
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
@@ -21,94 +19,21 @@ from bridge import app as bridge_app
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import FakeState, create_fake_sentifyd
 from bridge.identity.oidc import OIDCProvider
-from bridge.identity.site_cookie import SiteCookieSource
 from bridge.secret import Secret
-from bridge.settings.loader import load_settings
 from bridge.settings.schema import Settings
 from bridge.web.fastpath import TokenFastPath
-from bridge.wiring import Bridge
-
-API_KEY = "sk-test-avatar-key-0123456789abcdef"
-PREMIUM_API_KEY = "sk-test-premium-key-fedcba9876543210"
-AVATAR_ID = "avtr_1234abcd"
-PREMIUM_ID = "avtr_premium"
-SITE_KEY = "site-secret-key-for-tests-0123456789"
-BRIDGE_KEY = "bridge-secret-key-for-tests-0123456789abcdef"
-PUBLIC_URL = "http://127.0.0.1:8000"
-
-TEST_ENV = {
-    "BRIDGE_SECRET_KEY": BRIDGE_KEY,
-    "AVATAR_API_KEY": API_KEY,
-    "PREMIUM_AVATAR_API_KEY": PREMIUM_API_KEY,
-    "SITE_SECRET_KEY": SITE_KEY,
-}
-for _value in TEST_ENV.values():
-    support_leaks.always(_value)
-
-
-def base_config() -> dict[str, Any]:
-    return {
-        "server": {"public_url": PUBLIC_URL},
-        "session": {"cookie_secure": False, "refresh_grace": 10},
-        "sentifyd": {"backend": "http://127.0.0.1:9", "retry_backoff": 0.01, "timeout": 2},
-        "avatars": [
-            {"name": "default", "avatar_id": AVATAR_ID, "api_key_env": "AVATAR_API_KEY"},
-            {
-                "name": "premium",
-                "avatar_id": PREMIUM_ID,
-                "api_key_env": "PREMIUM_AVATAR_API_KEY",
-                "allow": {"groups": ["customers"]},
-            },
-        ],
-        "login": {
-            "cookie": {
-                "name": "session",
-                "format": "flask",
-                "secret_key_env": "SITE_SECRET_KEY",
-                "max_age": 3600,
-                "user_field": "user_id",
-                "claim_fields": ["email", "groups", "email_verified"],
-                "login_url": "https://shop.example.com/login?next={next}",
-            }
-        },
-    }
-
-
-def make_settings(
-    overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
-) -> Settings:
-    from bridge.settings.loader import _deep_merge
-
-    data = _deep_merge(base_config(), overrides or {})
-    return load_settings(None, {**TEST_ENV, **(env or {})}, overrides=data)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class RecordedTransport:
-    """A connection's real transport, noting each write it is given (and passing it on)."""
-
-    def __init__(self, transport: Any, writes: list[bytes]) -> None:
-        self.transport = transport
-        self.writes = writes
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-        self.transport.write(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
+from support import leaks as support_leaks
+from support.app import Clock
+from support.config import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, make_settings
+from support.live import LiveServer
+from support.oidc import (
+    Browser,
+    ControlledProvider,
+    RealProvider,
+    make_sso_app,
+    start_real_provider,
+)
+from support.redis import RedisServer
 
 
 @pytest.fixture
@@ -153,94 +78,7 @@ def client(app: Quart) -> Client:
     return app.test_client()
 
 
-def site_cookie(app: Quart, user: str = "alice", **claims: Any) -> str:
-    """Sign a site login cookie the way the site's own Flask login would."""
-    bridge = Bridge.of(app)
-    assert bridge.settings.site_cookie is not None
-    payload = {"user_id": user, **claims}
-    # Signed on the app's clock, as the site and the bridge share the time of day.
-    source = SiteCookieSource(bridge.settings.site_cookie, clock=bridge.clock)
-    cookie = str(source.serializer.dumps(payload))
-    support_leaks.credential(cookie)
-    return cookie
-
-
-def login(client: Client, app: Quart, user: str = "alice", **claims: Any) -> None:
-    """Make the client look signed in to the site, without a login round-trip."""
-    client.set_cookie("localhost", "session", site_cookie(app, user, **claims))
-
-
-def bridge_of(app: Quart) -> Bridge:
-    return Bridge.of(app)
-
-
 # --- live servers ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LiveServer:
-    """An ASGI app served on 127.0.0.1 exactly as ``sentifyd-bridge serve`` serves it (granian,
-    its default, uvicorn or hypercorn), in a thread with its own event loop."""
-
-    def __init__(self, app: Any, port: int | None = None, server: str = "granian") -> None:
-        self.app = app
-        self.server = server
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def _run(self) -> None:
-        from bridge.settings.schema import ServerSettings
-        from bridge.web.servers import run, serve
-
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            task = asyncio.ensure_future(
-                serve(
-                    self.app,
-                    "127.0.0.1",
-                    self.port,
-                    ServerSettings(),
-                    server=self.server,
-                    shutdown=self._stop,
-                )
-            )
-            self._ready.set()
-            await task
-
-        try:
-            run(main())  # on uvloop, as serve runs it
-        except BaseException as exc:  # noqa: BLE001 - reported by start()
-            self._error = exc
-            self._ready.set()
-
-    def start(self) -> LiveServer:
-        self._thread.start()
-        self._ready.wait(10)
-        for _ in range(200):
-            if self._error:
-                raise RuntimeError("live server failed to start") from self._error
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                threading.Event().wait(0.025)
-        raise RuntimeError("live server did not start")
-
-    def stop(self) -> None:
-        if self._loop and self._stop and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 @pytest.fixture
@@ -253,13 +91,62 @@ def live_fake() -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
-def real_op() -> Iterator[Any]:
+def real_op() -> Iterator[RealProvider]:
     """A real OpenID provider (node-oidc-provider) on 127.0.0.1, shared by the SSO tests."""
-    from support_oidc import start_real_provider
-
     provider = start_real_provider()
     yield provider
     provider.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store's URL, once the memory store's and once a fresh Redis's."""
+    if request.param == "memory":
+        yield "memory://"
+        return
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium through Playwright (``support.browser``), closed after the test."""
+    from support.browser import chromium  # Playwright only for the tests that use it
+
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def browsers(real_op: RealProvider) -> Iterator[Callable[[], Browser]]:
+    """Opens plain-HTTP browsers on the real provider's bridge, closed after the test."""
+    opened: list[Browser] = []
+
+    def open_browser() -> Browser:
+        browser = Browser(real_op.bridge_url)
+        opened.append(browser)
+        return browser
+
+    yield open_browser
+    for browser in opened:
+        browser.close()
+
+
+@pytest.fixture
+def op(clock: Clock) -> ControlledProvider:
+    """An OpenID provider the test controls (in-process, through an httpx mock transport)."""
+    return ControlledProvider(clock=clock)
+
+
+@pytest.fixture
+async def sso_app(op: ControlledProvider, clock: Clock, fake: Quart) -> AsyncIterator[Quart]:
+    """The bridge signing in through ``op`` only, in its app context."""
+    application = make_sso_app(op, clock, fake)
+    async with application.test_app():
+        yield application
 
 
 @pytest.fixture
@@ -290,7 +177,7 @@ def leak_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[support_leaks.LeakGu
     and the OpenID provider create are collected here; a test that makes one of its own calls
     ``support_leaks.secret(value)`` (never allowed anywhere) or ``support_leaks.credential(value)``
     (allowed only in the answer that hands it out), and ``support_leaks.scan(text, where)`` for
-    text that passes no hook here (a subprocess's output). See ``tests/support_leaks.py``.
+    text that passes no hook here (a subprocess's output). See ``tests/support/leaks.py``.
     """
     with support_leaks.guarding() as guard:
         _install_leak_hooks(monkeypatch, guard)

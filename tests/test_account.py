@@ -14,7 +14,8 @@ from bridge.secret import Secret
 from bridge.sessions.manager import SessionManager, decode_record
 from bridge.web.csrf import csrf_token
 from bridge.web.routes.account import session_ref
-from conftest import BRIDGE_KEY, bridge_of, login, make_settings
+from support.app import bridge_of, login
+from support.config import BRIDGE_KEY, make_settings
 
 PAGE = "/account/sessions"
 JSON = {"Accept": "application/json"}

@@ -10,19 +10,21 @@ and the other browsers' token requests answered by the other.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
-from support_redis import RedisServer
-from test_browser import (
+from playwright.async_api import Browser, BrowserContext, Page
+
+from bridge.app import create_app
+from bridge.doubles.demo import create_demo_app
+from bridge.sessions.manager import SessionManager
+from support.app import site_cookie
+from support.browser import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     COMPONENT,
+    NEEDS_CHROMIUM,
     TOKEN_TTL,
     WAIT_MS,
     Witness,
@@ -31,19 +33,11 @@ from test_browser import (
     sign_in,
     wait_ready,
 )
+from support.config import make_settings
+from support.live import LiveServer, free_port
+from support.redis import RedisServer
 
-from bridge.app import create_app
-from bridge.doubles.demo import create_demo_app
-from bridge.sessions.manager import SessionManager
-from conftest import LiveServer, free_port, make_settings, site_cookie
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not CHROMIUM.exists() and not os.environ.get("CI"),
-        reason="needs /usr/bin/chromium (apt install chromium; scripts/test.sh does)",
-    ),
-]
+pytestmark = [pytest.mark.integration, NEEDS_CHROMIUM]
 
 AGENTS = {
     "Chrome on macOS": (
@@ -59,18 +53,6 @@ AGENTS = {
     ),
 }
 BRIDGE_COOKIE = "sentifyd_bridge"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def open_contexts(browser: Browser) -> list[BrowserContext]:

@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from support_ops import ADMIN_TOKEN, admin_headers
 
 from bridge.errors import ConfigError
 from bridge.sessions.admin import Admin
 from bridge.sessions.audit import Operator
 from bridge.settings import report as config_report
 from bridge.store.memory import MemoryStore
-from conftest import API_KEY, Clock, bridge_of, login, make_settings
+from support.app import Clock, bridge_of, login
+from support.config import API_KEY, make_settings
+from support.ops import ADMIN_TOKEN, admin_headers
 
 WRONG = "admin-token-for-tests-0123456789abcdefghiJ"  # one character off
 
@@ -273,7 +274,7 @@ async def test_bad_block_is_400_and_revokes_nothing(admin_app: Quart) -> None:
 def test_live_operator_revokes_a_visitor(live_fake: Any, live_bridge_factory: Any) -> None:
     import httpx
 
-    from conftest import site_cookie
+    from support.app import site_cookie
 
     settings = make_settings(
         {"sentifyd": {"backend": live_fake.url}}, env={"BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN}

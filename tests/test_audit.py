@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import support_leaks
 from quart import Quart
-from support_ops import ADMIN_TOKEN, admin_headers
 
 from bridge.cli import main
 from bridge.errors import ConfigError
@@ -20,7 +18,10 @@ from bridge.secret import Secret
 from bridge.settings.schema import OperatorToken
 from bridge.store.memory import MemoryStore
 from bridge.web.bearer import operator_named_by
-from conftest import bridge_of, login, make_settings
+from support import leaks as support_leaks
+from support.app import bridge_of, login
+from support.config import make_settings, serve_config, write_bridge_toml
+from support.ops import ADMIN_TOKEN, admin_headers
 
 ALICE = "alice-operator-token-0123456789abcdefghijkl"
 BOB = "bob-operator-token-0123456789abcdefghijklmno"
@@ -274,12 +275,11 @@ async def test_audit_entries_hold_no_secret(named_app: Quart, fake_state: Any) -
 async def test_cli_actions_are_audited_under_the_actor_and_audit_lists_them(
     named_app: Quart, capsys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conftest import TEST_ENV
+    from support.config import TEST_ENV
 
     for name, value in TEST_ENV.items():
         monkeypatch.setenv(name, value)
-    config = tmp_path / "bridge.toml"
-    config.write_text(CLI_CONFIG)
+    config = write_bridge_toml(tmp_path / "bridge.toml", **serve_config(store={"url": "memory://"}))
     await visit(named_app)
     store = bridge_of(named_app).store
     argv = ["--config", str(config)]
@@ -309,22 +309,3 @@ async def _cli(argv: list[str], store: Any) -> int:
 
     # The CLI runs its own event loop: give it a thread, as a separate process would have.
     return await asyncio.to_thread(main, argv, store=store)
-
-
-CLI_CONFIG = """
-[server]
-public_url = "http://127.0.0.1:8000"
-[session]
-cookie_secure = false
-[store]
-url = "memory://"
-[[avatars]]
-name = "default"
-avatar_id = "avtr_1234abcd"
-api_key_env = "AVATAR_API_KEY"
-[login.cookie]
-name = "session"
-secret_key_env = "SITE_SECRET_KEY"
-user_field = "user_id"
-login_url = "https://shop.example.com/login?next={next}"
-"""

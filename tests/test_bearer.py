@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support_ops import METRICS_TOKEN
 
-from conftest import make_settings
+from support.config import make_settings
+from support.ops import METRICS_TOKEN
 
 
 @pytest.mark.parametrize(

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from support_redis import RedisServer
 
 from bridge.broker import MAX_EVICTED
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.sessions.manager import SPENT_BYTES, Chain
-from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, Clock, bridge_of, login
-from conftest import make_settings as base_settings
+from support.app import Clock, bridge_of, login
+from support.config import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID
+from support.config import make_settings as base_settings
 
 HOUR = 3600
 # 29 a minute, just under the default new_chains_per_session = 30/minute.
@@ -30,18 +29,6 @@ PAGE_VIEW_EVERY = 60 / 29 + 0.001
 def fake() -> Quart:
     # Sentifyd's tokens as they are measured: one hour.
     return create_fake_sentifyd({API_KEY: AVATAR_ID, PREMIUM_API_KEY: PREMIUM_ID}, token_ttl=HOUR)
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if request.param == "memory":
-        yield "memory://"
-        return
-    server = RedisServer(tmp_path).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -10,46 +10,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support_redis import BridgeProcess, RedisServer, Visitor
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from conftest import API_KEY, AVATAR_ID, LiveServer
+from support.config import API_KEY, AVATAR_ID, serve_config, write_bridge_toml
+from support.live import LiveServer
+from support.redis import BridgeProcess, Visitor
 
 pytestmark = pytest.mark.integration
 
 PAGE_VIEW_EVERY = 60 / 29 + 0.01
 PAGE_VIEWS = 10
 MAX_CHAINS = 4
-
-# The defaults, limits included; only the room for tabs is small, so that a short run passes it.
-CONFIG = """\
-[server]
-host = "127.0.0.1"
-public_url = "http://127.0.0.1:8000"
-
-[session]
-cookie_secure = false
-max_chains = {max_chains}
-
-[store]
-url = "{store_url}"
-
-[sentifyd]
-backend = "{backend}"
-
-[[avatars]]
-name = "default"
-avatar_id = "{avatar_id}"
-api_key_env = "AVATAR_API_KEY"
-
-[login.cookie]
-name = "session"
-format = "flask"
-secret_key_env = "SITE_SECRET_KEY"
-max_age = 3600
-user_field = "user_id"
-login_url = "https://shop.example.com/login?next={{next}}"
-"""
 
 
 @pytest.fixture
@@ -59,31 +30,17 @@ def sentifyd() -> Iterator[LiveServer]:
     server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "memory":
-        yield "memory://"
-        return
-    server = RedisServer(tmp_path).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
 async def test_page_views_past_max_chains_are_all_served_and_the_first_tab_recovers(
     tmp_path: Path, sentifyd: LiveServer, store_url: str
 ) -> None:
-    config = tmp_path / "bridge.toml"
-    config.write_text(
-        CONFIG.format(
-            max_chains=MAX_CHAINS, store_url=store_url, backend=sentifyd.url, avatar_id=AVATAR_ID
-        )
+    # The defaults, limits included; only the room for tabs is small, so that a short run
+    # passes it.
+    config = write_bridge_toml(
+        tmp_path / "bridge.toml",
+        **serve_config(sentifyd.url, session={"max_chains": MAX_CHAINS}, store={"url": store_url}),
     )
-    bridge = BridgeProcess(tmp_path, "bridge", config_path=config)
-    bridge.spawn()
+    bridge = BridgeProcess(tmp_path, "bridge", config_path=config).start()
     try:
-        bridge.wait_ready()
         visitor = Visitor("alice")
         async with httpx.AsyncClient(timeout=10) as http:
             statuses = []

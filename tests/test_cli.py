@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import API_KEY, BRIDGE_KEY, SITE_KEY, free_port, make_settings
+from support.config import API_KEY, BRIDGE_KEY, SITE_KEY, make_settings
+from support.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "sentifyd-bridge")

@@ -28,37 +28,19 @@ from bridge.settings.loader import load_settings
 from bridge.store.base import Store
 from bridge.store.memory import MemoryStore
 from bridge.wiring import Bridge
-from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, TEST_ENV, free_port, login
-
-CONFIG = """
-[server]
-public_url = "http://127.0.0.1:8000"
-
-[session]
-cookie_secure = false
-
-[store]
-url = "{store}"
-
-[sentifyd]
-backend = "http://127.0.0.1:9"
-
-[[avatars]]
-name = "default"
-avatar_id = "{avatar_id}"
-api_key_env = "AVATAR_API_KEY"
-
-[[avatars]]
-name = "premium"
-avatar_id = "avtr_premium"
-api_key_env = "PREMIUM_AVATAR_API_KEY"
-
-[login.cookie]
-name = "session"
-secret_key_env = "SITE_SECRET_KEY"
-user_field = "user_id"
-login_url = "https://shop.example.com/login?next={{next}}"
-"""
+from support.app import login
+from support.config import (
+    API_KEY,
+    AVATAR_ID,
+    DEFAULT_AVATAR,
+    PREMIUM_API_KEY,
+    PREMIUM_AVATAR,
+    PREMIUM_ID,
+    TEST_ENV,
+    serve_config,
+    write_bridge_toml,
+)
+from support.live import free_port
 
 
 @pytest.fixture
@@ -69,10 +51,11 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def write_config(tmp_path: Path, store: str = "memory://") -> str:
-    path = tmp_path / "bridge.toml"
-    path.write_text(CONFIG.format(store=store, avatar_id=AVATAR_ID))
-    return str(path)
+def write_config(tmp_path: Path, store: str = "memory://", **sections: Any) -> str:
+    config = serve_config(
+        store={"url": store}, avatars=[DEFAULT_AVATAR, PREMIUM_AVATAR], **sections
+    )
+    return str(write_bridge_toml(tmp_path / "bridge.toml", **config))
 
 
 def visit(config: str, store: Store | None, users: list[tuple[str, str]]) -> None:
@@ -209,10 +192,10 @@ def test_check_config_prints_masked_config(env: None, tmp_path: Path, capsys: An
 @pytest.mark.parametrize(
     ("extra", "env_name", "message"),
     [
-        ('[limits]\nper_ip = "lots"\n', None, "limits.per_ip"),
-        ("[lifecycle]\nmax_events = 0\n", None, "lifecycle.max_events"),
-        ("", "BRIDGE_ADMIN_TOKEN", "BRIDGE_ADMIN_TOKEN"),
-        ("[metrics]\nopen = true\n", None, "metrics.open"),
+        ({"limits": {"per_ip": "lots"}}, None, "limits.per_ip"),
+        ({"lifecycle": {"max_events": 0}}, None, "lifecycle.max_events"),
+        ({}, "BRIDGE_ADMIN_TOKEN", "BRIDGE_ADMIN_TOKEN"),
+        ({"metrics": {"open": True}}, None, "metrics.open"),
     ],
 )
 def test_check_config_fails_on_errors(
@@ -220,12 +203,11 @@ def test_check_config_fails_on_errors(
     tmp_path: Path,
     capsys: Any,
     monkeypatch: pytest.MonkeyPatch,
-    extra: str,
+    extra: dict[str, Any],
     env_name: str | None,
     message: str,
 ) -> None:
-    config = write_config(tmp_path)
-    Path(config).write_text(Path(config).read_text() + extra)
+    config = write_config(tmp_path, **extra)
     if env_name:
         monkeypatch.setenv(env_name, "short")
     code = main(["check-config", "--config", config])

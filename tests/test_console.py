@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import support_leaks
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from bridge.web.console import COOKIE_NAME
-from conftest import Clock, bridge_of, login, make_settings
+from support import leaks as support_leaks
+from support.app import Clock, bridge_of, login
+from support.config import make_settings
 
 ALICE = "alice-console-token-0123456789abcdefghijklm"
 BOB = "bob-console-token-0123456789abcdefghijklmnop"

@@ -21,12 +21,14 @@ from typing import Any
 
 import httpx
 import pytest
-import support_leaks
-from playwright.async_api import BrowserContext, Page, async_playwright
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, READABLE_JS, WAIT_MS
+from playwright.async_api import BrowserContext, Page
 
 from bridge.app import create_app
-from conftest import Clock, LiveServer, free_port, make_settings, site_cookie
+from support import leaks as support_leaks
+from support.app import Clock, site_cookie
+from support.browser import ARTIFACTS, CHROMIUM, READABLE_JS, WAIT_MS, chromium
+from support.config import make_settings
+from support.live import LiveServer, free_port
 
 DANA = "dana-console-browser-token-0123456789abcdefg"
 SAM = "sam-console-browser-token-0123456789abcdefghi"
@@ -114,17 +116,11 @@ def make_history(server: LiveServer, app: Any, clock: Clock) -> History:
 
 @pytest.fixture
 async def console_context() -> AsyncIterator[BrowserContext]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
-        try:
-            ctx = await chromium.new_context(viewport={"width": 1280, "height": 900})
-            ctx.set_default_timeout(WAIT_MS)
-            yield ctx
-            await ctx.close()
-        finally:
-            await chromium.close()
+    async with chromium() as launched:
+        ctx = await launched.new_context(viewport={"width": 1280, "height": 900})
+        ctx.set_default_timeout(WAIT_MS)
+        yield ctx
+        await ctx.close()
 
 
 async def readable(page: Page) -> str:

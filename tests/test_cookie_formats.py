@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from quart import Quart, request
-from support_cookie_formats import django_cookie, node_mint, rails_mint
 
 from bridge.errors import ConfigError
 from bridge.identity import Identity
@@ -20,7 +19,8 @@ from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings import report as config_report
 from bridge.settings.loader import load_settings
 from bridge.settings.schema import Settings
-from conftest import TEST_ENV, base_config
+from support.config import TEST_ENV, base_config
+from support.cookie_formats import django_cookie, node_mint, rails_mint
 
 KEY = "the-sites-own-secret-key-0123456789"
 OLD = "the-sites-older-secret-key-9876543210"

@@ -18,30 +18,19 @@ from typing import Any
 import httpx
 import pytest
 from quart import Quart, jsonify, request
-from support_deploy import raw_request
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from bridge.app import create_app
 from bridge.settings.loader import load_settings
-from conftest import API_KEY, BRIDGE_KEY, SITE_KEY, LiveServer, free_port
+from support.config import API_KEY, BRIDGE_KEY, SITE_KEY
+from support.deploy import nginx_binary, raw_request
+from support.live import LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "examples" / "deploy"
 PASSWORD = "demo-password"
 
 pytestmark = pytest.mark.integration
-
-
-def nginx_binary() -> str:
-    """Return nginx's path; skip only on a developer machine without it, never in CI."""
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-    )
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("nginx is not installed, and CI must run the deployment test")
-    pytest.skip("nginx is not installed (./scripts/test.sh installs it)")
 
 
 def substitute(text: str, old: str, new: str) -> str:

@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from support_traffic import (  # noqa: F401 - fixture
+
+from bridge.sessions.manager import SessionManager
+from support.traffic import (  # noqa: F401 - fixture
     ADMIN_TOKEN,
     COOKIE,
     STORES,
@@ -24,8 +26,6 @@ from support_traffic import (  # noqa: F401 - fixture
     sso_sign_in,
     stack_factory,
 )
-
-from bridge.sessions.manager import SessionManager
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from support_redis import BridgeProcess, _wait
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from conftest import API_KEY, LiveServer, free_port
+from support.config import API_KEY
+from support.live import LiveServer, free_port
+from support.redis import BridgeProcess, start_site_process
 
 pytestmark = pytest.mark.integration
 
@@ -43,22 +44,10 @@ def test_readme_gives_the_two_commands() -> None:
 def start_shop(port: int, keys: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SHOP_PORT": str(port), "SITE_SECRET_KEY": keys,
            "SHOP_TRUSTED_NEXT_ORIGINS": ""}  # fmt: skip
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, *SITE_COMMAND.split()[1:]], cwd=ROOT, env=env, stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError("the Django shop exited:\n" + log.read_text()[-2000:])
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    _wait(up, 30, "the Django shop start")
-    return process
+    argv = [sys.executable, *SITE_COMMAND.split()[1:]]
+    return start_site_process(
+        argv, port=port, log=log, what="the Django shop", timeout=30, cwd=ROOT, env=env
+    )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -79,9 +68,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
         assert f"127.0.0.1:{old}" in text
         text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
     bridge.config_path.write_text(text)
-    bridge.spawn()
     try:
-        bridge.wait_ready()
+        bridge.start()
         yield Shop(f"http://127.0.0.1:{site_port}", bridge.url)
     finally:
         bridge.stop()

@@ -13,13 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from support_redis import BridgeProcess, RedisServer, _wait
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.cookie_formats.express import ExpressSession
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.loader import load_settings
-from conftest import API_KEY, TEST_ENV, LiveServer, free_port
+from support.config import API_KEY, TEST_ENV
+from support.live import LiveServer, free_port
+from support.redis import BridgeProcess, RedisServer, start_site_process
 
 pytestmark = pytest.mark.integration
 
@@ -49,21 +50,10 @@ def start_site(port: int, redis_url: str, secrets: str, log: Path) -> subprocess
     # The README's first command, less `npm ci` (scripts/test.sh ran it for this folder).
     env = {**os.environ, "PORT": str(port), "REDIS_URL": redis_url, "SESSION_SECRET": secrets,
            "SHOP_TRUSTED_NEXT_ORIGINS": ""}  # fmt: skip
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            ["node", "server.js"], cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError("the Express shop exited:\n" + log.read_text()[-2000:])
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    _wait(up, 15, "the Express shop start")
-    return process
+    argv = ["node", "server.js"]
+    return start_site_process(
+        argv, port=port, log=log, what="the Express shop", timeout=15, cwd=EXAMPLE, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +72,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         assert f"127.0.0.1:{old}" in text
         text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
     bridge.config_path.write_text(text)
-    bridge.spawn()
     try:
-        bridge.wait_ready()
+        bridge.start()
         yield Setup(
             f"http://127.0.0.1:{site_port}", bridge.url, redis, bridge.config_path, bridge.log
         )

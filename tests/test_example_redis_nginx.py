@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from support_redis import BridgeProcess, RedisServer, _wait, start_all
 
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.loader import load_settings
-from conftest import LiveServer, free_port, make_settings
+from support.config import make_settings
+from support.deploy import nginx_binary
+from support.live import LiveServer, free_port
+from support.redis import BridgeProcess, RedisServer, _wait, start_all
 
 pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "redis-nginx"
 COOKIE = "sentifyd_bridge"
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(found):
-        pytest.fail("nginx is not installed (./scripts/test.sh installs it)")
-    return found
 
 
 class Nginx:

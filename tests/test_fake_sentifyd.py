@@ -29,7 +29,8 @@ from bridge.errors import UpstreamRejected, UpstreamUnavailable
 from bridge.secret import Secret
 from bridge.settings.schema import AvatarSettings, SentifydSettings
 from bridge.upstream.sentifyd import SentifydClient, jwt_exp, parse_tokens
-from conftest import API_KEY, AVATAR_ID, free_port
+from support.config import API_KEY, AVATAR_ID
+from support.live import free_port
 
 LOGIN = "/api/login"
 PLUGIN_LOGIN = "/api/v1/chatbot/login"

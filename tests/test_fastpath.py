@@ -19,10 +19,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from support_ops import captured_log
 
 from bridge.web.fastpath import TokenFastPath
-from conftest import bridge_of, login, make_settings, site_cookie
+from support.app import bridge_of, login, site_cookie
+from support.config import make_settings
+from support.ops import captured_log
 
 ORIGIN = "https://shop.example.com"
 

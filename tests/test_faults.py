@@ -26,15 +26,9 @@ from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.schema import Settings
-from conftest import (
-    API_KEY,
-    AVATAR_ID,
-    PREMIUM_API_KEY,
-    PREMIUM_ID,
-    Clock,
-    LiveServer,
-    make_settings,
-)
+from support.app import Clock
+from support.config import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, make_settings
+from support.live import LiveServer
 
 pytestmark = pytest.mark.integration
 

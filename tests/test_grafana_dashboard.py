@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart
-from support_ops import METRICS_TOKEN
 
-from conftest import Clock, login, make_settings
+from support.app import Clock, login
+from support.config import make_settings
+from support.ops import METRICS_TOKEN
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "examples" / "grafana" / "sentifyd-bridge.json"
 # Labels Prometheus adds to every series it scrapes; /metrics itself never carries them.

@@ -19,25 +19,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from quart import Quart
-from support_oidc import ControlledProvider, b64, oidc_settings, query_of, session_of, sign_in
 from werkzeug.datastructures import Headers
 
-from bridge.app import create_app
 from bridge.doubles.demo import CSRF_COOKIE, create_demo_app
-from conftest import (
-    API_KEY,
-    PREMIUM_API_KEY,
-    PUBLIC_URL,
-    Clock,
-    bridge_of,
-    login,
-    make_settings,
-    site_cookie,
+from support.app import Clock, bridge_of, login, site_cookie
+from support.config import API_KEY, PREMIUM_API_KEY, PUBLIC_URL, make_settings
+from support.oidc import (
+    ControlledProvider,
+    b64,
+    make_sso_app,
+    query_of,
+    session_of,
+    sign_in,
 )
 
 BRIDGE_COOKIE = "sentifyd_bridge"
@@ -583,17 +580,8 @@ class SSO:
 @pytest.fixture
 async def sso(fake: Quart, clock: Clock) -> AsyncIterator[SSO]:
     op = ControlledProvider(clock=clock)
-    settings = oidc_settings(
-        PUBLIC_URL,
-        {"issuer": op.issuer, "client_id": op.client_id},
-        limits={"per_session": "off", "per_ip": "off"},
-    )
-    application = create_app(
-        settings,
-        oidc_transport=op.transport(),
-        sentifyd_transport=httpx.ASGITransport(app=fake),
-        clock=clock,
-    )
+    limits = {"per_session": "off", "per_ip": "off"}
+    application = make_sso_app(op, clock, fake, sections={"limits": limits})
     async with application.test_app():
         alice = application.test_client()
         assert (await sign_in(alice, op)).status_code == 303

@@ -34,12 +34,9 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import support_leaks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from quart import Quart
-from support_oidc import OIDC_ENV, ControlledProvider, query_of
-from support_redis import BridgeProcess, RedisServer
 from test_hostile import (
     HEADER_VALUE,
     TOKEN_CHARS,
@@ -57,17 +54,20 @@ from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.loader import load_settings
 from bridge.wiring import Bridge
-from conftest import (
+from support import leaks as support_leaks
+from support.app import Clock
+from support.config import (
     API_KEY,
     AVATAR_ID,
     PREMIUM_API_KEY,
     PREMIUM_ID,
     PUBLIC_URL,
     TEST_ENV,
-    Clock,
-    LiveServer,
     base_config,
 )
+from support.live import LiveServer
+from support.oidc import OIDC_ENV, ControlledProvider, query_of
+from support.redis import BridgeProcess, RedisServer
 
 pytestmark = pytest.mark.integration
 

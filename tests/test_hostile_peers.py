@@ -21,12 +21,13 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from quart import Quart
-from support_oidc import oidc_settings
-from support_peers import Answer, HostilePeer
 
 from bridge.app import create_app
 from bridge.settings.loader import load_settings
-from conftest import TEST_ENV, base_config, login, make_settings
+from support.app import login
+from support.config import TEST_ENV, base_config, make_settings
+from support.oidc import oidc_settings
+from support.peers import Answer, HostilePeer
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from quart import Quart
-from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 from bridge.store.redis import RedisStore, parse_url
-from conftest import login, make_settings
+from support.app import login
+from support.config import make_settings
+from support.redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 # What the test's own client sends to read the counts.
 OWN_COMMANDS = {

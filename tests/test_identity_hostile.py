@@ -35,8 +35,6 @@ from itsdangerous import URLSafeTimedSerializer
 from joserfc import jwe, jws
 from joserfc.jwk import OctKey, RSAKey
 from quart import Quart, request
-from support_cookie_formats import django_cookie
-from support_redis import RedisServer
 from test_jwt_login import AUDIENCE, ISSUER, JWKSServer
 
 from bridge.identity.cookie_formats import CookieFormat
@@ -44,7 +42,10 @@ from bridge.identity.cookie_formats.nextjs import authjs_key, next_auth_v4_key
 from bridge.identity.jwt_login import JWTSource
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.loader import load_settings
-from conftest import TEST_ENV, Clock, base_config
+from support.app import Clock
+from support.config import TEST_ENV, base_config
+from support.cookie_formats import django_cookie
+from support.redis import RedisServer
 
 jwks = test_jwt_login.jwks  # the provider's JWKS endpoint on 127.0.0.1 (a fixture)
 

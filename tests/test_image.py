@@ -22,13 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
-import support_leaks
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.loader import load_settings
 from bridge.settings.schema import ServerSettings
-from conftest import API_KEY, AVATAR_ID, TEST_ENV, LiveServer, free_port
+from support import leaks as support_leaks
+from support.config import API_KEY, AVATAR_ID, TEST_ENV, serve_config, write_bridge_toml
+from support.live import LiveServer, free_port
 
 # The first run makes the Debian base with debootstrap and downloads the wheels (about four
 # minutes); later runs take well under one.
@@ -39,31 +40,6 @@ TAG = "sentifyd-bridge:test"
 UID = 10001
 MAX_IMAGE_BYTES = 200_000_000
 STOP_GRACE = 10  # docker stop -t: seconds between SIGTERM and SIGKILL
-
-CONFIG = """
-[server]
-port = {port}
-public_url = "http://127.0.0.1:{port}"
-
-[session]
-cookie_secure = false
-
-[sentifyd]
-backend = "{backend}"
-
-[[avatars]]
-name = "default"
-avatar_id = "{avatar_id}"
-api_key_env = "AVATAR_API_KEY"
-
-[login.cookie]
-name = "session"
-format = "flask"
-secret_key_env = "SITE_SECRET_KEY"
-max_age = 3600
-user_field = "user_id"
-login_url = "https://shop.example.com/login?next={{next}}"
-"""
 
 
 def _healthcheck_module() -> ModuleType:
@@ -89,8 +65,9 @@ def test_health_check_defaults_are_the_settings_defaults() -> None:
 def test_health_check_follows_the_configs_port_and_base_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tmp_path / "bridge.toml"
-    config.write_text('[server]\nport = 9123\nbase_path = "/avatar"\n')
+    config = write_bridge_toml(
+        tmp_path / "bridge.toml", server={"port": 9123, "base_path": "/avatar"}
+    )
     monkeypatch.setenv("BRIDGE_CONFIG", str(config))
     monkeypatch.delenv("BRIDGE_HEALTHCHECK_URL", raising=False)
     assert _healthcheck_module().health_url() == "http://127.0.0.1:9123/avatar/healthz"
@@ -250,8 +227,8 @@ class Container:
 
 def _start(docker: Docker, image: str, stand_in: LiveServer, tmp: Path, name: str) -> Container:
     port = free_port()
-    config = tmp / "bridge.toml"
-    config.write_text(CONFIG.format(port=port, backend=stand_in.url, avatar_id=AVATAR_ID))
+    server = {"port": port, "public_url": f"http://127.0.0.1:{port}"}
+    config = write_bridge_toml(tmp / "bridge.toml", **serve_config(stand_in.url, server=server))
     config.chmod(0o644)
     docker.run("rm", "--force", name, check=False)
     docker.run(

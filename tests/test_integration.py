@@ -18,7 +18,9 @@ from quart.json.tag import TaggedJSONSerializer
 from bridge.identity.site_cookie import SiteCookieSource
 from bridge.settings.schema import Settings
 from bridge.wiring import Bridge
-from conftest import API_KEY, PREMIUM_API_KEY, Clock, LiveServer, make_settings
+from support.app import Clock
+from support.config import API_KEY, PREMIUM_API_KEY, make_settings
+from support.live import LiveServer
 
 pytestmark = pytest.mark.integration
 
@@ -275,7 +277,8 @@ async def test_bad_input_gets_4xx_and_changes_nothing_stored(
 
 async def test_upstream_down_then_back(live_bridge_factory: Start) -> None:
     from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-    from conftest import AVATAR_ID, free_port
+    from support.config import AVATAR_ID
+    from support.live import free_port
 
     port = free_port()
     settings = make_settings({"sentifyd": {"backend": f"http://127.0.0.1:{port}", "retries": 1}})

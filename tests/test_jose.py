@@ -16,7 +16,7 @@ from quart import Quart
 from test_jwt_login import AUDIENCE, ISSUER, JWKSServer, settings_for
 
 from bridge.identity import jose
-from conftest import Clock
+from support.app import Clock
 
 jwks = test_jwt_login.jwks  # the provider's JWKS endpoint on 127.0.0.1 (a fixture)
 

@@ -22,7 +22,9 @@ from bridge.identity.jwt_login import JWKS_MIN_REFETCH, JWTSource
 from bridge.identity.refetch import FETCH_BACKOFF, JWKS_MAX_AGE
 from bridge.settings.loader import load_settings
 from bridge.settings.schema import Settings
-from conftest import TEST_ENV, Clock, LiveServer, base_config
+from support.app import Clock
+from support.config import TEST_ENV, base_config
+from support.live import LiveServer
 
 ISSUER = "https://tenant.example-idp.com/"
 AUDIENCE = "https://shop.example.com/api"

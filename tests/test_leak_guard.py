@@ -1,4 +1,4 @@
-"""The suite's leak guard (``tests/support_leaks.py``) finds what it is there to find: every
+"""The suite's leak guard (``tests/support/leaks.py``) finds what it is there to find: every
 kind of secret, in every encoding, in every place a bridge could put it."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
-import support_leaks
 from quart import Quart, Response
-from support_leaks import CREDENTIAL, SECRET, LeakGuard, variants
 
-from conftest import API_KEY, BRIDGE_KEY, SITE_KEY, login
+from support import leaks as support_leaks
+from support.app import login
+from support.config import API_KEY, BRIDGE_KEY, SITE_KEY
+from support.leaks import CREDENTIAL, SECRET, LeakGuard, variants
 
 VALUE = "s3cr3t-value/with+odd=chars&more"
 

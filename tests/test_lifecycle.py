@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 from quart import Quart
-from support_ops import ADMIN_TOKEN, admin_headers
 
 from bridge.errors import ConfigError
 from bridge.identity import Identity
 from bridge.observe.lifecycle import END_REASONS, Lifecycle
 from bridge.store.memory import MemoryStore
-from conftest import Clock, bridge_of, login, make_settings
+from support.app import Clock, bridge_of, login
+from support.config import make_settings
+from support.ops import ADMIN_TOKEN, admin_headers
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) " + "x" * 400
 

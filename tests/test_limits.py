@@ -14,7 +14,9 @@ from bridge.sessions.manager import SessionRecord
 from bridge.settings.schema import LimitsSettings
 from bridge.settings.values import RateLimit, parse_rate
 from bridge.store.memory import MemoryStore
-from conftest import Clock, LiveServer, bridge_of, login, make_settings, site_cookie
+from support.app import Clock, bridge_of, login, site_cookie
+from support.config import make_settings
+from support.live import LiveServer
 
 
 def client_at(ip: str) -> dict[str, Any]:

@@ -20,23 +20,24 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from quart import Quart, request
 from quart.typing import TestClientProtocol as Client
-from support_oidc import (
+
+from bridge.settings.loader import _deep_merge, load_settings
+from bridge.settings.schema import Settings
+from bridge.wiring import Bridge
+from support.app import Clock, bridge_of, site_cookie
+from support.config import TEST_ENV, base_config
+from support.live import LiveServer
+from support.oidc import (
     Browser,
     ControlledProvider,
     RealProvider,
     callback,
     make_sso_app,
-    oidc_settings,
     sign_in,
     start,
 )
-from support_oidc import records as sso_records
-from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
-
-from bridge.settings.loader import _deep_merge, load_settings
-from bridge.settings.schema import Settings
-from bridge.wiring import Bridge
-from conftest import TEST_ENV, Clock, LiveServer, base_config, bridge_of, site_cookie
+from support.oidc import records as sso_records
+from support.redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 TWO_A_MINUTE = {"new_sessions_per_user": "2/minute"}
 ISSUER = "https://tenant.example-idp.com/"
@@ -276,38 +277,13 @@ def sso_bridge(
     servers: list[LiveServer] = []
 
     def start(limits: dict[str, Any]) -> Quart:
-        settings = oidc_settings(
-            real_op.bridge_url,
-            {
-                "issuer": real_op.issuer,
-                "client_id": "bridge",
-                "client_secret_env": "OIDC_CLIENT_SECRET",
-                "scopes": ["openid", "email", "profile", "groups", "offline_access"],
-            },
-            sentifyd={"backend": live_fake.url},
-            limits=limits,
-        )
-        app = create_app(settings, clock=sso_clock)
+        app = create_app(real_op.bridge_settings(live_fake.url, limits=limits), clock=sso_clock)
         servers.append(LiveServer(app, port=real_op.bridge_port).start())
         return app
 
     yield start
     for server in servers:
         server.stop()
-
-
-@pytest.fixture
-def browsers(real_op: RealProvider) -> Iterator[Callable[[], Browser]]:
-    opened: list[Browser] = []
-
-    def open_browser() -> Browser:
-        browser = Browser(real_op.bridge_url)
-        opened.append(browser)
-        return browser
-
-    yield open_browser
-    for browser in opened:
-        browser.close()
 
 
 def stored(app: Quart) -> dict[str, Any]:

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 from quart import Quart
-from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 
-from conftest import Clock, bridge_of, login, make_settings
+from support.app import Clock, bridge_of, login
+from support.config import make_settings
+from support.redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 

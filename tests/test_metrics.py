@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from quart import Quart
-from support_ops import METRICS_TOKEN, OPS_ENV, admin_headers, metric
 
-from conftest import Clock, bridge_of, login, make_settings
+from support.app import Clock, bridge_of, login
+from support.config import make_settings
+from support.ops import METRICS_TOKEN, OPS_ENV, admin_headers, metric
 
 SCRAPE = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 

@@ -12,24 +12,16 @@ import httpx
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from support_deploy import raw_request
 
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.errors import ConfigError
 from bridge.web.mount import Mount, path_problem
 from bridge.wiring import Bridge
-from conftest import (
-    API_KEY,
-    AVATAR_ID,
-    PREMIUM_API_KEY,
-    PREMIUM_ID,
-    LiveServer,
-    free_port,
-    login,
-    make_settings,
-    site_cookie,
-)
+from support.app import login, site_cookie
+from support.config import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, make_settings
+from support.deploy import raw_request
+from support.live import LiveServer, free_port
 
 BASE = "/avatar"
 SHOP_LOGIN = "/login?next={next}"

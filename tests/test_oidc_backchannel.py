@@ -4,29 +4,22 @@ and every malformed, forged or replayed one is a 400 that ends nothing."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from support_oidc import ControlledProvider, make_sso_app, records, session_of, sign_in
 
-from conftest import Clock
+from support.app import Clock
+from support.oidc import ControlledProvider, records, session_of, sign_in
 
 EVENT = {"http://schemas.openid.net/event/backchannel-logout": {}}
 
 
 @pytest.fixture
-def op(clock: Clock) -> ControlledProvider:
-    return ControlledProvider(clock=clock)
-
-
-@pytest.fixture
-async def app(op: ControlledProvider, clock: Clock, fake: Quart) -> AsyncIterator[Quart]:
-    application = make_sso_app(op, clock, fake)
-    async with application.test_app():
-        yield application
+def app(sso_app: Quart) -> Quart:
+    """The bridge signing in through ``op`` only (conftest's ``sso_app``)."""
+    return sso_app
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 from quart import Quart
-from support_oidc import Browser, RealProvider, oidc_settings, query_of
 
 from bridge.wiring import Bridge
-from conftest import Clock, LiveServer, free_port
+from support.app import Clock
+from support.live import LiveServer, free_port
+from support.oidc import RealProvider, oidc_settings, query_of
 
 pytestmark = pytest.mark.integration
 
@@ -44,18 +45,7 @@ def bridge_server(
     servers: list[LiveServer] = []
 
     def start(**oidc: Any) -> tuple[LiveServer, Quart]:
-        settings = oidc_settings(
-            real_op.bridge_url,
-            {
-                "issuer": real_op.issuer,
-                "client_id": "bridge",
-                "client_secret_env": "OIDC_CLIENT_SECRET",
-                "scopes": ["openid", "email", "profile", "groups", "offline_access"],
-                **oidc,
-            },
-            sentifyd={"backend": live_fake.url},
-        )
-        app = create_app(settings, clock=clock)
+        app = create_app(real_op.bridge_settings(live_fake.url, oidc), clock=clock)
         server = LiveServer(app, port=real_op.bridge_port).start()
         servers.append(server)
         return server, app
@@ -63,20 +53,6 @@ def bridge_server(
     yield start
     for server in servers:
         server.stop()
-
-
-@pytest.fixture
-def browsers(real_op: RealProvider) -> Iterator[Callable[[], Browser]]:
-    opened: list[Browser] = []
-
-    def open_browser() -> Browser:
-        browser = Browser(real_op.bridge_url)
-        opened.append(browser)
-        return browser
-
-    yield open_browser
-    for browser in opened:
-        browser.close()
 
 
 def test_login_asks_for_code_with_pkce_state_and_nonce(

@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 import pytest
 from quart import Quart
-from support_oidc import ControlledProvider, callback, oidc_settings, query_of, records, session_of
 
 from bridge.app import create_app
-from conftest import PUBLIC_URL, Clock
+from support.app import Clock
+from support.config import PUBLIC_URL
+from support.oidc import ControlledProvider, callback, oidc_settings, query_of, records, session_of
 
 
 @pytest.fixture

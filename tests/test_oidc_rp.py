@@ -7,48 +7,39 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from support_oidc import (
+from test_redirects import OPEN_REDIRECTS
+
+from bridge.identity.oidc import FETCH_BACKOFF
+from bridge.wiring import Bridge
+from support.app import Clock
+from support.config import PUBLIC_URL
+from support.oidc import (
     OP_CLIENT_SECRET,
     ControlledProvider,
     b64,
     callback,
     make_sso_app,
-    oidc_settings,
     query_of,
     records,
     session_of,
     sign_in,
     start,
 )
-from test_redirects import OPEN_REDIRECTS
-
-from bridge.app import create_app
-from bridge.identity.oidc import FETCH_BACKOFF
-from bridge.wiring import Bridge
-from conftest import PUBLIC_URL, Clock
 
 ORIGIN = {"Origin": PUBLIC_URL}
 
 
 @pytest.fixture
-def op(clock: Clock) -> ControlledProvider:
-    return ControlledProvider(clock=clock)
-
-
-@pytest.fixture
-async def app(op: ControlledProvider, clock: Clock, fake: Quart) -> AsyncIterator[Quart]:
-    application = make_sso_app(op, clock, fake)
-    async with application.test_app():
-        yield application
+def app(sso_app: Quart) -> Quart:
+    """The bridge signing in through ``op`` only (conftest's ``sso_app``)."""
+    return sso_app
 
 
 # --- the happy path ---------------------------------------------------------------------------
@@ -753,17 +744,7 @@ async def test_logout_goes_to_a_same_site_next(app: Quart) -> None:
 async def test_secure_setup_binds_the_login_to_a_host_only_secure_cookie(
     op: ControlledProvider, clock: Clock, fake: Quart
 ) -> None:
-    settings = oidc_settings(
-        PUBLIC_URL,
-        {"issuer": op.issuer, "client_id": op.client_id},
-        session={"cookie_secure": True},
-    )
-    application = create_app(
-        settings,
-        oidc_transport=op.transport(),
-        sentifyd_transport=httpx.ASGITransport(app=fake),
-        clock=clock,
-    )
+    application = make_sso_app(op, clock, fake, sections={"session": {"cookie_secure": True}})
     async with application.test_app():
         client = application.test_client()
         response = await client.get("/login", scheme="https")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support_oidc import OIDC_ENV, OP_CLIENT_SECRET
 
 from bridge.errors import ConfigError
 from bridge.settings import report as config_report
 from bridge.settings.loader import load_settings
 from bridge.settings.schema import Settings
-from conftest import TEST_ENV, base_config
+from support.config import TEST_ENV, base_config
+from support.oidc import OIDC_ENV, OP_CLIENT_SECRET
 
 PROVIDER = {"issuer": "https://id.example.com/realms/shop", "client_id": "bridge"}
 

@@ -9,22 +9,18 @@ from typing import Any
 import httpx
 import pytest
 from quart import Quart
-from support_oidc import ControlledProvider, sign_in
-from support_traffic import ADMIN_TOKEN
 
 from bridge.app import create_app
 from bridge.doubles.demo import create_demo_app
 from bridge.settings.loader import _deep_merge, load_settings
 from bridge.wiring import Bridge
-from conftest import PUBLIC_URL, TEST_ENV, base_config, login
+from support.app import login
+from support.config import PUBLIC_URL, TEST_ENV, base_config
+from support.oidc import ControlledProvider, sign_in
+from support.traffic import ADMIN_TOKEN
 
 SIBLING = "http://blog.127.0.0.1.nip.example"  # another origin of the same site, say
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture
-def op(clock: Any) -> ControlledProvider:
-    return ControlledProvider(clock=clock)
 
 
 @pytest.fixture

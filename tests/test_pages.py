@@ -7,7 +7,8 @@ from typing import Any
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from conftest import AVATAR_ID, login, make_settings
+from support.app import login
+from support.config import AVATAR_ID, make_settings
 
 
 async def test_page_renders_the_component_with_both_spellings(client: Client, app: Quart) -> None:

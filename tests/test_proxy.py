@@ -12,7 +12,8 @@ from quart.typing import TestClientProtocol as Client
 
 from bridge.errors import ConfigError
 from bridge.web.proxy import ProxyHeaders, TrustedProxies
-from conftest import login, make_settings
+from support.app import login
+from support.config import make_settings
 
 PROXY = "10.0.0.2"
 VISITOR = "203.0.113.7"

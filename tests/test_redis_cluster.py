@@ -19,8 +19,14 @@ from typing import Any
 import httpx
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
-from support_redis import (
-    CONFIG,
+
+from bridge.doubles.fake_sentifyd import create_fake_sentifyd
+from bridge.errors import StoreUnavailable
+from bridge.sessions.manager import SessionManager
+from bridge.store.redis import RedisStore, parse_url
+from support.config import API_KEY, AVATAR_ID, BRIDGE_KEY, write_bridge_toml
+from support.live import LiveServer
+from support.redis import (
     BridgeProcess,
     ClusterSetup,
     Load,
@@ -29,13 +35,8 @@ from support_redis import (
     new_cookie,
     start_all,
     stop_all,
+    store_config,
 )
-
-from bridge.doubles.fake_sentifyd import create_fake_sentifyd
-from bridge.errors import StoreUnavailable
-from bridge.sessions.manager import SessionManager
-from bridge.store.redis import RedisStore, parse_url
-from conftest import API_KEY, AVATAR_ID, BRIDGE_KEY, LiveServer
 
 pytestmark = pytest.mark.integration
 
@@ -171,13 +172,14 @@ async def test_a_replayed_handle_is_detected_across_bridges(
 async def test_rate_limits_are_shared_by_both_bridges(
     tmp_path: Path, cluster: ClusterSetup, fake: LiveServer, http: httpx.AsyncClient
 ) -> None:
-    config = CONFIG.format(
+    # A day's window: its boundary will not fall inside this test. Per session and for new
+    # chains, as this test has always run (its text was once edited with a replace that hit both).
+    config = store_config(
         refresh_grace=10, store_url=cluster.url, prefix="sbl", store_timeout=STORE_TIMEOUT,
         lock_wait=LOCK_WAIT, lock_lease=2.0, backend=fake.url, avatar_id=AVATAR_ID,
+        limits={"per_session": "5/day", "new_chains_per_session": "5/day"},
     )  # fmt: skip
-    # A day's window: its boundary will not fall inside this test.
-    path = tmp_path / "limited.toml"
-    path.write_text(config.replace('per_session = "off"', 'per_session = "5/day"'))
+    path = write_bridge_toml(tmp_path / "limited.toml", **config)
     pair = (
         BridgeProcess(tmp_path, "limited-a", config_path=path),
         BridgeProcess(tmp_path, "limited-b", config_path=path),

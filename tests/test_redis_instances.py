@@ -16,7 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from support_redis import (
+
+from bridge.sessions.manager import SessionManager
+from support.config import API_KEY, AVATAR_ID, BRIDGE_KEY
+from support.live import LiveServer
+from support.redis import (
     BridgeProcess,
     Load,
     RedisServer,
@@ -25,9 +29,6 @@ from support_redis import (
     start_all,
     stop_all,
 )
-
-from bridge.sessions.manager import SessionManager
-from conftest import API_KEY, AVATAR_ID, BRIDGE_KEY, LiveServer
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from support_redis import (
+
+from bridge.errors import StoreUnavailable
+from bridge.store.redis import RedisStore, parse_url
+from support.config import AVATAR_ID
+from support.live import LiveServer
+from support.redis import (
     BridgeProcess,
     Load,
     SentinelSetup,
@@ -25,10 +30,6 @@ from support_redis import (
     stop_all,
     tls_files,
 )
-
-from bridge.errors import StoreUnavailable
-from bridge.store.redis import RedisStore, parse_url
-from conftest import AVATAR_ID, LiveServer
 
 pytestmark = pytest.mark.integration
 

@@ -14,58 +14,28 @@ from pathlib import Path
 
 import httpx
 import pytest
-import support_leaks
-from support_redis import COOKIE, BridgeProcess, RedisServer, Visitor, new_cookie
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd, key_fingerprint
 from bridge.errors import ConfigError
-from conftest import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, LiveServer, make_settings
+from support import leaks as support_leaks
+from support.config import (
+    API_KEY,
+    AVATAR_ID,
+    DEFAULT_AVATAR,
+    PREMIUM_API_KEY,
+    PREMIUM_AVATAR,
+    PREMIUM_ID,
+    make_settings,
+    serve_config,
+    write_bridge_toml,
+)
+from support.live import LiveServer
+from support.redis import COOKIE, BridgeProcess, RedisServer, Visitor, new_cookie, start_all
 
 pytestmark = pytest.mark.integration
 
 ROTATED_KEY = "sk-test-rotated-avatar-key-00112233445566"
 support_leaks.always(ROTATED_KEY)
-
-CONFIG = """\
-[server]
-host = "127.0.0.1"
-public_url = "http://127.0.0.1:8000"
-head_timeout = {head_timeout}
-{base_path}
-
-[session]
-cookie_secure = false
-max_chains = {max_chains}
-
-[store]
-url = "{store_url}"
-
-[sentifyd]
-backend = "{backend}"
-
-[[avatars]]
-name = "default"
-avatar_id = "{avatar_id}"
-api_key_env = "AVATAR_API_KEY"
-{more_avatars}
-[login.cookie]
-name = "session"
-format = "flask"
-secret_key_env = "SITE_SECRET_KEY"
-max_age = 3600
-user_field = "user_id"
-login_url = "https://shop.example.com/login?next={{next}}"
-
-[logging]
-level = "INFO"
-"""
-
-PREMIUM = f"""
-[[avatars]]
-name = "premium"
-avatar_id = "{PREMIUM_ID}"
-api_key_env = "PREMIUM_AVATAR_API_KEY"
-"""
 
 
 def write_config(
@@ -78,16 +48,19 @@ def write_config(
     head_timeout: float = 20,
     base_path: str = "",
 ) -> None:
-    path.write_text(
-        CONFIG.format(
-            backend=backend,
-            store_url=store_url,
-            avatar_id=AVATAR_ID,
-            more_avatars=PREMIUM if premium else "",
-            max_chains=max_chains,
-            head_timeout=head_timeout,
-            base_path=f'base_path = "{base_path}"' if base_path else "",
-        )
+    server: dict[str, object] = {"head_timeout": head_timeout}
+    if base_path:
+        server["base_path"] = base_path
+    write_bridge_toml(
+        path,
+        **serve_config(
+            backend,
+            server=server,
+            session={"max_chains": max_chains},
+            store={"url": store_url},
+            avatars=[DEFAULT_AVATAR, PREMIUM_AVATAR] if premium else [DEFAULT_AVATAR],
+            logging={"level": "INFO"},
+        ),
     )
 
 
@@ -140,10 +113,8 @@ def sentifyd() -> Iterator[LiveServer]:
 def bridge(tmp_path: Path, sentifyd: LiveServer) -> Iterator[BridgeProcess]:
     config = tmp_path / "bridge.toml"
     write_config(config, backend=sentifyd.url)
-    process = BridgeProcess(tmp_path, "bridge", config_path=config)
-    process.spawn()
+    process = BridgeProcess(tmp_path, "bridge", config_path=config).start()
     try:
-        process.wait_ready()
         yield process
     finally:
         process.stop()
@@ -208,7 +179,7 @@ async def test_a_broken_file_changes_nothing_and_one_line_names_the_setting(
     visitor = Visitor("alice")
     async with httpx.AsyncClient(timeout=10) as http:
         assert (await visitor.tokens(http, bridge)).status_code == 200
-        write_config(bridge.config_path, backend=sentifyd.url, premium=True, max_chains='"many"')
+        write_config(bridge.config_path, backend=sentifyd.url, premium=True, max_chains="many")
         refused = await hang_up(bridge, "reload refused")
         assert "session.max_chains" in str(refused["error"])
         assert len(log_lines(bridge, "reload")) == 1  # one line, and no "reloaded"
@@ -231,11 +202,9 @@ async def test_a_key_rotated_in_its_secret_file_is_used_after_sighup(
     config = tmp_path / "bridge.toml"
     write_config(config, backend=sentifyd.url)
     env = {"AVATAR_API_KEY": "", "AVATAR_API_KEY_FILE": str(key_file)}
-    bridge = BridgeProcess(tmp_path, "bridge", config_path=config, env=env)
-    bridge.spawn()
+    bridge = BridgeProcess(tmp_path, "bridge", config_path=config, env=env).start()
     state = sentifyd.app.extensions["fake_sentifyd"]
     try:
-        bridge.wait_ready()
         async with httpx.AsyncClient(timeout=10) as http:
             alice = Visitor("alice")
             assert (await alice.tokens(http, bridge)).status_code == 200
@@ -258,10 +227,7 @@ async def test_reloading_one_of_two_instances_on_redis_keeps_sessions_working_on
             config = tmp_path / f"{name}.toml"
             write_config(config, backend=sentifyd.url, store_url=redis.url)
             bridges.append(BridgeProcess(tmp_path, name, config_path=config))
-        for one in bridges:
-            one.spawn()
-        for one in bridges:
-            one.wait_ready()
+        start_all(bridges)
         a, b = bridges
         visitor = Visitor("alice")
         async with httpx.AsyncClient(timeout=10) as http:

@@ -7,21 +7,12 @@ from typing import Any
 
 import pytest
 from quart import Quart
-from support_ops import ADMIN_TOKEN, METRICS_TOKEN, OPS_ENV, admin_headers, captured_log
 
 from bridge.web.requestlog import REQUEST_ID_RE
-from conftest import (
-    API_KEY,
-    BRIDGE_KEY,
-    PREMIUM_API_KEY,
-    SITE_KEY,
-    Clock,
-    LiveServer,
-    bridge_of,
-    login,
-    make_settings,
-    site_cookie,
-)
+from support.app import Clock, bridge_of, login, site_cookie
+from support.config import API_KEY, BRIDGE_KEY, PREMIUM_API_KEY, SITE_KEY, make_settings
+from support.live import LiveServer
+from support.ops import ADMIN_TOKEN, METRICS_TOKEN, OPS_ENV, admin_headers, captured_log
 
 PROXY = "10.0.0.9"
 # A request whose direct peer is the configured proxy (the proxy middleware then trusts it).

@@ -18,7 +18,16 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import OKPKey, RSAKey
 from quart import Quart
-from support_oidc import (
+
+from bridge.doubles.demo import create_demo_app
+from bridge.errors import ConfigError
+from bridge.identity.oidc import FETCH_BACKOFF, JWKS_MAX_AGE, OIDCProvider
+from bridge.identity.oidc.tokens import _half_hash
+from bridge.settings.loader import load_settings
+from support.app import Clock, login
+from support.config import PUBLIC_URL, SITE_KEY, TEST_ENV, base_config, make_settings
+from support.live import LiveServer
+from support.oidc import (
     ControlledProvider,
     callback,
     make_sso_app,
@@ -26,22 +35,6 @@ from support_oidc import (
     query_of,
     session_of,
     sign_in,
-)
-
-from bridge.doubles.demo import create_demo_app
-from bridge.errors import ConfigError
-from bridge.identity.oidc import FETCH_BACKOFF, JWKS_MAX_AGE, OIDCProvider
-from bridge.identity.oidc.tokens import _half_hash
-from bridge.settings.loader import load_settings
-from conftest import (
-    PUBLIC_URL,
-    SITE_KEY,
-    TEST_ENV,
-    Clock,
-    LiveServer,
-    base_config,
-    login,
-    make_settings,
 )
 
 # --- nested JSON -----------------------------------------------------------------------------

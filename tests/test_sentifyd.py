@@ -11,7 +11,7 @@ import pytest
 
 from bridge.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
 from bridge.upstream.sentifyd import SentifydClient, jwt_exp, parse_tokens
-from conftest import API_KEY, make_settings
+from support.config import API_KEY, make_settings
 
 NOW = 1_800_000_000.0
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,53 +13,18 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
-from conftest import TEST_ENV, free_port, make_settings
+from support.config import make_settings
+from support.serve import serve_process
 
 pytestmark = pytest.mark.integration
-
-CONFIG = """
-[server]
-public_url = "http://127.0.0.1:{port}"
-asgi_server = "{server}"
-
-[session]
-cookie_secure = false
-
-[sentifyd]
-backend = "http://127.0.0.1:9"
-
-[[avatars]]
-name = "default"
-avatar_id = "avtr_1234abcd"
-api_key_env = "AVATAR_API_KEY"
-
-[login.cookie]
-name = "session"
-format = "flask"
-secret_key_env = "SITE_SECRET_KEY"
-max_age = 3600
-user_field = "user_id"
-login_url = "https://shop.example.com/login?next={{next}}"
-"""
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)  # bounded polling of a real external process
-    raise AssertionError("serve did not start listening")
 
 
 @pytest.fixture(params=["granian", "uvicorn", "hypercorn"])
 def served(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    yield from _serve(request.param, tmp_path)
+    with serve_process(tmp_path, asgi_server=request.param) as served:
+        yield served
 
 
 # uvicorn's httptools parser has no cap on a request head (README, "Serving").
@@ -70,30 +32,8 @@ def served(
 def capped(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    yield from _serve(request.param, tmp_path)
-
-
-def _serve(server: str, tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    port = free_port()
-    config = tmp_path / "bridge.toml"
-    config.write_text(CONFIG.format(port=port, server=server))
-    env = {**os.environ, **TEST_ENV, "PYTHONWARNINGS": "error"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "serve", "--config", str(config), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_listening(port, proc)
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+    with serve_process(tmp_path, asgi_server=request.param) as served:
+        yield served
 
 
 def _raw(port: int, head: bytes) -> bytes:

@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_serve_cli import CONFIG, _wait_listening
 
 from bridge.settings.schema import ServerSettings
-from conftest import TEST_ENV, free_port
+from support.serve import serve_process
 
 pytestmark = pytest.mark.integration
 
@@ -50,35 +49,12 @@ class Served:
 OTHER_SERVER = os.environ.get("BRIDGE_LIMITS_SERVER", "")
 
 
-def _start(tmp_path: Path, extra: str = "") -> Iterator[Served]:
-    port = free_port()
-    config = tmp_path / "bridge.toml"
+def _start(tmp_path: Path, **server: Any) -> Iterator[Served]:
     # The default server: the config names none.
-    server = f'asgi_server = "{OTHER_SERVER}"\n' if OTHER_SERVER else ""
-    text = CONFIG.format(port=port, server="").replace('asgi_server = ""\n', server + extra)
-    config.write_text(text)
-    env = {**os.environ, **TEST_ENV, "PYTHONWARNINGS": "error"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-        ],  # fmt: skip
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_listening(port, proc)
+    if OTHER_SERVER:
+        server["asgi_server"] = OTHER_SERVER
+    with serve_process(tmp_path, output=subprocess.DEVNULL, **server) as (port, proc):
         yield Served(port, proc)
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 @pytest.fixture
@@ -89,7 +65,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
 @pytest.fixture
 def hasty(tmp_path: Path) -> Iterator[Served]:
     """serve with a short ``head_timeout``, so the deadline tests are quick."""
-    yield from _start(tmp_path, f"head_timeout = {HEAD_TIMEOUT}\n")
+    yield from _start(tmp_path, head_timeout=HEAD_TIMEOUT)
 
 
 def read_answers(sock: socket.socket, count: int) -> list[bytes]:

@@ -15,7 +15,9 @@ from bridge.app import create_app
 from bridge.errors import ConfigError
 from bridge.settings.loader import load_settings
 from bridge.wiring import Bridge
-from conftest import TEST_ENV, Clock, LiveServer, base_config
+from support.app import Clock
+from support.config import TEST_ENV, base_config
+from support.live import LiveServer
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 from bridge.errors import ConfigError
 from bridge.settings import report as config_report
 from bridge.settings.loader import load_settings
-from conftest import API_KEY, BRIDGE_KEY, SITE_KEY, TEST_ENV, make_settings
+from support.config import API_KEY, BRIDGE_KEY, SITE_KEY, TEST_ENV, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import pytest
 from test_site_cookie import flask_cookie, source
 
 import bridge.identity.site_cookie as site_cookie_module
-from conftest import Clock
+from support.app import Clock
 
 
 def test_a_verified_cookie_is_served_from_the_cache() -> None:

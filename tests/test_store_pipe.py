@@ -19,12 +19,12 @@ import pytest
 import redis
 from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 from bridge.errors import StoreUnavailable
 from bridge.store.pipe import Pipe, _Reply, pack
 from bridge.store.redis import RedisStore, parse_url
-from conftest import RecordedTransport
+from support.app import RecordedTransport
+from support.redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from support_redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 from bridge.errors import LeaseLost
 from bridge.sessions.manager import (
@@ -22,6 +21,7 @@ from bridge.sessions.manager import (
 from bridge.store.base import Changed, Store
 from bridge.store.memory import MemoryStore
 from bridge.store.redis import RedisStore, parse_url
+from support.redis import RedisServer, redis_server  # noqa: F401 - fixture
 
 RECORD, TOMB, LOCK = "t:session:s1", "t:ended:s1", "t:lock:s1"
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support_redis import RedisServer, redis_server, tls_files  # noqa: F401 - fixture
 
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.secret import Secret
@@ -18,7 +17,8 @@ from bridge.settings import report as config_report
 from bridge.settings.schema import StoreSettings
 from bridge.store import open_store
 from bridge.store.redis import RedisStore, parse_url
-from conftest import make_settings
+from support.config import make_settings
+from support.redis import RedisServer, redis_server, tls_files  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from conftest import API_KEY, AVATAR_ID, Clock, bridge_of, login, make_settings, site_cookie
+from support.app import Clock, bridge_of, login, site_cookie
+from support.config import API_KEY, AVATAR_ID, make_settings
 
 COOKIE = "sentifyd_bridge"
 

@@ -17,18 +17,18 @@ from typing import Any
 
 import httpx
 import pytest
-import support_leaks
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from support_redis import COOKIE, BridgeProcess, Visitor
-from test_reload import write_config
 
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
 from bridge.observe import tracing
-from conftest import API_KEY, AVATAR_ID, TEST_ENV, LiveServer
+from support import leaks as support_leaks
+from support.config import API_KEY, AVATAR_ID, TEST_ENV, serve_config, write_bridge_toml
+from support.live import LiveServer
+from support.redis import COOKIE, BridgeProcess, Visitor
 
 pytestmark = pytest.mark.integration
 
@@ -127,12 +127,10 @@ def sentifyd() -> Iterator[tuple[LiveServer, RecordingHeaders]]:
 
 def _bridge(tmp_path: Path, backend: str, otel: dict[str, str]) -> BridgeProcess:
     config = tmp_path / "bridge.toml"
-    write_config(config, backend=backend)
+    write_bridge_toml(config, **serve_config(backend))
     process = BridgeProcess(tmp_path, "bridge", config_path=config)
     process.env = {k: v for k, v in process.env.items() if not k.startswith("OTEL_")} | otel
-    process.spawn()
-    process.wait_ready()
-    return process
+    return process.start()
 
 
 def _ancestors(span: Span, by_id: dict[bytes, Span]) -> list[bytes]:
@@ -275,7 +273,7 @@ def test_without_otel_variables_no_opentelemetry_module_is_even_imported() -> No
     probe = (
         "import sys\n"
         "from bridge.observe import tracing\n"
-        "from conftest import make_settings\n"
+        "from support.config import make_settings\n"
         "from bridge.app import create_app\n"
         "assert tracing.start() is None and not tracing.active()\n"
         "app = create_app(make_settings())\n"

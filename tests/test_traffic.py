@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from support_traffic import COOKIE, STORES, Stack, stack_factory  # noqa: F401 - fixture
+
+from support.traffic import COOKIE, STORES, Stack, stack_factory  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 

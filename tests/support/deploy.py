@@ -1,10 +1,26 @@
-"""Helpers for the deployment tests: raw HTTP requests whose path is sent exactly as written
-(httpx and browsers would normalise ``..`` and ``//`` away before sending)."""
+"""Helpers for the deployment tests: nginx's binary, and raw HTTP requests whose path is sent
+exactly as written (httpx and browsers would normalise ``..`` and ``//`` away before sending)."""
 
 from __future__ import annotations
 
 import http.client
+import os
+import shutil
 from dataclasses import dataclass, field
+
+import pytest
+
+
+def nginx_binary() -> str:
+    """Return nginx's path; skip only on a developer machine without it, never in CI."""
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+    )
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail("nginx is not installed, and CI must run the deployment test")
+    pytest.skip("nginx is not installed (./scripts/test.sh installs it)")
 
 
 @dataclass

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent / "cookie_formats"
+HERE = Path(__file__).resolve().parent.parent / "cookie_formats"
 
 
 def node_mint(*jobs: dict[str, Any]) -> list[dict[str, Any]]:

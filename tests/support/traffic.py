@@ -14,13 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from quart import Quart, request
-from support_oidc import OIDC_ENV, ControlledProvider
-from support_redis import RedisServer
 
 from bridge.app import create_app
 from bridge.doubles.fake_sentifyd import create_fake_sentifyd
@@ -31,17 +28,19 @@ from bridge.settings.schema import Settings
 from bridge.store import open_store
 from bridge.store.base import Store
 from bridge.wiring import Bridge
-from conftest import (
+from support.app import Clock
+from support.config import (
     API_KEY,
     AVATAR_ID,
     PREMIUM_API_KEY,
     PREMIUM_ID,
     PUBLIC_URL,
     TEST_ENV,
-    Clock,
-    LiveServer,
     base_config,
 )
+from support.live import LiveServer
+from support.oidc import OIDC_ENV, ControlledProvider, query_of
+from support.redis import RedisServer
 
 COOKIE = "sentifyd_bridge"
 ADMIN_TOKEN = "admin-token-for-traffic-tests-0123456789"
@@ -171,10 +170,6 @@ def stack_factory(tmp_path: Path) -> Iterator[Any]:
         upstream.stop()
     for redis in redises:
         redis.stop()
-
-
-def query_of(url: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 async def sso_sign_in(http: httpx.AsyncClient, stack: Stack, *, sub: str, sid: str) -> None:

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from conftest import free_port
+from support.live import free_port
 
 
 @dataclass

@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
-import support_leaks
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from quart import Quart
@@ -30,9 +29,12 @@ from bridge.app import create_app
 from bridge.settings.loader import _deep_merge, load_settings
 from bridge.settings.schema import Settings
 from bridge.wiring import Bridge
-from conftest import PUBLIC_URL, TEST_ENV, Clock, base_config, free_port
+from support import leaks as support_leaks
+from support.app import Clock
+from support.config import PUBLIC_URL, TEST_ENV, base_config
+from support.live import free_port
 
-OP_DIR = Path(__file__).resolve().parent / "oidc"
+OP_DIR = Path(__file__).resolve().parent.parent / "oidc"
 PROVIDER_LOG = Path(tempfile.gettempdir()) / "sentifyd-bridge-test-oidc-provider.log"
 OP_CLIENT_SECRET = "op-client-secret-for-tests-0123456789"
 support_leaks.always(OP_CLIENT_SECRET)
@@ -58,6 +60,24 @@ class RealProvider:
     @property
     def bridge_url(self) -> str:
         return f"http://127.0.0.1:{self.bridge_port}"
+
+    def bridge_settings(
+        self, backend: str, oidc: dict[str, Any] | None = None, **sections: Any
+    ) -> Settings:
+        """Settings for a bridge at ``bridge_url`` signing in through this provider only, with
+        Sentifyd at ``backend``; ``oidc`` merged into its ``[login.oidc]``."""
+        return oidc_settings(
+            self.bridge_url,
+            {
+                "issuer": self.issuer,
+                "client_id": "bridge",
+                "client_secret_env": "OIDC_CLIENT_SECRET",
+                "scopes": ["openid", "email", "profile", "groups", "offline_access"],
+                **(oidc or {}),
+            },
+            sentifyd={"backend": backend},
+            **sections,
+        )
 
     def stop(self) -> None:
         self.process.terminate()

@@ -8,7 +8,7 @@ fixture). It collects, without a test doing anything:
 - every refresh token and signing key of the stand-in Sentifyd, and its access tokens;
 - the OpenID provider's access and refresh tokens (and its ID tokens) as the bridge receives them;
 - every handle the token endpoint hands out and every cookie value the bridge sets;
-- the site cookies ``conftest.site_cookie`` signs.
+- the site cookies ``support.app.site_cookie`` signs.
 
 It then reads every answer of a bridge app (body and headers), every log record of every logger
 (INFO and up, DEBUG for ``bridge.*``), and the text of every exception a bridge app handles, and
@@ -26,7 +26,7 @@ Two kinds of value:
   nowhere else: never in the bridge's own log records, an exception, an error or another header.
 
 A test that makes a secret of its own registers it with :func:`secret` or :func:`credential`
-(``from support_leaks import secret``); text that does not pass through the hooks (a
+(``from support.leaks import secret``); text that does not pass through the hooks (a
 subprocess's output) is handed over with :func:`scan`.
 """
 
