@@ -18,7 +18,7 @@ commands that the bridge's Lua scripts run inside Redis, and leaves out what Red
 machinery sends (replication, sentinels' and the cluster's pings and hellos, INFO). Each
 run's warm-up (one request per client, which starts its session) is counted too.
 
-The Redis setups are the test suite's (``tests/support_redis.py``), so this needs the test
+The Redis setups are the test suite's (``tests/support/redis.py``), so this needs the test
 extras and the same Debian packages (``redis-server``, ``redis-sentinel``, ``redis-tools``).
 Writes ``bench/results/topologies.{md,json}``.
 """
@@ -70,7 +70,7 @@ def topology(name: str, directory: Path) -> Iterator[tuple[str, list[Any]]]:
     sys.path.insert(0, str(ROOT / "tests"))
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("BRIDGE_SECRET_KEY", "x" * 48)  # tests/conftest.py reads it
-    from support_redis import ClusterSetup, RedisServer, SentinelSetup
+    from support.redis import ClusterSetup, RedisServer, SentinelSetup
 
     if name == "single":
         server = RedisServer(directory).start()
