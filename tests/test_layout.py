@@ -138,3 +138,33 @@ def test_untyped_dicts_are_few() -> None:
     # scope); a shape the bridge knows is a Struct or a TypedDict.
     count = sum(p.read_text().count("dict[str, Any]") for p in BRIDGE.rglob("*.py"))
     assert count <= MAX_OPEN_DICTS, count
+
+
+def test_every_reference_in_a_docstring_names_real_code() -> None:
+    # :mod:`bridge.x`, :func:`bridge.x.f`, :class:`...`, :meth:`...`, :data:`...`: a module
+    # moved or a name renamed leaves no reference behind that points nowhere.
+    import importlib
+    import re
+
+    refs = {
+        ref.rstrip(".")
+        for path in BRIDGE.rglob("*.py")
+        for ref in re.findall(
+            r":(?:mod|func|class|meth|data|attr):`(bridge\.[\w.]+)`", path.read_text()
+        )
+    }
+    missing = []
+    for ref in sorted(refs):
+        parts = ref.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj: object = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[i:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                missing.append(ref)
+            break
+    assert refs and not missing, missing

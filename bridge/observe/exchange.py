@@ -3,7 +3,7 @@
 The request's first step (:func:`bridge.web.requestlog.start`) opens an :class:`Exchange` in a
 context variable; the modules that learn something (the sessions, the routes, the lifecycle)
 note it there, and the last step reads it. It takes the place of Quart's ``g``, so the token
-endpoint's direct path (:mod:`bridge.connection`), which pushes no Quart context, works the
+endpoint's ASGI fast path (:mod:`bridge.web.fastpath`), which pushes no Quart context, works the
 same as a Quart route. Outside a request there is none, and nothing is noted.
 """
 

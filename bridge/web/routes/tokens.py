@@ -61,7 +61,7 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
 
 async def answer(bridge: Bridge, request: Request, avatar_name: str | None) -> Response:
     """The token endpoint's answer: through Quart above, or its direct path for GETs
-    (:meth:`bridge.app.BridgeQuart.direct_route`); it reads no Quart context."""
+    (:class:`bridge.web.fastpath.TokenFastPath`); it reads no Quart context."""
     cors_origin = check_same_origin(request, bridge.settings.server)
     avatar = bridge.settings.avatar(avatar_name)
     if avatar is None:
