@@ -1,7 +1,9 @@
-"""Setting values that parse and check themselves, so an invalid one cannot exist.
+"""Setting values that are checked as they are read, so an invalid one cannot exist.
 
-Each is built from the TOML value by ``parse`` (the loader's msgspec ``dec_hook``) and raises
-:class:`ConfigError` without the setting's name: msgspec adds the path, the loader the name.
+A value a pattern decides (``Name``, ``BasePath``, ``UserField``) is a string with a ``Meta``
+pattern whose description is the error. The others are built from the TOML value by ``parse``
+(the loader's msgspec ``dec_hook``) and raise :class:`ConfigError` without the setting's name:
+msgspec adds the path, the loader the name.
 """
 
 from __future__ import annotations
