@@ -51,12 +51,12 @@ def load_settings(
             raise ConfigError(f"config file not found: {path}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    data, where = _shaped(_deep_merge(data, overrides or {}), env)
+    data, names = _shaped(_deep_merge(data, overrides or {}), env)
     try:
         settings = msgspec.convert(data, Settings, strict=True, dec_hook=_parse)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_dotted(str(exc), where, data)) from None
-    return _with_secrets(settings, env, where, source=str(path or ""))
+        raise ConfigError(_dotted(str(exc), names, data)) from None
+    return _with_secrets(settings, env, names, source=str(path or ""))
 
 
 def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> Table:
@@ -79,7 +79,7 @@ def _parse(kind: type, raw: Any) -> Any:
     return parse(raw)
 
 
-def _shaped(data: Table, env: Mapping[str, str]) -> tuple[Table, dict[str, str]]:
+def _shaped(data: Table, env: Mapping[str, str]) -> tuple[Table, list[str]]:
     """Apply the environment's overrides, fill what the file leaves to the cookie's format and
     name the OIDC providers; return the data and the providers' TOML names."""
     for variable, (section, key) in _FROM_ENV.items():
@@ -95,7 +95,7 @@ def _shaped(data: Table, env: Mapping[str, str]) -> tuple[Table, dict[str, str]]
         data = _deep_merge(data, {"logging": {"level": data["logging"]["level"].upper()}})
     login = data.get("login")
     if not isinstance(login, Mapping):
-        return data, {}
+        return data, []
     login = dict(login)
     cookie = login.get("cookie")
     if isinstance(cookie, Mapping):
@@ -107,13 +107,10 @@ def _shaped(data: Table, env: Mapping[str, str]) -> tuple[Table, dict[str, str]]
         if kind is not None and issubclass(kind, AuthJSCookie) and https and "name" not in cookie:
             name = next(f.default for f in msgspec.structs.fields(kind) if f.name == "name")
             cookie["name"] = f"__Secure-{name}"  # what both libraries call it over https
-    where: dict[str, str] = {}
+    names: list[str] = []
     if "oidc" in login:
-        login["oidc"] = _providers(login["oidc"])
-        for index, provider in enumerate(login["oidc"]):
-            name = provider.get("env:name")
-            where[f"login.oidc[{index}]"] = f"login.oidc.{name}" if name else "login.oidc"
-    return {**data, "login": login}, where
+        login["oidc"], names = _providers(login["oidc"])
+    return {**data, "login": login}, names
 
 
 _COOKIES: dict[str, type[SiteCookie]] = {
@@ -121,18 +118,19 @@ _COOKIES: dict[str, type[SiteCookie]] = {
 }
 
 
-def _providers(raw: Any) -> list[Table]:
-    """``[login.oidc]`` is one provider ("default"); ``[login.oidc.<name>]`` tables are many."""
+def _providers(raw: Any) -> tuple[list[Table], list[str]]:
+    """``[login.oidc]`` is one provider ("default"); ``[login.oidc.<name>]`` tables are many.
+    Return them and the TOML name of each, which its errors use."""
     table = isinstance(raw, Mapping) and raw
     require(table, "login.oidc: must be a table ([login.oidc] or [login.oidc.<name>])")
     if not all(isinstance(table, Mapping) for table in raw.values()):
-        return [dict(raw)]
+        return [dict(raw)], ["login.oidc"]
     providers = []
     for name, table in raw.items():
         ok = re.fullmatch(r"[\w-]+", name)
         require(ok, f"login.oidc.{name}: letters, digits, '_' and '-' only")
         providers.append({**table, "env:name": name})
-    return providers
+    return providers, [f"login.oidc.{name}" for name in raw]
 
 
 _PATH = re.compile(r"(?P<message>.*) - at `\$(?P<path>[^`]*)`", re.S)
@@ -153,7 +151,7 @@ _RULES = {  # msgspec's words, ours; {why} is the field's Meta description
 }
 
 
-def _dotted(error: str, where: Mapping[str, str], data: Table) -> str:
+def _dotted(error: str, names: list[str], data: Table) -> str:
     """Turn msgspec's "Expected `int`, got `str` - at `$.a.b`" into "a.b: must be an integer"."""
     match = _PATH.fullmatch(error)
     message, raw = (match["message"], match["path"]) if match else (error, "")
@@ -170,10 +168,8 @@ def _dotted(error: str, where: Mapping[str, str], data: Table) -> str:
                 why=f" ({why})" if why else "",
                 bare=why or message,
             )
-    path = raw.lstrip(".")
-    for index_path, name in where.items():
-        if path == index_path or path.startswith(index_path + "."):
-            path = name + path[len(index_path) :]
+    # An OIDC provider by its TOML name: login.oidc[1] is login.oidc.<name>.
+    path = re.sub(r"^login\.oidc\[(\d+)\]", lambda m: names[int(m[1])], raw.lstrip("."))
     if unknown:
         kind = _schema_at(raw, data).kinds.get(unknown[1])
         if kind is not None:  # a setting of another kind (another cookie format)
@@ -233,7 +229,7 @@ def _schema_at(path: str, data: Any) -> _Said:
 
 
 def _with_secrets(
-    settings: Settings, env: Mapping[str, str], where: Mapping[str, str], *, source: str
+    settings: Settings, env: Mapping[str, str], names: list[str], *, source: str
 ) -> Settings:
     """Fill each secret from the environment variable its setting names."""
     secret_keys = _secrets(env, "BRIDGE_SECRET_KEY", "the bridge's own signing key, 32+ characters")
@@ -253,7 +249,7 @@ def _with_secrets(
         login = replace(login, cookie=replace(login.cookie, secret_keys=keys))
     providers = []
     for index, p in enumerate(login.oidc):
-        what = f"the OIDC client secret, {where[f'login.oidc[{index}]']}.client_secret_env"
+        what = f"the OIDC client secret, {names[index]}.client_secret_env"
         providers.append(replace(p, client_secret=_secret(env, p.client_secret_env, what)))
     return replace(
         settings,

@@ -488,7 +488,4 @@ class Settings(Section, frozen=True):
     def avatar(self, name: str | None) -> AvatarSettings | None:
         if name is None:
             return self.avatars[0]
-        for avatar in self.avatars:
-            if avatar.name == name:
-                return avatar
-        return None
+        return next((avatar for avatar in self.avatars if avatar.name == name), None)
