@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_args
 
 import msgspec
-import msgspec.inspect
+import msgspec.inspect as mi
 from msgspec.structs import replace
 
 from bridge.errors import ConfigError
@@ -28,6 +28,8 @@ from bridge.settings.values import require
 MIN_SECRET_KEY_LENGTH = 32
 # A TOML table as read, before it is checked: any keys, any values.
 Table = dict[str, Any]
+# The environment's overrides of TOML settings (the first avatar's id is one too).
+_FROM_ENV = {"BRIDGE_STORE_URL": ("store", "url"), "SENTIFYD_BACKEND": ("sentifyd", "backend")}
 
 
 def load_settings(
@@ -49,14 +51,12 @@ def load_settings(
             raise ConfigError(f"config file not found: {path}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    if overrides:
-        data = _deep_merge(data, overrides)
-    data, where = _from_environment(_shaped(data), env)
+    data, names = _shaped(_deep_merge(data, overrides or {}), env)
     try:
         settings = msgspec.convert(data, Settings, strict=True, dec_hook=_parse)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_dotted(str(exc), where, data)) from None
-    return _with_secrets(settings, env, where, source=str(path or ""))
+        raise ConfigError(_dotted(str(exc), names, data)) from None
+    return _with_secrets(settings, env, names, source=str(path or ""))
 
 
 def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> Table:
@@ -79,11 +79,23 @@ def _parse(kind: type, raw: Any) -> Any:
     return parse(raw)
 
 
-def _shaped(data: Table) -> Table:
-    """Fill what the file leaves to the cookie's format and name the OIDC providers."""
+def _shaped(data: Table, env: Mapping[str, str]) -> tuple[Table, list[str]]:
+    """Apply the environment's overrides, fill what the file leaves to the cookie's format and
+    name the OIDC providers; return the data and the providers' TOML names."""
+    for variable, (section, key) in _FROM_ENV.items():
+        if env.get(variable):
+            data = _deep_merge(data, {section: {key: env[variable]}})
+    avatars = data.get("avatars", [])
+    if isinstance(avatars, list):
+        avatars = [dict(a) if isinstance(a, Mapping) else a for a in avatars] or [{}]
+        if env.get("AVATAR_ID") and isinstance(avatars[0], dict):
+            avatars[0]["avatar_id"] = env["AVATAR_ID"]
+        data = {**data, "avatars": avatars}
+    if isinstance(data.get("logging"), Mapping) and isinstance(data["logging"].get("level"), str):
+        data = _deep_merge(data, {"logging": {"level": data["logging"]["level"].upper()}})
     login = data.get("login")
     if not isinstance(login, Mapping):
-        return data
+        return data, []
     login = dict(login)
     cookie = login.get("cookie")
     if isinstance(cookie, Mapping):
@@ -95,9 +107,10 @@ def _shaped(data: Table) -> Table:
         if kind is not None and issubclass(kind, AuthJSCookie) and https and "name" not in cookie:
             name = next(f.default for f in msgspec.structs.fields(kind) if f.name == "name")
             cookie["name"] = f"__Secure-{name}"  # what both libraries call it over https
+    names: list[str] = []
     if "oidc" in login:
-        login["oidc"] = _providers(login["oidc"])
-    return {**data, "login": login}
+        login["oidc"], names = _providers(login["oidc"])
+    return {**data, "login": login}, names
 
 
 _COOKIES: dict[str, type[SiteCookie]] = {
@@ -105,43 +118,19 @@ _COOKIES: dict[str, type[SiteCookie]] = {
 }
 
 
-def _providers(raw: Any) -> Any:
-    """``[login.oidc]`` is one provider ("default"); ``[login.oidc.<name>]`` tables are many."""
+def _providers(raw: Any) -> tuple[list[Table], list[str]]:
+    """``[login.oidc]`` is one provider ("default"); ``[login.oidc.<name>]`` tables are many.
+    Return them and the TOML name of each, which its errors use."""
     table = isinstance(raw, Mapping) and raw
     require(table, "login.oidc: must be a table ([login.oidc] or [login.oidc.<name>])")
     if not all(isinstance(table, Mapping) for table in raw.values()):
-        return [dict(raw)]
+        return [dict(raw)], ["login.oidc"]
     providers = []
     for name, table in raw.items():
         ok = re.fullmatch(r"[\w-]+", name)
         require(ok, f"login.oidc.{name}: letters, digits, '_' and '-' only")
         providers.append({**table, "env:name": name})
-    return providers
-
-
-def _from_environment(data: Table, env: Mapping[str, str]) -> tuple[Table, dict[str, str]]:
-    """Apply the environment's overrides; return the data and the OIDC providers' TOML names."""
-    for variable, section, key in (
-        ("BRIDGE_STORE_URL", "store", "url"),
-        ("SENTIFYD_BACKEND", "sentifyd", "backend"),
-    ):
-        if env.get(variable):
-            data = _deep_merge(data, {section: {key: env[variable]}})
-    avatars = data.get("avatars", [])
-    if isinstance(avatars, list):
-        avatars = [dict(a) if isinstance(a, Mapping) else a for a in avatars] or [{}]
-        if env.get("AVATAR_ID") and isinstance(avatars[0], dict):
-            avatars[0]["avatar_id"] = env["AVATAR_ID"]
-        data = {**data, "avatars": avatars}
-    if isinstance(data.get("logging"), Mapping) and isinstance(data["logging"].get("level"), str):
-        data = _deep_merge(data, {"logging": {"level": data["logging"]["level"].upper()}})
-    where: dict[str, str] = {}
-    login = data.get("login")
-    providers = login.get("oidc") if isinstance(login, Mapping) else None
-    for index, provider in enumerate(providers if isinstance(providers, list) else []):
-        name = provider.get("env:name")
-        where[f"login.oidc[{index}]"] = f"login.oidc.{name}" if name else "login.oidc"
-    return data, where
+    return providers, [f"login.oidc.{name}" for name in raw]
 
 
 _PATH = re.compile(r"(?P<message>.*) - at `\$(?P<path>[^`]*)`", re.S)
@@ -162,29 +151,25 @@ _RULES = {  # msgspec's words, ours; {why} is the field's Meta description
 }
 
 
-def _dotted(error: str, where: Mapping[str, str], data: Table) -> str:
+def _dotted(error: str, names: list[str], data: Table) -> str:
     """Turn msgspec's "Expected `int`, got `str` - at `$.a.b`" into "a.b: must be an integer"."""
     match = _PATH.fullmatch(error)
-    message, path = (match["message"], match["path"]) if match else (error, "")
+    message, raw = (match["message"], match["path"]) if match else (error, "")
     unknown = re.fullmatch(r"Object contains unknown field `(.+)`", message)
     for pattern, text in _RULES.items():
         if rule := re.fullmatch(pattern, message):
             first = rule[1] if rule.groups() else ""
             kinds = (_KINDS.get(kind.strip(), kind.strip()) for kind in first.split("|"))
-            at = f"{path}.{first}" if "required" in pattern else path
-            why = _schema_at(at, data).description
+            why = _schema_at(f"{raw}.{first}" if "required" in pattern else raw, data).description
             message = text.format(
                 *rule.groups(),
                 kinds=" or ".join(kinds),
-                choices=", ".join(_schema_at(path, data).choices),
+                choices=", ".join(_schema_at(raw, data).choices),
                 why=f" ({why})" if why else "",
                 bare=why or message,
             )
-    raw = path
-    path = path.lstrip(".")
-    for index_path, name in where.items():
-        if path == index_path or path.startswith(index_path + "."):
-            path = name + path[len(index_path) :]
+    # An OIDC provider by its TOML name: login.oidc[1] is login.oidc.<name>.
+    path = re.sub(r"^login\.oidc\[(\d+)\]", lambda m: names[int(m[1])], raw.lstrip("."))
     if unknown:
         kind = _schema_at(raw, data).kinds.get(unknown[1])
         if kind is not None:  # a setting of another kind (another cookie format)
@@ -207,47 +192,44 @@ class _Said:
 
 
 def _schema_at(path: str, data: Any) -> _Said:
-    """What the schema says of the setting at ``path`` (``.a.b[0]``) in ``data``."""
-    info: Any = msgspec.inspect.type_info(Settings)
-    for step, index in _STEP.findall(path):
-        said, info = _unwrap(info, data)
-        if step:
-            fields = getattr(info, "fields", ())
-            info = next((f.type for f in fields if f.encode_name == step), None)
-            data = data.get(step) if isinstance(data, Mapping) else None
-        else:
+    """What the schema says of the setting at ``path`` (``.a.b[0]``) in ``data``: look through
+    ``Annotated`` and unions (a tagged one by the tag in ``data``) step by step."""
+    info: Any = mi.type_info(Settings)
+    steps = iter(_STEP.findall(path))
+    while True:
+        said = _Said()
+        while isinstance(info, mi.Metadata | mi.UnionType):
+            if isinstance(info, mi.Metadata):
+                said.description = (info.extra_json_schema or {}).get(
+                    "description", said.description
+                )
+                info = info.type
+                continue
+            kinds: list[Any] = [t for t in info.types if not isinstance(t, mi.NoneType)]
+            if not all(isinstance(t, mi.StructType) for t in kinds) or len(kinds) == 1:
+                info = kinds[0]
+                continue
+            said.choices = tuple(sorted(str(t.tag) for t in kinds))
+            tag = data.get(kinds[0].tag_field) if isinstance(data, Mapping) else None
+            said.kinds = {f.encode_name: f"{t.tag_field} {tag!r}" for t in kinds for f in t.fields}
+            info = next((t for t in kinds if t.tag == tag), None)
+        if isinstance(info, mi.LiteralType):
+            said.choices = tuple(str(v) for v in info.values)
+        name, index = next(steps, ("", ""))
+        if name:
+            info = next(
+                (f.type for f in getattr(info, "fields", ()) if f.encode_name == name), None
+            )
+            data = data.get(name) if isinstance(data, Mapping) else None
+        elif index:
             info = getattr(info, "item_type", None)
             data = data[int(index)] if isinstance(data, list) and int(index) < len(data) else None
-        if info is None:
+        if info is None or not (name or index):
             return said
-    return _unwrap(info, data)[0]
-
-
-def _unwrap(info: Any, data: Any) -> tuple[_Said, Any]:
-    """Look through ``Annotated`` and unions (a tagged one by the tag in ``data``) to the type
-    of ``data``, noting descriptions and choices on the way."""
-    said = _Said()
-    while isinstance(info, msgspec.inspect.Metadata | msgspec.inspect.UnionType):
-        if isinstance(info, msgspec.inspect.Metadata):
-            said.description = (info.extra_json_schema or {}).get("description", said.description)
-            info = info.type
-            continue
-        kinds: list[Any] = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
-        if not all(isinstance(t, msgspec.inspect.StructType) for t in kinds) or len(kinds) == 1:
-            info = kinds[0]
-            continue
-        said.choices = tuple(sorted(str(t.tag) for t in kinds))
-        tag = data.get(kinds[0].tag_field) if isinstance(data, Mapping) else None
-        kind = f"{kinds[0].tag_field} {tag!r}"
-        said.kinds = {f.encode_name: kind for t in kinds for f in t.fields}
-        info = next((t for t in kinds if t.tag == tag), None)
-    if isinstance(info, msgspec.inspect.LiteralType):
-        said.choices = tuple(str(v) for v in info.values)
-    return said, info
 
 
 def _with_secrets(
-    settings: Settings, env: Mapping[str, str], where: Mapping[str, str], *, source: str
+    settings: Settings, env: Mapping[str, str], names: list[str], *, source: str
 ) -> Settings:
     """Fill each secret from the environment variable its setting names."""
     secret_keys = _secrets(env, "BRIDGE_SECRET_KEY", "the bridge's own signing key, 32+ characters")
@@ -265,21 +247,14 @@ def _with_secrets(
         what = "the site's cookie signing key, login.cookie.secret_key_env"
         keys = _secrets(env, login.cookie.secret_key_env, what)
         login = replace(login, cookie=replace(login.cookie, secret_keys=keys))
-    providers = tuple(
-        replace(
-            p,
-            client_secret=_secret(
-                env,
-                p.client_secret_env,
-                f"the OIDC client secret, {where[f'login.oidc[{index}]']}.client_secret_env",
-            ),
-        )
-        for index, p in enumerate(login.oidc)
-    )
+    providers = []
+    for index, p in enumerate(login.oidc):
+        what = f"the OIDC client secret, {names[index]}.client_secret_env"
+        providers.append(replace(p, client_secret=_secret(env, p.client_secret_env, what)))
     return replace(
         settings,
         avatars=avatars,
-        login=replace(login, oidc=providers),
+        login=replace(login, oidc=tuple(providers)),
         secret_keys=secret_keys,
         admin_tokens=_admin_tokens(env),
         metrics_token=_operator_token(env, "BRIDGE_METRICS_TOKEN"),
@@ -306,12 +281,16 @@ def _secret_value(env: Mapping[str, str], variable: str) -> str:
     secret, which a reload reads again: a key rotated there needs no restart)."""
     if env.get(variable) or not env.get(f"{variable}_FILE"):
         return env.get(variable, "")
-    path = env[f"{variable}_FILE"]
+    return _read(f"{variable}_FILE", env[f"{variable}_FILE"]).strip()
+
+
+def _read(variable: str, path: str) -> str:
+    """The text of the file ``variable`` names (never quoted in the error)."""
     try:
         with open(path, encoding="utf-8") as fh:
-            return fh.read().strip()
+            return fh.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{variable}_FILE: cannot read {path}") from exc
+        raise ConfigError(f"{variable}: cannot read {path}") from exc
 
 
 def _operator_token(env: Mapping[str, str], name: str) -> Secret | None:
@@ -352,26 +331,8 @@ def _admin_tokens(env: Mapping[str, str]) -> tuple[OperatorToken, ...]:
         require(ok, f"{where}: must be {TOKENS_FORMAT}")
         tokens.append((where, OperatorToken.of(name, _checked_token(raw, where))))
     path = env.get("BRIDGE_ADMIN_TOKENS_FILE", "")
-    if path:
-        tokens.extend(_token_file(path))
-    names: set[str] = set()
-    digests: set[str] = set()
-    for where, token in tokens:
-        require(token.name not in names, f"{where}: the operator {token.name!r} is named twice")
-        require(token.digest not in digests, f"{where}: the same token is given twice")
-        names.add(token.name)
-        digests.add(token.digest)
-    return tuple(token for _, token in tokens)
-
-
-def _token_file(path: str) -> list[tuple[str, OperatorToken]]:
-    """``name sha256-hex`` per line; ``#`` comments and blank lines are skipped."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"BRIDGE_ADMIN_TOKENS_FILE: cannot read {path}") from exc
-    tokens = []
+    # ``name sha256-hex`` per line; ``#`` comments and blank lines are skipped.
+    lines = _read("BRIDGE_ADMIN_TOKENS_FILE", path).splitlines() if path else []
     for number, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()
         if not text:
@@ -386,4 +347,11 @@ def _token_file(path: str) -> list[tuple[str, OperatorToken]]:
             ' (e.g. from `printf %s "$TOKEN" | sha256sum`)',
         )
         tokens.append((where, OperatorToken(name, digest)))
-    return tokens
+    names: set[str] = set()
+    digests: set[str] = set()
+    for where, token in tokens:
+        require(token.name not in names, f"{where}: the operator {token.name!r} is named twice")
+        require(token.digest not in digests, f"{where}: the same token is given twice")
+        names.add(token.name)
+        digests.add(token.digest)
+    return tuple(token for _, token in tokens)

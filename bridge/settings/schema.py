@@ -32,12 +32,12 @@ from bridge.settings.values import (
     RedisAddress,
     SecureURL,
     SiteURL,
-    StoreURL,
     Strings,
     UpstreamURL,
     UserField,
     named,
     require,
+    store_address,
 )
 
 Seconds = Annotated[float, Meta(gt=0)]
@@ -72,7 +72,7 @@ class ServerSettings(Section, frozen=True):
     public_url: Origin = Origin("http://127.0.0.1:8000")
     allowed_origins: tuple[Origin, ...] = ()
     trusted_proxies: tuple[Network, ...] = ()
-    base_path: BasePath = BasePath("/")
+    base_path: BasePath = "/"
     # The ASGI server `serve` runs the bridge under (docs: README, "Serving"). granian is the one
     # that enforces every limit below; uvicorn and hypercorn each lack one.
     asgi_server: Literal["granian", "uvicorn", "hypercorn"] = "granian"
@@ -118,7 +118,7 @@ class ServerSettings(Section, frozen=True):
 
 class SessionSettings(Section, frozen=True):
     cookie_secure: bool = True
-    cookie_name: Name = Name("sentifyd_bridge")
+    cookie_name: Name = "sentifyd_bridge"
     idle_timeout: Annotated[int, Meta(ge=60)] = 1800
     absolute_timeout: Annotated[int, Meta(ge=60)] = 43200
     refresh_grace: Count = 10
@@ -142,7 +142,7 @@ class SessionSettings(Section, frozen=True):
 
 
 class StoreSettings(Section, frozen=True):
-    url: StoreURL = StoreURL("memory://")
+    url: str = "memory://"
     # A hash tag in the prefix would put every key in one Redis Cluster slot.
     prefix: Annotated[str, Meta(pattern=r"^[^{}]*$", description="must not contain '{' or '}'")] = (
         "sbridge"
@@ -152,16 +152,14 @@ class StoreSettings(Section, frozen=True):
     lock_lease: Seconds = 10.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.url, StoreURL):  # built in code from a plain string
-            force_setattr(self, "url", named("url", StoreURL, self.url))
         # A renewal is tried every third of the lease and may take a whole timeout.
         lasts = self.address is None or self.lock_lease >= 3 * self.timeout
         require(lasts, "lock_lease: must be at least three times store.timeout")
 
     @property
     def address(self) -> RedisAddress | None:
-        """The Redis ``url`` names, parsed once; None for ``memory://``."""
-        return self.url.address
+        """The Redis ``url`` names (None for ``memory://``); checked at start-up."""
+        return named("url", store_address, self.url)
 
 
 class SentifydSettings(Section, frozen=True):
@@ -187,7 +185,7 @@ class ComponentSettings(Section, frozen=True):
 
 
 class AvatarSettings(Section, frozen=True):
-    name: Name = Name("")  # the first avatar is "default" unless named
+    name: Name = ""  # the first avatar is "default" unless named
     avatar_id: str = ""
     api_key_env: str = "AVATAR_API_KEY"
     api_key: Secret = _env("api_key", NO_SECRET)
@@ -203,7 +201,7 @@ class SiteCookieSettings(Section, frozen=True, kw_only=True, tag_field="format")
     name: Annotated[str, _set()]
     secret_key_env: str = "SITE_SECRET_KEY"  # noqa: S105 - a variable's name
     secret_keys: tuple[Secret, ...] = _env("secret_keys", ())
-    user_field: UserField = UserField("user_id")
+    user_field: UserField = "user_id"
     login_url: Annotated[str, _set("where a logged-out visitor signs in")]
     claim_fields: tuple[str, ...] = ()
     logout_url: str = ""
@@ -234,7 +232,7 @@ class ItsdangerousCookie(FlaskCookie, frozen=True, tag="itsdangerous"):
 
 class DjangoCookie(SiteCookieSettings, frozen=True, tag="django"):
     name: Annotated[str, _set()] = "sessionid"
-    user_field: UserField = UserField("_auth_user_id")
+    user_field: UserField = "_auth_user_id"
     max_age: Annotated[int, Meta(ge=1)] = 1209600
 
 
@@ -245,7 +243,7 @@ class RailsCookie(SiteCookieSettings, frozen=True, tag="rails"):
 
 class ExpressCookie(SiteCookieSettings, frozen=True, kw_only=True, tag="express"):
     name: Annotated[str, _set()] = "connect.sid"
-    user_field: UserField = UserField("/passport/user")
+    user_field: UserField = "/passport/user"
     store_url: Annotated[str, _set("the site's Redis, redis://...")]  # where connect-redis keeps
     store_prefix: str = "sess:"
     store_timeout: Seconds = 2.0
@@ -258,7 +256,7 @@ class ExpressCookie(SiteCookieSettings, frozen=True, kw_only=True, tag="express"
 class AuthJSCookie(SiteCookieSettings, frozen=True, tag="authjs"):
     # Over https the loader prefixes "__Secure-", as the library does.
     name: Annotated[str, _set()] = "authjs.session-token"
-    user_field: UserField = UserField("sub")
+    user_field: UserField = "sub"
 
 
 class NextAuthV4Cookie(AuthJSCookie, frozen=True, tag="next-auth-v4"):
@@ -267,7 +265,7 @@ class NextAuthV4Cookie(AuthJSCookie, frozen=True, tag="next-auth-v4"):
 
 class ReactRouterCookie(SiteCookieSettings, frozen=True, tag="react-router"):
     name: Annotated[str, _set()] = "__session"
-    user_field: UserField = UserField("userId")
+    user_field: UserField = "userId"
 
 
 SiteCookie = (
@@ -286,7 +284,7 @@ class JWTLoginSettings(Section, frozen=True, kw_only=True):
     login_url: Annotated[str, _set("where a visitor signs in")]
     cookie: str = ""
     header: str = ""
-    user_field: UserField = UserField("sub")
+    user_field: UserField = "sub"
     claim_fields: tuple[str, ...] = ()
     leeway: AtMost300 = 30
     timeout: Seconds = 5.0
@@ -451,7 +449,7 @@ class Settings(Section, frozen=True):
         require(secure, "session.cookie_secure: must be true when server.public_url is https")
         avatars = self.avatars or (AvatarSettings(),)
         if not avatars[0].name:
-            avatars = (replace(avatars[0], name=Name("default")), *avatars[1:])
+            avatars = (replace(avatars[0], name="default"), *avatars[1:])
         force_setattr(self, "avatars", avatars)
         seen: set[str] = set()
         for index, avatar in enumerate(avatars):
@@ -490,7 +488,4 @@ class Settings(Section, frozen=True):
     def avatar(self, name: str | None) -> AvatarSettings | None:
         if name is None:
             return self.avatars[0]
-        for avatar in self.avatars:
-            if avatar.name == name:
-                return avatar
-        return None
+        return next((avatar for avatar in self.avatars if avatar.name == name), None)

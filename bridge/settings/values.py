@@ -1,7 +1,9 @@
-"""Setting values that parse and check themselves, so an invalid one cannot exist.
+"""Setting values that are checked as they are read, so an invalid one cannot exist.
 
-Each is built from the TOML value by ``parse`` (the loader's msgspec ``dec_hook``) and raises
-:class:`ConfigError` without the setting's name: msgspec adds the path, the loader the name.
+A value a pattern decides (``Name``, ``BasePath``, ``UserField``) is a string with a ``Meta``
+pattern whose description is the error. The others are built from the TOML value by ``parse``
+(the loader's msgspec ``dec_hook``) and raise :class:`ConfigError` without the setting's name:
+msgspec adds the path, the loader the name.
 """
 
 from __future__ import annotations
@@ -62,43 +64,40 @@ def local_path_or(value: str | None, default: str) -> str:
     return value
 
 
-class Text(str):
-    """A string setting that matches ``PATTERN`` (else ``MESSAGE``) and passes ``check``."""
+# An avatar's, a provider's or a cookie's name.
+Name = Annotated[str, Meta(pattern=r"^[\w-]*\Z", description="letters, digits, '_' and '-' only")]
+# A plain path prefix like "/avatar" (or "/").
+BasePath = Annotated[
+    str,
+    Meta(
+        pattern=r"^(/|(/(?!\.\.?(/|\Z))[A-Za-z0-9._~-]+)+)\Z",
+        description="must be '/' or a path like \"/avatar\": letters, digits and . _ ~ - between"
+        " single '/' (no '.' or '..' segment, no '/' at the end, nothing encoded)",
+    ),
+]
+# A claim name, or a JSON pointer (``/passport/user``) into the site's session. In a JSON
+# pointer '~' starts an escape: ~0 ('~') or ~1 ('/').
+UserField = Annotated[
+    str,
+    Meta(
+        pattern=r"(?s)^([^/].*|(/([^~/]|~[01])*)+)\Z",
+        description="must be a claim name or a JSON pointer like /passport/user"
+        " ('~' written ~0, '/' as ~1)",
+    ),
+]
 
-    PATTERN: ClassVar[str] = r"(?s).*"
-    MESSAGE: ClassVar[str] = ""
+
+class Text(str):
+    """A string setting that passes ``check``."""
 
     @classmethod
     def parse(cls, raw: Any) -> Any:
         require(isinstance(raw, str), "must be a string")
-        require(re.fullmatch(cls.PATTERN, raw), cls.MESSAGE)
         return cls(cls.check(raw))
 
     @classmethod
     def check(cls, value: str) -> str:
-        return value
-
-
-class Name(Text):
-    """Letters, digits, '_' and '-' (an avatar, a provider, a cookie)."""
-
-    PATTERN, MESSAGE = r"[\w-]*", "letters, digits, '_' and '-' only"
-
-
-class BasePath(Text):
-    """A plain path prefix like "/avatar" (or "/")."""
-
-    @classmethod
-    def check(cls, value: str) -> str:
-        if value == "/":
-            return value
-        if not value.startswith("/") or value.endswith("/"):
-            raise ConfigError("must start with '/' and not end with one, e.g. \"/avatar\"")
-        for segment in value[1:].split("/"):
-            require(segment not in ("", ".", ".."), "no empty, '.' or '..' segments")
-            if not re.fullmatch(r"[A-Za-z0-9._~-]+", segment):
-                raise ConfigError("letters, digits and . _ ~ - only (nothing encoded, no spaces)")
-        return value
+        raise NotImplementedError
 
 
 class Origin(Text):
@@ -118,7 +117,7 @@ class Origin(Text):
 class SecureURL(Text):
     """An http(s) URL with a host, https unless it is this machine."""
 
-    MESSAGE = "must be the provider's https URL"
+    MESSAGE: ClassVar[str] = "must be the provider's https URL"
     INSECURE: ClassVar[str] = "must be https (plain http for localhost only)"
 
     @classmethod
@@ -142,11 +141,10 @@ class SiteURL(SecureURL):
 class LocalPath(Text):
     """A plain path on this site: no ``//host``, no query, no fragment."""
 
-    PATTERN, MESSAGE = r"[^?#]*", "must be a plain path on this site starting with '/'"
-
     @classmethod
     def check(cls, value: str) -> str:
-        require(local_path_or(value, "") == value, cls.MESSAGE)
+        plain = local_path_or(value, "") == value and "?" not in value and "#" not in value
+        require(plain, "must be a plain path on this site starting with '/'")
         return value
 
 
@@ -159,19 +157,6 @@ class Network(Text):
             ipaddress.ip_network(value, strict=False)
         except ValueError as exc:
             raise ConfigError(f"{value!r} is not an address or CIDR") from exc
-        return value
-
-
-class UserField(Text):
-    """A claim name, or a JSON pointer (``/passport/user``) into the site's session."""
-
-    # In a JSON pointer '~' starts an escape: ~0 ('~') or ~1 ('/').
-    PATTERN = r"(?s)([^/].*)?|(/([^~/]|~[01])*)+"
-    MESSAGE = "'~' in a JSON pointer must be written ~0 (and '/' as ~1)"
-
-    @classmethod
-    def check(cls, value: str) -> str:
-        require(value, "must not be empty")
         return value
 
 
@@ -372,14 +357,9 @@ def parse_url(url: str) -> RedisAddress:
     return named("store.url", RedisAddress.parse, url)
 
 
-class StoreURL(Text):
-    """``memory://`` or a Redis URL; ``address`` is the parsed Redis address (None: memory)."""
-
-    address: RedisAddress | None
-
-    def __init__(self, value: str) -> None:
-        super().__init__()
-        scheme = urlsplit(value).scheme
-        schemes = either(f"{scheme}://" for scheme in ("memory", *REDIS_SCHEMES))
-        require(scheme == "memory" or scheme in REDIS_SCHEMES, f"must start with {schemes}")
-        self.address = None if scheme == "memory" else RedisAddress.parse(value)
+def store_address(url: str) -> RedisAddress | None:
+    """Check a ``store.url``: ``memory://`` (None) or a Redis URL (its address)."""
+    scheme = urlsplit(url).scheme
+    schemes = either(f"{scheme}://" for scheme in ("memory", *REDIS_SCHEMES))
+    require(scheme == "memory" or scheme in REDIS_SCHEMES, f"must start with {schemes}")
+    return None if scheme == "memory" else RedisAddress.parse(url)
