@@ -242,7 +242,8 @@ class SessionRecord(msgspec.Struct, omit_defaults=True):
 # Records are JSON (msgspec's codec, typed on the way in): readable with redis-cli as before,
 # and nothing in them is secret (handles are hashes, the Sentifyd tokens are sealed).
 def _plain(value: object) -> object:
-    # Settings' value types (an avatar's Name) are str subclasses: stored as plain text.
+    # Settings' value types (Text and its kind, e.g. an OIDC issuer URL) are str subclasses:
+    # stored as plain text.
     if isinstance(value, str):
         return str(value)
     raise NotImplementedError(type(value).__name__)

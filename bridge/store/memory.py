@@ -31,7 +31,8 @@ Raw: TypeAlias = bytes | int | set[str] | list[bytes]
 
 
 def _plain(value: object) -> object:
-    # Settings' value types (an avatar's Name) are str subclasses: stored as plain text.
+    # Settings' value types (Text and its kind, e.g. an OIDC issuer URL) are str subclasses:
+    # stored as plain text.
     if isinstance(value, str):
         return str(value)
     raise NotImplementedError(type(value).__name__)
