@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict
 
@@ -178,6 +179,47 @@ async def sessions_page() -> Response:
 
 @blueprint.post(PAGE + "/end")
 async def end_one() -> Response:
+    post = await _signed_in_post()
+    if isinstance(post, Response):
+        return post
+    bridge = post.bridge
+    ref = post.form.get("session")
+    if not isinstance(ref, str) or not _REF_RE.match(ref):
+        raise BadRequest("session must be a reference the page gave out.")
+    for record in await _live_sessions(bridge, post.identity.subject):
+        for key in bridge.settings.secret_keys:
+            if hmac.compare_digest(session_ref(key, post.binding, record.id), ref):
+                await _end(bridge, post.visitor, record, "user_signed_out_device")
+                return _done(bridge, 1)
+    raise UnknownSession()
+
+
+@blueprint.post(PAGE + "/end-others")
+async def end_others() -> Response:
+    post = await _signed_in_post()
+    if isinstance(post, Response):
+        return post
+    bridge, visitor = post.bridge, post.visitor
+    this = visitor.record.id if visitor.record is not None else None
+    ended = 0
+    for record in await _live_sessions(bridge, post.identity.subject):
+        if record.id != this and await _end(bridge, visitor, record, "user_signed_out_others"):
+            ended += 1
+    return _done(bridge, ended)
+
+
+@dataclass
+class _SignedInPost:
+    bridge: Bridge
+    visitor: Visitor
+    identity: Identity
+    binding: str  # what the page's references and CSRF token are bound to
+    form: dict[str, object]
+
+
+async def _signed_in_post() -> _SignedInPost | Response:
+    """The checks every action of this page runs first, in this order: same origin, a signed-in
+    visitor (else the signed-out answer, returned), and the viewer's own CSRF token."""
     bridge = Bridge.of(current_app)
     check_same_origin(request, bridge.settings.server)
     visitor = await bridge.gate.identify(request)
@@ -186,32 +228,7 @@ async def end_one() -> Response:
         return _signed_out(bridge)
     binding = _binding(visitor, identity)
     form = await _checked_form(bridge, binding)
-    ref = form.get("session")
-    if not isinstance(ref, str) or not _REF_RE.match(ref):
-        raise BadRequest("session must be a reference the page gave out.")
-    for record in await _live_sessions(bridge, identity.subject):
-        for key in bridge.settings.secret_keys:
-            if hmac.compare_digest(session_ref(key, binding, record.id), ref):
-                await _end(bridge, visitor, record, "user_signed_out_device")
-                return _done(bridge, 1)
-    raise UnknownSession()
-
-
-@blueprint.post(PAGE + "/end-others")
-async def end_others() -> Response:
-    bridge = Bridge.of(current_app)
-    check_same_origin(request, bridge.settings.server)
-    visitor = await bridge.gate.identify(request)
-    identity = visitor.identity
-    if identity is None:
-        return _signed_out(bridge)
-    await _checked_form(bridge, _binding(visitor, identity))
-    this = visitor.record.id if visitor.record is not None else None
-    ended = 0
-    for record in await _live_sessions(bridge, identity.subject):
-        if record.id != this and await _end(bridge, visitor, record, "user_signed_out_others"):
-            ended += 1
-    return _done(bridge, ended)
+    return _SignedInPost(bridge, visitor, identity, binding, form)
 
 
 async def _end(bridge: Bridge, visitor: Visitor, record: SessionRecord, reason: str) -> bool:
