@@ -172,6 +172,15 @@ def fake_sentifyd(port: int, keys: Secrets, *, latency: float, token_ttl: int) -
     )
 
 
+def bridge_process(
+    name: str, server: str, port: int, config: Path, keys: Secrets, *extra: str
+) -> Proc:
+    """The bridge as ``bench/apps.py bridge`` runs it: under ``server``, on ``port``, with
+    ``config`` and the keys' secrets in its environment (``extra``: more of apps.py's options)."""
+    command = [PYTHON, str(BENCH / "apps.py"), "bridge", "--server", server, "--port", str(port)]
+    return Proc(name, [*command, "--config", str(config), *extra], port, env=keys.env())
+
+
 # The limits every bridge in bench/ runs with, stated in each report. The load generator drives
 # each session far faster than a component does (tens of requests a second instead of one per
 # token lifetime), so the per-session backstop is off; every other limit is at its default

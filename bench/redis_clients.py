@@ -44,12 +44,11 @@ from typing import Any
 
 from common import (
     BENCH,
-    PYTHON,
     RESULTS,
     ROOT,
     NotAllOK,
-    Proc,
     Secrets,
+    bridge_process,
     cpu_seconds,
     fake_sentifyd,
     free_port,
@@ -84,21 +83,9 @@ def run_variant(
     port = free_port()
     store_url = "memory://" if name == "memory" else redis.url
     config = write_bridge_config(workdir, port, fake_port, args.server, store_url=store_url)
-    command = [
-        PYTHON,
-        str(BENCH / "apps.py"),
-        "bridge",
-        "--server",
-        args.server,
-        "--port",
-        str(port),
-        "--config",
-        str(config),
-    ]
-    if name != "memory":
-        command += ["--redis-client", name]
+    client = [] if name == "memory" else ["--redis-client", name]
     rows = []
-    with Proc(f"bridge-{name}", command, port, env=keys.env()) as bridge:
+    with bridge_process(f"bridge-{name}", args.server, port, config, keys, *client) as bridge:
         url = f"http://127.0.0.1:{port}/request_tokens"
         for mode, path in MODES:
             cookies = site_cookies(

@@ -50,6 +50,7 @@ from common import (
     NotAllOK,
     Proc,
     Secrets,
+    bridge_process,
     fake_sentifyd,
     free_port,
     get_json,
@@ -185,22 +186,7 @@ def throughput(
             config = write_bridge_config(workdir, port, fake_port, server)
             cookies = site_cookies(config, keys, args.concurrency)
             url = f"http://127.0.0.1:{port}/request_tokens"
-            with Proc(
-                f"bridge-{server}",
-                [
-                    PYTHON,
-                    str(BENCH / "apps.py"),
-                    "bridge",
-                    "--server",
-                    server,
-                    "--port",
-                    str(port),
-                    "--config",
-                    str(config),
-                ],
-                port,
-                env=keys.env(),
-            ):
+            with bridge_process(f"bridge-{server}", server, port, config, keys):
                 rows.append(
                     _row(
                         f"(c) bridge hot path, {server}",
@@ -233,22 +219,7 @@ def throughput(
                     workdir, port, fake_port, server, store_url=redis_server.url
                 )
                 url = f"http://127.0.0.1:{port}/request_tokens"
-                with Proc(
-                    f"bridge-redis-{server}",
-                    [
-                        PYTHON,
-                        str(BENCH / "apps.py"),
-                        "bridge",
-                        "--server",
-                        server,
-                        "--port",
-                        str(port),
-                        "--config",
-                        str(config),
-                    ],
-                    port,
-                    env=keys.env(),
-                ):
+                with bridge_process(f"bridge-redis-{server}", server, port, config, keys):
                     for mode, label in (("tokens", "hot path"), ("refresh", "refresh path")):
                         redis_server.reset()
                         result = load(url, mode=mode, cookies=cookies, **run)

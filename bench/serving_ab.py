@@ -18,10 +18,8 @@ import tempfile
 from pathlib import Path
 
 from common import (
-    BENCH,
-    PYTHON,
-    Proc,
     Secrets,
+    bridge_process,
     cpu_seconds,
     fake_sentifyd,
     free_port,
@@ -42,22 +40,7 @@ def run_variant(
     )
     config.write_text(text)
     cookies = site_cookies(config, keys, args.concurrency)
-    with Proc(
-        f"bridge-{server}",
-        [
-            PYTHON,
-            str(BENCH / "apps.py"),
-            "bridge",
-            "--server",
-            server,
-            "--port",
-            str(port),
-            "--config",
-            str(config),
-        ],
-        port,
-        env=keys.env(),
-    ) as bridge:
+    with bridge_process(f"bridge-{server}", server, port, config, keys) as bridge:
         url = f"http://127.0.0.1:{port}/request_tokens"
         cpu = cpu_seconds(bridge.pid)
         result = require_all_200(

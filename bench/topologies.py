@@ -39,12 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    BENCH,
-    PYTHON,
     RESULTS,
     ROOT,
-    Proc,
     Secrets,
+    bridge_process,
     fake_sentifyd,
     free_port,
     load,
@@ -127,22 +125,7 @@ def run_topology(
             # The limits of run.py (common.LIMITS): the config already holds its [limits].
             config = write_bridge_config(workdir, port, fake_port, SERVER, store_url=url)
             stack.enter_context(
-                Proc(
-                    f"bridge-{name}-{index}",
-                    [
-                        PYTHON,
-                        str(BENCH / "apps.py"),
-                        "bridge",
-                        "--server",
-                        SERVER,
-                        "--port",
-                        str(port),
-                        "--config",
-                        str(config),
-                    ],
-                    port,
-                    env=keys.env(),
-                )
+                bridge_process(f"bridge-{name}-{index}", SERVER, port, config, keys)
             )
             bridges.append((port, config))
         half = max(1, args.concurrency // 2)
