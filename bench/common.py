@@ -311,3 +311,18 @@ def load(
     if "error" in result:
         raise RuntimeError(f"load generator: {result['error']}")
     return result
+
+
+def rps_and_cpu(
+    name: str, process: Proc, port: int, cookies: list[str], *, concurrency: int, duration: float
+) -> tuple[float, float]:
+    """Page views of a running bridge's token endpoint: its req/s, and the CPU its process
+    group spent per request, in microseconds. Any answer but 200 and nothing is reported."""
+    url = f"http://127.0.0.1:{port}/request_tokens"
+    cpu = cpu_seconds(process.pid)
+    result = require_all_200(
+        name,
+        load(url, mode="tokens", cookies=cookies, concurrency=concurrency, duration=duration),
+    )
+    cpu = cpu_seconds(process.pid) - cpu
+    return float(result["rps"]), cpu / result["requests"] * 1e6

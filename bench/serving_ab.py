@@ -20,11 +20,9 @@ from pathlib import Path
 from common import (
     Secrets,
     bridge_process,
-    cpu_seconds,
     fake_sentifyd,
     free_port,
-    load,
-    require_all_200,
+    rps_and_cpu,
     site_cookies,
     write_bridge_config,
 )
@@ -41,20 +39,9 @@ def run_variant(
     config.write_text(text)
     cookies = site_cookies(config, keys, args.concurrency)
     with bridge_process(f"bridge-{server}", server, port, config, keys) as bridge:
-        url = f"http://127.0.0.1:{port}/request_tokens"
-        cpu = cpu_seconds(bridge.pid)
-        result = require_all_200(
-            server,
-            load(
-                url,
-                mode="tokens",
-                cookies=cookies,
-                concurrency=args.concurrency,
-                duration=args.duration,
-            ),
+        return rps_and_cpu(
+            server, bridge, port, cookies, concurrency=args.concurrency, duration=args.duration
         )
-        cpu = cpu_seconds(bridge.pid) - cpu
-    return float(result["rps"]), cpu / result["requests"] * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,11 +26,9 @@ from common import (
     BIN,
     Proc,
     Secrets,
-    cpu_seconds,
     fake_sentifyd,
     free_port,
-    load,
-    require_all_200,
+    rps_and_cpu,
     site_cookies,
     write_bridge_config,
 )
@@ -60,20 +58,9 @@ def run_variant(
     cookies = site_cookies(config, keys, args.concurrency)
     command = [str(BIN / "sentifyd-bridge"), "serve", "--config", str(config), "--port", str(port)]
     with Proc("bridge", command, port, env={**keys.env(), **otel}) as bridge:
-        url = f"http://127.0.0.1:{port}/request_tokens"
-        cpu = cpu_seconds(bridge.pid)
-        result = require_all_200(
-            "bridge",
-            load(
-                url,
-                mode="tokens",
-                cookies=cookies,
-                concurrency=args.concurrency,
-                duration=args.duration,
-            ),
+        return rps_and_cpu(
+            "bridge", bridge, port, cookies, concurrency=args.concurrency, duration=args.duration
         )
-        cpu = cpu_seconds(bridge.pid) - cpu
-    return float(result["rps"]), cpu / result["requests"] * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
