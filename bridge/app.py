@@ -25,6 +25,7 @@ from bridge.observe.exchange import current as current_exchange
 from bridge.settings.schema import Settings
 from bridge.store import Store
 from bridge.web import requestlog
+from bridge.web.bodies import DrainBodies
 from bridge.web.fastpath import TokenFastPath
 from bridge.web.mount import install
 from bridge.web.requestlog import TOKEN_ENDPOINT
@@ -253,6 +254,8 @@ def create_app(
         )
     # base_path, canonical paths, trusted forwarded headers, in front of the fast path
     install(app, settings.server, inner)
+    # outermost but tracing: every early answer to a POST (a 400 bad path included) is drained
+    app.asgi_app = DrainBodies(app.asgi_app)  # type: ignore[method-assign]
     if tracing.active():  # off, not even a check per request
         app.asgi_app = tracing.TracedRequests(app.asgi_app)  # type: ignore[method-assign]
     return app
