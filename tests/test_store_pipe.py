@@ -186,7 +186,7 @@ async def test_a_script_redis_forgot_is_loaded_again(
     assert await store.put_record("t:r:{a}", b"one", 30, tombstone="t:e:{a}", create=True)
     with redis_server.client() as client:
         client.script_flush()
-    assert await store.swap_record("t:r:{a}", b"one", b"two", 30, tombstone="t:e:{a}") is True
+    assert await store.swap_record("t:r:{a}", b"one", b"two", 30) is True
     assert await store.get_record("t:r:{a}") == b"two"
 
 
@@ -216,7 +216,7 @@ async def test_a_restarted_redis_is_reconnected_to(
     redis_server.start()
     assert await store.get_record("t:r:{a}") is None  # no persistence: a fresh Redis
     assert await store.put_record("t:r:{a}", b"w", 30, tombstone="t:e:{a}", create=True)
-    assert await store.swap_record("t:r:{a}", b"w", b"x", 30, tombstone="t:e:{a}") is True
+    assert await store.swap_record("t:r:{a}", b"w", b"x", 30) is True
 
 
 async def test_a_hung_redis_is_bounded_and_its_late_replies_reach_nobody(
@@ -286,7 +286,7 @@ async def test_it_authenticates_as_a_user_and_selects_the_database(acl_redis: Re
     store = RedisStore(parse_url(f"redis://bridge:user-pass@127.0.0.1:{acl_redis.port}/3"))
     try:
         assert await store.put_record("t:r:{a}", b"v", 30, tombstone="t:e:{a}", create=True)
-        assert await store.swap_record("t:r:{a}", b"v", b"w", 30, tombstone="t:e:{a}") is True
+        assert await store.swap_record("t:r:{a}", b"v", b"w", 30) is True
         assert await store.get_record("t:r:{a}") == b"w"
     finally:
         await store.close()

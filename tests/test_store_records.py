@@ -81,8 +81,18 @@ async def test_an_ended_record_is_never_written_back(store: Store) -> None:
     assert await store.get_record(RECORD) is None
 
 
+async def test_a_swap_after_the_session_ended_writes_nothing(store: Store) -> None:
+    # A request read the record, then the session ended before its write: the write finds no
+    # record (ending deletes it as it leaves the tombstone), so it writes nothing, then or later.
+    await store.put_record(RECORD, b"read", 30, tombstone=TOMB, create=True)
+    assert await store.end_record(RECORD, TOMB, 30) is True
+    assert await store.swap_record(RECORD, b"read", b"late", 30) is False
+    assert not await store.put_record(RECORD, b"late", 30, tombstone=TOMB, create=True)
+    assert await store.get_record(RECORD) is None
+
+
 async def test_a_swap_of_a_vanished_record_writes_nothing(store: Store) -> None:
-    assert await store.swap_record(RECORD, b"1", b"2", 30, tombstone=TOMB) is False
+    assert await store.swap_record(RECORD, b"1", b"2", 30) is False
     assert await store.get_record(RECORD) is None
 
 
@@ -90,7 +100,7 @@ async def test_a_swap_from_a_stale_read_writes_nothing_and_returns_what_is_store
     store: Store,
 ) -> None:
     await store.put_record(RECORD, b"new", 30, tombstone=TOMB, create=True)
-    outcome = await store.swap_record(RECORD, b"old", b"mine", 30, tombstone=TOMB)
+    outcome = await store.swap_record(RECORD, b"old", b"mine", 30)
     assert isinstance(outcome, Changed) and outcome.current == b"new"
     assert await store.get_record(RECORD) == b"new"
 
@@ -98,7 +108,7 @@ async def test_a_swap_from_a_stale_read_writes_nothing_and_returns_what_is_store
 async def test_a_swap_from_an_equal_read_writes(store: Store) -> None:
     await store.put_record(RECORD, b"1", 30, tombstone=TOMB, create=True)
     read = bytes(bytearray(b"1"))  # equal, not the stored object itself
-    assert await store.swap_record(RECORD, read, b"2", 30, tombstone=TOMB) is True
+    assert await store.swap_record(RECORD, read, b"2", 30) is True
     assert await store.get_record(RECORD) == b"2"
 
 
@@ -116,12 +126,12 @@ async def test_a_swap_fenced_by_a_released_lease_writes_nothing(store: Store) ->
     writes after a Sentifyd call made under the lock."""
     await store.put_record(RECORD, b"1", 30, tombstone=TOMB, create=True)
     async with store.lock(LOCK, wait=1) as lease:
-        assert await store.swap_record(RECORD, b"1", b"2", 30, tombstone=TOMB, fence=lease) is True
+        assert await store.swap_record(RECORD, b"1", b"2", 30, fence=lease) is True
     with pytest.raises(LeaseLost):
-        await store.swap_record(RECORD, b"2", b"3", 30, tombstone=TOMB, fence=lease)
+        await store.swap_record(RECORD, b"2", b"3", 30, fence=lease)
     async with store.lock(LOCK, wait=1):  # another holder now: the old lease still fences
         with pytest.raises(LeaseLost):
-            await store.swap_record(RECORD, b"2", b"4", 30, tombstone=TOMB, fence=lease)
+            await store.swap_record(RECORD, b"2", b"4", 30, fence=lease)
     assert await store.get_record(RECORD) == b"2"
 
 
@@ -148,7 +158,7 @@ async def test_a_holder_stalled_past_its_lease_writes_nothing(
                 with pytest.raises(LeaseLost):
                     await stalled.put_record(RECORD, b"stale", 30, tombstone=TOMB, fence=old)
                 with pytest.raises(LeaseLost):  # the hot path's write, fenced the same way
-                    await stalled.swap_record(RECORD, b"2", b"stale", 30, tombstone=TOMB, fence=old)
+                    await stalled.swap_record(RECORD, b"2", b"stale", 30, fence=old)
                 assert await other.get_record(RECORD) == b"2"
                 assert await other.client.get(LOCK) == new.token.encode()
         assert await other.get_record(RECORD) == b"2"  # nothing the stalled holder did stuck
@@ -209,3 +219,25 @@ async def test_a_holder_renews_its_lease_again_after_a_renewal_failed(
             assert await store.client.get(LOCK) == lease.token.encode()
     finally:
         await store.close()
+
+
+async def test_a_set_answers_as_a_set_as_it_grows_past_and_shrinks_below_its_small_form(
+    store: Store,
+) -> None:
+    # The memory store keeps a small set (a user's sessions) as a tuple, a larger one as a set:
+    # the answers must not tell the two apart, across the boundary both ways.
+    model: set[str] = set()
+    steps = [("add", f"s{n}") for n in range(12)] + [("add", "s3"), ("add", "s0")]
+    steps += [("remove", f"s{n}") for n in range(0, 12, 2)] + [("remove", "absent")]
+    steps += [("add", "s0"), ("add", "s0")] + [("remove", f"s{n}") for n in range(12)]
+    for action, member in steps:
+        if action == "add":
+            await store.set_add("t:user:u", member, 30)
+            model.add(member)
+        else:
+            await store.set_remove("t:user:u", member)
+            model.discard(member)
+        assert await store.set_members("t:user:u") == model, (action, member)
+    assert model == set()
+    await store.set_add("t:user:u", "again", 30)
+    assert await store.set_members("t:user:u") == {"again"}

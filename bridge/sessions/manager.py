@@ -497,14 +497,11 @@ class SessionManager:
         with ``fence``, LeaseLost if the lease lapsed.
         """
         record, raw = ctx.record, ctx.raw
-        key, tombstone = self.record_key(record.id), self.tombstone_key(record.id)
+        key = self.record_key(record.id)
         for _ in range(attempts):
             result = change(record)
             value = encode_record(record)
-            swap = partial(
-                self.store.swap_record,
-                key, raw, value, self.ttl(record), tombstone=tombstone, fence=fence,
-            )  # fmt: skip
+            swap = partial(self.store.swap_record, key, raw, value, self.ttl(record), fence=fence)
             try:
                 with tracing.span("store.record.write"):
                     outcome = await swap()
@@ -541,7 +538,6 @@ class SessionManager:
         )
         note(session_ended=True)  # the response clears this visitor's cookie
         await self.store.set_remove(self.user_key(record.subject), record.id)
-        self.sealer.forget(record.id)
         for forget in self.on_end:
             await forget(record)
         if ended:

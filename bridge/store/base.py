@@ -116,15 +116,19 @@ class Store(abc.ABC):
         value: bytes,
         ttl: float,
         *,
-        tombstone: str,
         fence: Lease | None = None,
     ) -> bool | Changed:
         """Replace a session record that is still ``expected`` with ``value``, atomically.
 
-        True when written; False (nothing written) when ``tombstone`` exists or the record is
-        gone; :class:`Changed` with the stored bytes when another write came first (nothing
+        True when written; False (nothing written) when the record is gone;
+        :class:`Changed` with the stored bytes when another write came first (nothing
         written); :class:`~bridge.errors.LeaseLost` when ``fence`` no longer holds the lock.
         One round trip, and no lock: this is the hot path's only write.
+
+        No tombstone check is needed here: a record and its tombstone never exist together
+        (:meth:`end_record` deletes the one as it leaves the other, and :meth:`put_record`
+        writes nothing under a tombstone), so an ended session's record is gone and the swap
+        finds nothing to replace.
         """
 
     @abc.abstractmethod

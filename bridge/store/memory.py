@@ -27,7 +27,10 @@ SWEEP_INTERVAL = 10.0
 
 # A key's value as kept: a JSON value's encoding or a session record (bytes), a counter, an
 # index (a set of members) or a capped list's encoded entries.
-Raw: TypeAlias = bytes | int | set[str] | list[bytes]
+Raw: TypeAlias = bytes | int | tuple[str, ...] | set[str] | list[bytes]
+# A set of up to this many members (a user's sessions, usually one or two) is kept as a tuple:
+# a one-member set is 216 bytes, a one-member tuple 48, for every idle session's user.
+SMALL_SET = 8
 
 
 def _plain(value: object) -> object:
@@ -130,11 +133,8 @@ class MemoryStore(Store):
         value: bytes,
         ttl: float,
         *,
-        tombstone: str,
         fence: Lease | None = None,
     ) -> bool | Changed:
-        if self._get(tombstone) is not None:
-            return False
         self._check_fence(fence)
         current = self._get(key)
         if not isinstance(current, bytes):
@@ -170,21 +170,32 @@ class MemoryStore(Store):
         members = self._get(key)
         if isinstance(members, set):
             members.add(member)
-            # An index lives as long as its longest-lived member may: its TTL only grows.
-            self._data[key] = (members, max(self._deadline(key), time.monotonic() + ttl))
+        elif isinstance(members, tuple):
+            if member not in members:
+                grown = (*members, member)
+                members = grown if len(grown) <= SMALL_SET else set(grown)
         else:
-            self._put(key, {member}, ttl)
+            self._put(key, (member,), ttl)
+            return
+        # An index lives as long as its longest-lived member may: its TTL only grows.
+        self._data[key] = (members, max(self._deadline(key), time.monotonic() + ttl))
 
     async def set_remove(self, key: str, member: str) -> None:
         members = self._get(key)
-        if isinstance(members, set):
+        if isinstance(members, tuple):
+            rest = tuple(m for m in members if m != member)
+            if rest:
+                self._data[key] = (rest, self._deadline(key))
+            else:
+                self._data.pop(key, None)
+        elif isinstance(members, set):
             members.discard(member)
             if not members:
                 self._data.pop(key, None)
 
     async def set_members(self, key: str) -> builtins.set[str]:
         members = self._get(key)
-        return set(members) if isinstance(members, set) else set()
+        return set(members) if isinstance(members, tuple | set) else set()
 
     # --- capped lists (events) ------------------------------------------------------------
 

@@ -94,12 +94,13 @@ _END_RECORD = """
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return redis.call('DEL', KEYS[1])
 """
-# The hot path's write. KEYS: record, tombstone[, lock]; ARGV: value, ttl ms, SHA-1 of the
-# value the writer read, lock token or "". Swaps the record in only if it is still what the
-# writer read (else puts it back and returns it); two commands when nothing contends.
+# The hot path's write. KEYS: record[, lock]; ARGV: value, ttl ms, SHA-1 of the value the
+# writer read, lock token or "". Swaps the record in only if it is still what the writer read
+# (else puts it back and returns it); one command inside when nothing contends. No tombstone
+# check: _END_RECORD deletes the record as it leaves the tombstone and _PUT_RECORD writes
+# nothing under one, so the two never exist together and an ended record fails 'XX'.
 _SWAP_RECORD = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[4] then return -1 end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return -1 end
 local old = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX', 'GET')
 if not old then return 0 end
 if redis.sha1hex(old) == ARGV[3] then return 1 end
@@ -367,10 +368,9 @@ class RedisStore(Store):
         value: bytes,
         ttl: float,
         *,
-        tombstone: str,
         fence: Lease | None = None,
     ) -> bool | Changed:
-        keys = [key, tombstone] + ([fence.name] if fence is not None else [])
+        keys = [key] + ([fence.name] if fence is not None else [])
         args: list[bytes | str | int] = [
             value,
             _millis(ttl),
