@@ -227,9 +227,7 @@ async def test_old_records_without_a_device_still_decode_and_show(app: Quart) ->
     assert b"device" not in old
     record = decode_record(old)
     assert record is not None and record.device == ""
-    assert await sessions.store.swap_record(
-        key, raw, old, 60, tombstone=sessions.tombstone_key(mac.session_id)
-    )
+    assert await sessions.store.swap_record(key, raw, old, 60)
     (listed,) = (await mac.page())["sessions"]
     assert listed["device"] == "Unknown device" and listed["current"]
 
