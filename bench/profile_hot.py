@@ -1,6 +1,7 @@
 """Profile the bridge's hot path (or refresh path) with pyinstrument under real load.
 
-The bridge runs in this process (hypercorn, the memory store) with the profiler sampling it;
+The bridge runs in this process (uvicorn by default: a server whose whole request path runs in
+Python on this process's loop; ``--server``; the memory store) with the profiler sampling it;
 the stand-in Sentifyd and the load generator run in their own processes. Prints the profile
 as text; ``--html FILE`` also writes pyinstrument's HTML view.
 
@@ -35,15 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("tokens", "refresh"), default="tokens")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--server", choices=("uvicorn", "uvicorn-h11", "hypercorn"), default="uvicorn"
+    )
     parser.add_argument("--html")
     args = parser.parse_args(argv)
 
     from pyinstrument import Profiler
 
     from bridge.app import create_app
-    from bridge.cli import _serve
     from bridge.observe.logs import configure_logging
     from bridge.settings import load_settings
+    from bridge.web.servers import serve
 
     keys = Secrets()
     workdir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
@@ -61,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
         async def serve_and_load() -> None:
             loop = asyncio.get_running_loop()
-            server = asyncio.ensure_future(_serve(app, "127.0.0.1", port))
+            stop = asyncio.Event()
+            server = asyncio.ensure_future(
+                serve(app, "127.0.0.1", port, settings.server, server=args.server, shutdown=stop)
+            )
             await asyncio.sleep(1.0)  # let the server bind
             done = asyncio.Event()
 
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             threading.Thread(target=drive, daemon=True).start()
             await done.wait()
             profiler.stop()
-            os.kill(os.getpid(), 2)  # SIGINT: the server's own graceful shutdown
+            stop.set()  # the server's own graceful shutdown
             await server
 
         asyncio.run(serve_and_load())
