@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--server", choices=("uvicorn", "uvicorn-h11", "hypercorn"), default="uvicorn"
     )
+    parser.add_argument("--store-url", default="memory://", help="redis://... to profile Redis")
     parser.add_argument("--html")
     args = parser.parse_args(argv)
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = Secrets()
     workdir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     fake_port, port = free_port(), free_port()
-    config = write_bridge_config(workdir, port, fake_port, "hypercorn")
+    config = write_bridge_config(workdir, port, fake_port, args.server, store_url=args.store_url)
     cookies = site_cookies(config, keys, args.concurrency)
     os.environ.update(keys.env())
     settings = load_settings(config)
