@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument(
-        "--server", choices=("uvicorn", "uvicorn-h11", "hypercorn"), default="uvicorn"
+        "--server", choices=("granian", "uvicorn", "uvicorn-h11", "hypercorn"), default="uvicorn"
     )
     parser.add_argument("--store-url", default="memory://", help="redis://... to profile Redis")
     parser.add_argument("--html")
