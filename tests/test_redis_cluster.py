@@ -110,6 +110,26 @@ def record_key(visitor: Visitor) -> str:
     return f"{PREFIX}:session:{{{SessionManager.session_id(visitor.session)}}}"
 
 
+async def each_refreshed_through_the_other_bridge(
+    http: httpx.AsyncClient, bridges: tuple[BridgeProcess, BridgeProcess], visitors: list[Visitor]
+) -> None:
+    """Each visitor refreshes through the bridge it did not start on: 200, same cookie.
+
+    That bridge may meet a moved or dead master once more before its slot map follows: a 503
+    store_unavailable then, as during the move itself (a two-worker run saw one), but never a
+    lost session: 200 with the same cookie within a few tries.
+    """
+    for i, visitor in enumerate(visitors):
+        deadline = time.monotonic() + 10
+        while True:
+            refreshed = await visitor.tokens(http, bridges[(i + 1) % 2], visitor.handles[-1])
+            if refreshed.status_code != 503 or time.monotonic() > deadline:
+                break
+            assert refreshed.json()["error"] == "store_unavailable"
+            await asyncio.sleep(0.2)
+        assert refreshed.status_code == 200 and not new_cookie(refreshed)
+
+
 # --- everything one Redis promises --------------------------------------------------------------
 
 
@@ -362,18 +382,7 @@ async def test_a_slot_migrated_during_traffic_loses_nothing(
     assert {c for _, s, c, _ in load.statuses if s == 503} <= {"store_unavailable"}
     assert cluster.owner(record_key(mover)).port == target.port
     assert upstream.login_calls == logins
-    for i, visitor in enumerate(visitors):
-        # The other bridge may meet the dead master once more before its slot map follows the
-        # promotion: a 503 store_unavailable then, as during the failover (a two-worker run
-        # saw one), but never a lost session: 200 with the same cookie within a few tries.
-        deadline = time.monotonic() + 10
-        while True:
-            refreshed = await visitor.tokens(http, bridges[(i + 1) % 2], visitor.handles[-1])
-            if refreshed.status_code != 503 or time.monotonic() > deadline:
-                break
-            assert refreshed.json()["error"] == "store_unavailable"
-            await asyncio.sleep(0.2)
-        assert refreshed.status_code == 200 and not new_cookie(refreshed)
+    await each_refreshed_through_the_other_bridge(http, bridges, visitors)
 
 
 async def test_a_master_failover_is_followed_without_losing_sessions(
@@ -410,15 +419,4 @@ async def test_a_master_failover_is_followed_without_losing_sessions(
     assert load.slowest < 3 * STORE_TIMEOUT + LOCK_WAIT
     assert upstream.login_calls == logins
     assert cluster.owner(record_key(visitors[0])).port != victim.port
-    for i, visitor in enumerate(visitors):
-        # The other bridge may meet the dead master once more before its slot map follows the
-        # promotion: a 503 store_unavailable then, as during the failover (a two-worker run
-        # saw one), but never a lost session: 200 with the same cookie within a few tries.
-        deadline = time.monotonic() + 10
-        while True:
-            refreshed = await visitor.tokens(http, bridges[(i + 1) % 2], visitor.handles[-1])
-            if refreshed.status_code != 503 or time.monotonic() > deadline:
-                break
-            assert refreshed.json()["error"] == "store_unavailable"
-            await asyncio.sleep(0.2)
-        assert refreshed.status_code == 200 and not new_cookie(refreshed)
+    await each_refreshed_through_the_other_bridge(http, bridges, visitors)

@@ -13,6 +13,7 @@ import msgspec
 from bridge.doubles.fake_sentifyd import FakeState
 from bridge.sessions.manager import Block
 from bridge.sessions.oidc_login import PendingLogin, _pending_login
+from bridge.store.base import JSONObject
 from bridge.store.memory import MemoryStore
 from bridge.store.redis import _dumps
 
@@ -28,6 +29,17 @@ def _pending() -> PendingLogin:
     )
 
 
+# The same login state as the plain dict earlier versions stored (key order included).
+PENDING_AS_DICT: JSONObject = {
+    "provider": "zoë",
+    "nonce": "n",
+    "verifier": "v",
+    "next": "/après",
+    "binding": "b" * 64,
+    "created": 1700000000.125,
+}
+
+
 def test_a_block_is_stored_as_the_until_object_it_always_was() -> None:
     assert msgspec.to_builtins(Block(1700000000.5)) == {"until": 1700000000.5}
 
@@ -35,34 +47,15 @@ def test_a_block_is_stored_as_the_until_object_it_always_was() -> None:
 def test_a_login_state_keeps_its_keys_in_their_order() -> None:
     plain = msgspec.to_builtins(_pending())
     assert list(plain) == ["provider", "nonce", "verifier", "next", "binding", "created"]
-    as_dict = {
-        "provider": "zoë",
-        "nonce": "n",
-        "verifier": "v",
-        "next": "/après",
-        "binding": "b" * 64,
-        "created": 1700000000.125,
-    }
-    assert plain == as_dict
+    assert plain == PENDING_AS_DICT
     # Redis keeps json.dumps' text (non-ASCII escaped), as for the dict before.
-    assert _dumps(plain) == json.dumps(as_dict, separators=(",", ":"))
+    assert _dumps(plain) == json.dumps(PENDING_AS_DICT, separators=(",", ":"))
 
 
 async def test_the_memory_store_keeps_the_same_bytes_for_a_typed_value() -> None:
     store = MemoryStore()
     await store.set("k:typed", msgspec.to_builtins(_pending()), 30)
-    await store.set(
-        "k:dict",
-        {
-            "provider": "zoë",
-            "nonce": "n",
-            "verifier": "v",
-            "next": "/après",
-            "binding": "b" * 64,
-            "created": 1700000000.125,
-        },
-        30,
-    )
+    await store.set("k:dict", PENDING_AS_DICT, 30)
     entries = store.entries()
     assert entries["k:typed"][0] == entries["k:dict"][0]
 
