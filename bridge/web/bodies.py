@@ -65,7 +65,8 @@ class DrainBodies:
         ):
             await self.app(scope, receive, send)
             return
-        await _Request(receive, send, self.limit, self.seconds).run(self.app, scope)
+        request = _Request(receive, send, self.limit, self.seconds)
+        await self.app(scope, request.receive, request.send)
 
 
 class _Request:
@@ -80,9 +81,6 @@ class _Request:
         self._seconds = seconds
         self._lock = asyncio.Lock()
         self._done = False  # the body's last part arrived, or the client left
-
-    async def run(self, app: Any, scope: Any) -> None:
-        await app(scope, self.receive, self.send)
 
     def _note(self, message: ASGIReceiveEvent) -> None:
         if message["type"] != "http.request" or not message.get("more_body", False):
