@@ -286,3 +286,24 @@ def test_an_early_answer_to_a_post_reaches_the_client_every_time(
                 key = type(error).__name__
             seen[key] = seen.get(key, 0) + 1
     assert seen == {f"{status} {code}": 150}
+
+
+def test_normal_posts_read_by_the_app_are_answered_at_once_under_the_drain(
+    served: Served,
+) -> None:
+    # The drain's bounds (1 MiB, 5 s) are for bodies an answer did not read. A normal POST,
+    # whose body the app reads, is never held: 100 of them (JSON and chunked form bodies; under
+    # the anonymous per-address limit, 120 a minute) each answer as the route does, well inside
+    # the test's timeout (held for the drain's 5 s each, they would take over 8 minutes).
+    handle = "h" * 43
+    with httpx.Client(base_url=f"http://127.0.0.1:{served.port}", timeout=10) as client:
+        for _ in range(50):
+            json_post = client.post("/request_tokens", json={"refreshToken": handle})
+            chunked = client.post(
+                "/request_tokens",
+                content=iter([b"refreshToken=", handle.encode()]),  # no length: chunked
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            for answer in (json_post, chunked):
+                assert answer.status_code == 401, answer.text
+                assert answer.json()["error"] == "login_required"
