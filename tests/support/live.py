@@ -19,9 +19,14 @@ class LiveServer:
     """An ASGI app served on 127.0.0.1 exactly as ``sentifyd-bridge serve`` serves it (granian,
     its default, uvicorn or hypercorn), in a thread with its own event loop."""
 
-    def __init__(self, app: Any, port: int | None = None, server: str = "granian") -> None:
+    def __init__(
+        self, app: Any, port: int | None = None, server: str = "granian", *, freeze: bool = False
+    ) -> None:
         self.app = app
         self.server = server
+        # serve() freezes the heap it starts with (bridge.web.servers.freeze_heap): here that
+        # heap is the test run's, so only a test of the freeze asks for it.
+        self.freeze = freeze
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -45,6 +50,7 @@ class LiveServer:
                     ServerSettings(),
                     server=self.server,
                     shutdown=self._stop,
+                    freeze=self.freeze,
                 )
             )
             self._ready.set()
