@@ -50,18 +50,18 @@ async def serve(
     *,
     server: str | None = None,
     shutdown: asyncio.Event | None = None,
-    freeze: bool = True,
+    tune: bool = True,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, or until ``shutdown`` is set.
 
     ``server`` is ``settings.asgi_server`` unless given: ``granian``, ``uvicorn``,
-    ``uvicorn-h11`` (uvicorn with its h11 parser) or ``hypercorn``. ``freeze``: exempt what
-    exists now from full garbage collections (:func:`freeze_heap`); a server that shares its
-    process with other work (a test run) passes False.
+    ``uvicorn-h11`` (uvicorn with its h11 parser) or ``hypercorn``. ``tune``: fit the garbage
+    collector to a server's work first (:func:`tune_gc`); a server that shares its process
+    with other work (a test run) passes False.
     """
     name = server or settings.asgi_server
-    if freeze:
-        freeze_heap()
+    if tune:
+        tune_gc()
     if name == "granian":
         await serve_granian(app, host, port, settings, shutdown=shutdown)
     elif name in ("uvicorn", "uvicorn-h11"):
@@ -73,20 +73,28 @@ async def serve(
         raise ValueError(f"unknown ASGI server {name!r}")
 
 
-def freeze_heap() -> None:
-    """Take what exists now (the modules, the app and its parts) out of the cycle collector's
-    full collections, which would otherwise walk all of it again every time enough short-lived
-    objects have outlived a few younger collections.
+# Net new objects the cycle collector lets accumulate before a young collection: Python's
+# default, 700, is a few dozen requests in flight (README, "Performance").
+YOUNG_THRESHOLD = 10_000
 
-    A request that waits on a socket (Redis, Sentifyd) outlives them, so on a busy Redis-backed
-    bridge that came every half second and stopped every request for 50-70 ms (README,
-    "Performance"). ``gc.freeze``
-    is the standard library's documented way to exempt objects that live as long as the
-    process; they are still freed when nothing refers to them. Garbage is collected first, so
-    none of it is kept.
+
+def tune_gc() -> None:
+    """Make the cycle collector fit a server with many requests in flight.
+
+    Two costs, both of requests that wait on a socket (Redis, Sentifyd): their objects outlive
+    young collections, so (1) at 700 net new objects one ran every few dozen requests and
+    walked every waiting request's objects, and (2) enough of them reached the oldest
+    generation to make a full collection walk the whole heap, modules included, every half
+    second, stopping every request for 50-70 ms. So: what exists now (the modules, the app and
+    its parts) is frozen (``gc.freeze``, the standard library's way to exempt objects that live
+    as long as the process; they are still freed when nothing refers to them), after
+    collecting the garbage so none of it is kept; and the young generation's threshold is
+    :data:`YOUNG_THRESHOLD`. Memory the collector has yet to find is bounded by that many
+    objects.
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

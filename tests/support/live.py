@@ -20,13 +20,13 @@ class LiveServer:
     its default, uvicorn or hypercorn), in a thread with its own event loop."""
 
     def __init__(
-        self, app: Any, port: int | None = None, server: str = "granian", *, freeze: bool = False
+        self, app: Any, port: int | None = None, server: str = "granian", *, tune_gc: bool = False
     ) -> None:
         self.app = app
         self.server = server
-        # serve() freezes the heap it starts with (bridge.web.servers.freeze_heap): here that
-        # heap is the test run's, so only a test of the freeze asks for it.
-        self.freeze = freeze
+        # serve() fits the garbage collector to a server (bridge.web.servers.tune_gc): here the
+        # process is the test run's, so only a test of that asks for it.
+        self.tune_gc = tune_gc
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -50,7 +50,7 @@ class LiveServer:
                     ServerSettings(),
                     server=self.server,
                     shutdown=self._stop,
-                    freeze=self.freeze,
+                    tune=self.tune_gc,
                 )
             )
             self._ready.set()
