@@ -19,6 +19,7 @@ import pytest
 import redis
 from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.errors import StoreUnavailable
 from bridge.store.pipe import Pipe, _Reply, pack
@@ -93,6 +94,7 @@ async def read_in_pieces(stream: bytes, cuts: list[int], count: int) -> list[Any
     reply = _Reply()
     callers = [loop.create_future() for _ in range(count)]
     reply.waiting.extend(callers)
+    reply.deadlines.extend([loop.time() + 60] * count)
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         if end > start:
             reply.data_received(stream[start:end])
@@ -238,6 +240,28 @@ async def test_a_hung_redis_is_bounded_and_its_late_replies_reach_nobody(
     # The frozen server's twenty replies to "a" must not answer these.
     assert await store.get_record("t:r:{b}") == b"b"
     assert await asyncio.gather(*(store.get_record("t:r:{b}") for _ in range(5))) == [b"b"] * 5
+
+
+async def test_each_reply_is_due_its_own_timeout_after_its_call(
+    pipe: Pipe,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    # One timer watches the oldest reply owed. Here it is first set for a reply that comes at
+    # once; when it fires, the call asked later (Redis hung meanwhile) is owed, due later: the
+    # timer waits for that one's own deadline, then closes the connection and fails it.
+    assert await pipe.call(b"PING") == b"PONG"  # the timer, set for this reply's deadline
+    await asyncio.sleep(TIMEOUT / 2)
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):  # not wait_for's own: the pipe's, in time
+            await asyncio.wait_for(pipe.call(b"GET", "k"), TIMEOUT * 4)
+        took = time.monotonic() - started
+    finally:
+        redis_server.resume()
+    assert TIMEOUT - 0.05 <= took < TIMEOUT + 0.3  # its own deadline: not the first call's
+    assert await pipe.call(b"PING") == b"PONG"  # a fresh connection
+    assert pipe_connections(redis_server) == 1  # the hung one was closed
 
 
 async def test_a_server_that_accepts_and_never_answers_is_bounded(tmp_path: Path) -> None:

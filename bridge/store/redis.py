@@ -193,28 +193,29 @@ def connect(address: RedisAddress, timeout: float) -> tuple[Redis | RedisCluster
 class _Guard:
     """``async with store._guard():`` a timeout around the calls, and any failure a 503.
 
-    A class rather than a generator-based context manager: it is entered on every Redis call.
+    ``timed=False`` for the pipe's calls, which it bounds itself (a late reply closes its
+    connection). A class rather than a generator-based context manager: it is entered on
+    every Redis call.
     """
 
     __slots__ = ("store", "timeout")
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: RedisStore, timed: bool) -> None:
         self.store = store
-        self.timeout = asyncio.timeout(store.timeout)
+        self.timeout = asyncio.timeout(store.timeout) if timed else None
 
     async def __aenter__(self) -> None:
-        await self.timeout.__aenter__()
+        if self.timeout is not None:
+            await self.timeout.__aenter__()
 
     async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> None:
         store = self.store
-        try:
-            await self.timeout.__aexit__(kind, error, traceback)
-        except store._errors as exc:  # the timeout's TimeoutError
-            error = exc
+        if self.timeout is not None:
+            try:
+                await self.timeout.__aexit__(kind, error, traceback)
+            except store._errors as exc:  # the timeout's TimeoutError
+                error = exc
         if error is not None and isinstance(error, store._errors):
-            if isinstance(error, TimeoutError) and store._pipe is not None:
-                # Whatever the pipe's connection still owes may never come: start afresh.
-                store._pipe.drop()
             # One line when an outage starts, not one per request; the type only, because a
             # Redis error's text may quote a value.
             if not store._failing:
@@ -298,9 +299,10 @@ class RedisStore(Store):
             lease=settings.lock_lease,
         )
 
-    def _guard(self) -> _Guard:
-        """Bound the enclosed Redis calls by the timeout; turn any failure into a 503."""
-        return _Guard(self)
+    def _guard(self, *, timed: bool = True) -> _Guard:
+        """Bound the enclosed Redis calls by the timeout (``timed``: the pipe bounds its own);
+        turn any failure into a 503."""
+        return _Guard(self, timed)
 
     # --- records ------------------------------------------------------------------------
 
@@ -328,7 +330,7 @@ class RedisStore(Store):
             await self.client.delete(key)
 
     async def get_record(self, key: str) -> bytes | None:
-        async with self._guard():
+        async with self._guard(timed=self._pipe is None):
             if self._pipe is not None:
                 raw = await self._pipe.call(b"GET", key)
             else:
@@ -377,7 +379,7 @@ class RedisStore(Store):
             hashlib.sha1(expected, usedforsecurity=False).hexdigest(),
             fence.token if fence is not None else "",
         ]
-        async with self._guard():
+        async with self._guard(timed=self._pipe is None):
             if self._pipe is not None:
                 # By its SHA; the pipe loads the text itself if Redis forgot it.
                 sha = self._swap_record.sha
