@@ -14,7 +14,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -61,7 +61,7 @@ class Proc:
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Proc:
+    def __enter__(self) -> Self:
         self.proc = subprocess.Popen(
             self.args,
             env=self.env,

@@ -29,16 +29,23 @@ def render(report: dict[str, Any]) -> str:
         "![throughput and latency, side by side](bench/results/latest.png)",
         "",
         f"Run {meta['date']} at commit `{meta['commit']}` on {meta['machine']}; "
-        f"{meta['concurrency']} concurrent clients, {meta['duration']:g} s per row; stand-in "
-        "Sentifyd with 50 ms latency; limits at their defaults except "
+        f"{meta['concurrency']} concurrent clients, {meta['duration']:g} s per row"
+        + (
+            f", each server's rows in {meta['rounds']} rounds side by side, the memory store's "
+            "and Redis's in turn (a row is the mean of its rounds)"
+            if meta.get("rounds", 1) > 1
+            else ""
+        )
+        + "; stand-in Sentifyd with 50 ms latency; limits at their defaults except "
         f"{', '.join(f'{k} = {v!r}' for k, v in meta['limits'].items())}; every answer 200.",
         "",
-        "| Scenario | req/s | p50 ms | p99 ms | requests | note |",
-        "|---|---:|---:|---:|---:|---|",
+        "| Scenario | req/s | each round | p50 ms | p99 ms | requests | note |",
+        "|---|---:|---|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
+        each = ", ".join(f"{rps:,.0f}" for rps in r.get("rounds_rps", ()))
         lines.append(
-            f"| {r['name']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+            f"| {r['name']} | {r['rps']:,.0f} | {each} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
             f"| {r['requests']:,} | {r['note']} |"
         )
     lines += [

@@ -3,7 +3,11 @@
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python bench/run.py --duration 10 --concurrency 50
 
-Measures, each server in its own process on 127.0.0.1 and the load generator in another:
+Measures, each server in its own process on 127.0.0.1 and the load generator in another (per
+ASGI server one block: its bare ceiling, the bridge on the memory store and on Redis, in turn,
+and its ceiling again; the blocks run ``--rounds`` times, 2 by default, the two stores' order
+swapped each round, and a row reports the mean of its rounds and each one: the machine's speed
+drifts over minutes, so rows compared with each other are run side by side):
 - the load generator's own ceiling (a canned response on raw uvloop);
 - (a) a bare Quart JSON endpoint, the framework's ceiling, under each ASGI server compared,
   measured twice in fresh processes, first and again right after the bridge's (c) rows (the
@@ -148,10 +152,6 @@ def throughput(
     fake_port = free_port()
     with fake_sentifyd(fake_port, keys, latency=UPSTREAM_LATENCY, token_ttl=TOKEN_TTL):
         fake = f"http://127.0.0.1:{fake_port}"
-        for server in args.servers:
-            rows.append(_ceiling(server, f"(a) bare Quart JSON, {server}", run))
-            log(rows[-1])
-
         port = free_port()
         env = {"SENTIFYD_BACKEND": fake, "AVATAR_API_KEY": keys.api_key}
         gunicorn = [
@@ -180,60 +180,106 @@ def throughput(
             log(rows[-1])
             snippet_calls = _upstream_calls(fake, port, None, CALLS_SESSIONS)
 
-        cookies = None
-        for server in args.servers:
-            port = free_port()
-            config = write_bridge_config(workdir, port, fake_port, server)
-            cookies = site_cookies(config, keys, args.concurrency)
-            url = f"http://127.0.0.1:{port}/request_tokens"
-            with bridge_process(f"bridge-{server}", server, port, config, keys):
-                rows.append(
-                    _row(
-                        f"(c) bridge hot path, {server}",
-                        load(url, mode="tokens", cookies=cookies, **run),
-                        server,
-                    )
-                )
-                log(rows[-1])
-                rows.append(
-                    _row(
-                        f"(c) bridge refresh path, {server}",
-                        load(url, mode="refresh", cookies=cookies, **run),
-                        server,
-                    )
-                )
-                log(rows[-1])
-                if server == args.servers[0]:
-                    calls_cookies = site_cookies(config, keys, CALLS_SESSIONS, prefix="calls")
-                    bridge_calls = _upstream_calls(fake, port, calls_cookies, CALLS_SESSIONS)
-            # The ceiling once more, in a fresh process, right after the bridge's rows: the
-            # machine's speed drifts over a run and varies from one process to the next, so
-            # the ratios take the mean of the two (both are reported).
-            rows.append(_ceiling(server, f"(a) bare Quart JSON, {server}, again after (c)", run))
-            log(rows[-1])
+        # Per server, in one block: the bare ceiling, the bridge on the memory store and on
+        # Redis, the ceiling again; the two stores' rows in turn, their order swapped from round
+        # to round. The machine's speed drifts over minutes (other tenants of its host): the
+        # ratios compare rows run side by side, and each row is the mean of its rounds.
+        measured: dict[str, list[dict[str, Any]]] = {}
 
-        for server in args.servers:
-            with RedisServer(workdir) as redis_server:
-                port = free_port()
-                config = write_bridge_config(
-                    workdir, port, fake_port, server, store_url=redis_server.url
-                )
-                url = f"http://127.0.0.1:{port}/request_tokens"
-                with bridge_process(f"bridge-redis-{server}", server, port, config, keys):
-                    for mode, label in (("tokens", "hot path"), ("refresh", "refresh path")):
-                        redis_server.reset()
-                        result = load(url, mode=mode, cookies=cookies, **run)
-                        total = result["requests"] + result["warmup_requests"]
-                        per = redis_server.commands() / total
-                        row = _row(
-                            f"(d) bridge {label} on Redis, {server}",
-                            result,
-                            f"{server}; {per:.1f} Redis commands per request",
+        def add(row: dict[str, Any]) -> None:
+            measured.setdefault(row["name"], []).append(row)
+            log(row)
+
+        bridge_calls: dict[str, Any] = {}
+        for turn in range(args.rounds):
+            for server in args.servers:
+                add(_ceiling(server, f"(a) bare Quart JSON, {server}", run))
+                stores = ["memory", "redis"] if turn % 2 == 0 else ["redis", "memory"]
+                for store in stores:
+                    if store == "memory":
+                        count = not bridge_calls and server == args.servers[0]
+                        calls = _bridge_memory(
+                            server, args, keys, workdir, fake_port, run, add, count
                         )
-                        row["redis_commands_per_request"] = round(per, 2)
-                        rows.append(row)
-                        log(rows[-1])
+                        bridge_calls = calls or bridge_calls
+                    else:
+                        _bridge_redis(server, args, keys, workdir, fake_port, run, add)
+                # The ceiling once more, in a fresh process, right after the bridge's rows: the
+                # ratios take the mean of the two (both are reported).
+                add(_ceiling(server, f"(a) bare Quart JSON, {server}, again after (c)", run))
+        rows += [_mean(same) for same in measured.values()]
     return rows + [{"upstream": {"bridge": bridge_calls, "snippet": snippet_calls}}]
+
+
+def _mean(same: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from its rounds: rates and latencies averaged, counts summed, each round kept."""
+    row = dict(same[0])
+    for key in ("rps", "p50_ms", "p99_ms"):
+        row[key] = sum(r[key] for r in same) / len(same)
+    for key in ("requests", "errors"):
+        row[key] = sum(r[key] for r in same)
+    row["rounds_rps"] = [r["rps"] for r in same]
+    if "redis_commands_per_request" in row:
+        per = sum(r["redis_commands_per_request"] for r in same) / len(same)
+        row["redis_commands_per_request"] = round(per, 2)
+    return row
+
+
+def _bridge_memory(
+    server: str,
+    args: argparse.Namespace,
+    keys: Secrets,
+    workdir: Path,
+    fake_port: int,
+    run: dict[str, Any],
+    add: Any,
+    count_calls: bool,
+) -> dict[str, Any] | None:
+    """The (c) rows: the bridge on the memory store under ``server``; with ``count_calls``,
+    the upstream calls per 1,000 token requests too (returned)."""
+    port = free_port()
+    config = write_bridge_config(workdir, port, fake_port, server)
+    cookies = site_cookies(config, keys, args.concurrency)
+    url = f"http://127.0.0.1:{port}/request_tokens"
+    with bridge_process(f"bridge-{server}", server, port, config, keys):
+        for mode, label in (("tokens", "hot path"), ("refresh", "refresh path")):
+            result = load(url, mode=mode, cookies=cookies, **run)
+            add(_row(f"(c) bridge {label}, {server}", result, server))
+        if not count_calls:
+            return None
+        calls_cookies = site_cookies(config, keys, CALLS_SESSIONS, prefix="calls")
+        return _upstream_calls(f"http://127.0.0.1:{fake_port}", port, calls_cookies, CALLS_SESSIONS)
+
+
+def _bridge_redis(
+    server: str,
+    args: argparse.Namespace,
+    keys: Secrets,
+    workdir: Path,
+    fake_port: int,
+    run: dict[str, Any],
+    add: Any,
+) -> None:
+    """The (d) rows: the bridge under ``server`` on a redis-server of its own, with the Redis
+    commands per token request counted by Redis."""
+    with RedisServer(workdir) as redis_server:
+        port = free_port()
+        config = write_bridge_config(workdir, port, fake_port, server, store_url=redis_server.url)
+        cookies = site_cookies(config, keys, args.concurrency)
+        url = f"http://127.0.0.1:{port}/request_tokens"
+        with bridge_process(f"bridge-redis-{server}", server, port, config, keys):
+            for mode, label in (("tokens", "hot path"), ("refresh", "refresh path")):
+                redis_server.reset()
+                result = load(url, mode=mode, cookies=cookies, **run)
+                total = result["requests"] + result["warmup_requests"]
+                per = redis_server.commands() / total
+                row = _row(
+                    f"(d) bridge {label} on Redis, {server}",
+                    result,
+                    f"{server}; {per:.1f} Redis commands per request",
+                )
+                row["redis_commands_per_request"] = round(per, 2)
+                add(row)
 
 
 def _ceiling(server: str, name: str, run: dict[str, Any]) -> dict[str, Any]:
@@ -417,15 +463,18 @@ def markdown(
     lines = [
         f"Run {meta['date']} at commit `{meta['commit']}` on {meta['machine']}; "
         f"{meta['concurrency']} concurrent "
-        f"clients, {meta['duration']:g} s per row; stand-in Sentifyd with "
+        f"clients, {meta['duration']:g} s per row, each server's rows in {meta['rounds']} "
+        "round(s) side by side, the memory store's and Redis's in turn (a row is the mean of "
+        "its rounds); stand-in Sentifyd with "
         f"{UPSTREAM_LATENCY * 1000:.0f} ms latency; {LIMITS_NOTE}; every answer 200.",
         "",
-        "| Scenario | req/s | p50 ms | p99 ms | requests | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| Scenario | req/s | each round | p50 ms | p99 ms | requests | errors |",
+        "|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
+        each = ", ".join(f"{rps:,.0f}" for rps in r.get("rounds_rps", ()))
         lines.append(
-            f"| {r['name']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+            f"| {r['name']} | {r['rps']:,.0f} | {each} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
             f"| {r['requests']:,} | {r['errors']} |"
         )
     redis_rows = [r for r in rows if "redis_commands_per_request" in r]
@@ -540,6 +589,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per row")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="times each server's block of rows is run (each row reports the mean)",
+    )
+    parser.add_argument(
         "--servers",
         default="granian,hypercorn,uvicorn",
         help="ASGI servers to compare (granian, hypercorn, uvicorn, uvicorn-h11)",
@@ -552,8 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS / "latest"), help="results path prefix")
     args = parser.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]
-    if not 0 < args.duration <= 600 or not 0 < args.concurrency <= 1000:
-        parser.error("duration must be in (0, 600] s and concurrency in (0, 1000]")
+    if not 0 < args.duration <= 600 or not 0 < args.concurrency <= 1000 or args.rounds < 1:
+        parser.error("duration must be in (0, 600] s, concurrency in (0, 1000], rounds >= 1")
 
     def log(item: Any) -> None:
         print(json.dumps(item), file=sys.stderr, flush=True)
@@ -577,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": started,
         "concurrency": args.concurrency,
         "duration": args.duration,
+        "rounds": args.rounds,
         "commit": _commit(),
         "machine": _machine(),
         "servers": args.servers,
