@@ -13,7 +13,8 @@ request head, and to stay idle between requests), ``max_head_bytes`` (a bigger h
   pipelining; ``head_timeout`` only bounds idle keep-alive connections.
 - **hypercorn**: ``keep_alive_timeout`` and ``h11_max_incomplete_size``; slower.
 
-The README's "Serving" section has the measurements behind the choice.
+The README's "Serving" section has the measurements behind the choice. Before any of them
+answers, :func:`tune_gc` fits the garbage collector to a server's work (README, "Performance").
 """
 
 from __future__ import annotations
