@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -196,14 +197,12 @@ def throughput(
                 add(_ceiling(server, f"(a) bare Quart JSON, {server}", run))
                 stores = ["memory", "redis"] if turn % 2 == 0 else ["redis", "memory"]
                 for store in stores:
-                    if store == "memory":
-                        count = not bridge_calls and server == args.servers[0]
-                        calls = _bridge_memory(
-                            server, args, keys, workdir, fake_port, run, add, count
-                        )
-                        bridge_calls = calls or bridge_calls
-                    else:
-                        _bridge_redis(server, args, keys, workdir, fake_port, run, add)
+                    count = store == "memory" and not bridge_calls and server == args.servers[0]
+                    calls = _bridge_rows(
+                        server, args, keys, workdir, fake_port, run, add,
+                        on_redis=store == "redis", count_calls=count,
+                    )  # fmt: skip
+                    bridge_calls = calls or bridge_calls
                 # The ceiling once more, in a fresh process, right after the bridge's rows: the
                 # ratios take the mean of the two (both are reported).
                 add(_ceiling(server, f"(a) bare Quart JSON, {server}, again after (c)", run))
@@ -225,7 +224,7 @@ def _mean(same: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def _bridge_memory(
+def _bridge_rows(
     server: str,
     args: argparse.Namespace,
     keys: Secrets,
@@ -233,46 +232,35 @@ def _bridge_memory(
     fake_port: int,
     run: dict[str, Any],
     add: Any,
-    count_calls: bool,
+    *,
+    on_redis: bool,
+    count_calls: bool = False,
 ) -> dict[str, Any] | None:
-    """The (c) rows: the bridge on the memory store under ``server``; with ``count_calls``,
-    the upstream calls per 1,000 token requests too (returned)."""
-    port = free_port()
-    config = write_bridge_config(workdir, port, fake_port, server)
-    cookies = site_cookies(config, keys, args.concurrency)
-    url = f"http://127.0.0.1:{port}/request_tokens"
-    with bridge_process(f"bridge-{server}", server, port, config, keys):
-        for mode, label in (("tokens", "hot path"), ("refresh", "refresh path")):
-            result = load(url, mode=mode, cookies=cookies, **run)
-            add(_row(f"(c) bridge {label}, {server}", result, server))
-        if not count_calls:
-            return None
-        calls_cookies = site_cookies(config, keys, CALLS_SESSIONS, prefix="calls")
-        return _upstream_calls(f"http://127.0.0.1:{fake_port}", port, calls_cookies, CALLS_SESSIONS)
-
-
-def _bridge_redis(
-    server: str,
-    args: argparse.Namespace,
-    keys: Secrets,
-    workdir: Path,
-    fake_port: int,
-    run: dict[str, Any],
-    add: Any,
-) -> None:
-    """The (d) rows: the bridge under ``server`` on a redis-server of its own, with the Redis
-    commands per token request counted by Redis."""
-    with RedisServer(workdir) as redis_server:
+    """The bridge's hot and refresh rows under ``server``: (c) on the memory store, or (d) on a
+    redis-server of their own, with the Redis commands per token request counted by Redis.
+    With ``count_calls``, the upstream calls per 1,000 token requests too (returned)."""
+    with ExitStack() as held:
+        redis_server = held.enter_context(RedisServer(workdir)) if on_redis else None
         port = free_port()
-        config = write_bridge_config(workdir, port, fake_port, server, store_url=redis_server.url)
+        store_url = redis_server.url if redis_server is not None else "memory://"
+        config = write_bridge_config(workdir, port, fake_port, server, store_url=store_url)
         cookies = site_cookies(config, keys, args.concurrency)
         url = f"http://127.0.0.1:{port}/request_tokens"
-        with bridge_process(f"bridge-redis-{server}", server, port, config, keys):
+        name = f"bridge-redis-{server}" if on_redis else f"bridge-{server}"
+        with bridge_process(name, server, port, config, keys):
             for mode, label in (("tokens", "hot path"), ("refresh", "refresh path")):
+                if redis_server is None:
+                    add(
+                        _row(
+                            f"(c) bridge {label}, {server}",
+                            load(url, mode=mode, cookies=cookies, **run),
+                            server,
+                        )
+                    )
+                    continue
                 redis_server.reset()
                 result = load(url, mode=mode, cookies=cookies, **run)
-                total = result["requests"] + result["warmup_requests"]
-                per = redis_server.commands() / total
+                per = redis_server.commands() / (result["requests"] + result["warmup_requests"])
                 row = _row(
                     f"(d) bridge {label} on Redis, {server}",
                     result,
@@ -280,6 +268,10 @@ def _bridge_redis(
                 )
                 row["redis_commands_per_request"] = round(per, 2)
                 add(row)
+            if not count_calls:
+                return None
+            calls = site_cookies(config, keys, CALLS_SESSIONS, prefix="calls")
+            return _upstream_calls(f"http://127.0.0.1:{fake_port}", port, calls, CALLS_SESSIONS)
 
 
 def _ceiling(server: str, name: str, run: dict[str, Any]) -> dict[str, Any]:
