@@ -58,3 +58,34 @@ async def test_page_views_past_max_chains_are_all_served_and_the_first_tab_recov
     log = bridge.log()
     assert "refresh_handle_reused" not in log and "session_ended" not in log
     assert "session_started" in log  # the lifecycle is logged, so the absence above means it
+
+
+async def test_300_customers_behind_one_address_with_tabs_are_all_served_by_serve(
+    tmp_path: Path, sentifyd: LiveServer, store_url: str
+) -> None:
+    # Everything at serve's defaults (the limits, the store's timeout, the garbage collector
+    # fitted to a server by tune_gc): 300 signed-in customers from 127.0.0.1, one in ten with
+    # three tabs, 25 browsers at a time; each tab's first request, then one refresh per tab.
+    config = write_bridge_toml(
+        tmp_path / "bridge.toml", **serve_config(sentifyd.url, store={"url": store_url})
+    )
+    bridge = BridgeProcess(tmp_path, "bridge", config_path=config).start()
+    gate = asyncio.Semaphore(25)
+
+    async def customer(http: httpx.AsyncClient, n: int) -> list[int]:
+        visitor = Visitor(f"customer{n}")
+        async with gate:
+            firsts = [await visitor.tokens(http, bridge) for _ in range(3 if n % 10 == 0 else 1)]
+            refreshes = [await visitor.tokens(http, bridge, h) for h in list(visitor.handles)]
+        return [r.status_code for r in firsts + refreshes]
+
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            results = await asyncio.gather(*(customer(http, n) for n in range(300)))
+    finally:
+        bridge.stop()
+    statuses = [s for result in results for s in result]
+    assert len(statuses) == 300 * 2 + 30 * 4
+    assert set(statuses) == {200}
+    assert sentifyd.app.extensions["fake_sentifyd"].login_calls == 300  # one per session
+    assert "Traceback" not in bridge.log()
