@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -41,6 +40,7 @@ from bridge.errors import (
 )
 from bridge.observe import tracing
 from bridge.observe.lifecycle import EventName, Lifecycle
+from bridge.secret import token_hex, token_urlsafe
 from bridge.sessions.manager import (
     AvatarParams,
     Chain,
@@ -159,8 +159,8 @@ class TokenBroker:
 
     async def issue(self, ctx: SessionContext, avatar: AvatarSettings) -> TokenAnswer:
         """Answer a component's first request: tokens plus the handle of a new chain."""
-        handle = secrets.token_urlsafe(32)
-        chain_id = secrets.token_hex(6)
+        handle = token_urlsafe(32)
+        chain_id = token_hex(6)
         current = digest(handle)
 
         def add_chain(record: SessionRecord, entry: TokenEntry) -> str:
@@ -187,7 +187,7 @@ class TokenBroker:
         if not HANDLE_RE.match(handle):
             raise InvalidRefreshToken()
         handle_hash = digest(handle)
-        new_handle = secrets.token_urlsafe(32)
+        new_handle = token_urlsafe(32)
         new_hash = digest(new_handle)
         sealed: list[str] = []  # the grace blob, sealed once however often rotate() runs
         unresolved = self._unresolved.get(handle_hash)
@@ -241,9 +241,7 @@ class TokenBroker:
             if not sealed:
                 sealed.append(seal_with_handle(handle, new_handle))
             self._make_room(record)
-            chain = Chain(
-                id=secrets.token_hex(6), avatar=avatar.name, current=new_hash, created_at=now
-            )
+            chain = Chain(id=token_hex(6), avatar=avatar.name, current=new_hash, created_at=now)
             chain.spend(handle_hash, MAX_RETIRED)
             chain.grace = Grace(hash=handle_hash, at=now, sealed=sealed[0])
             record.chains.append(chain)

@@ -14,7 +14,6 @@ write. A request that was in flight when the session ended finds its save refuse
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from bridge.observe import tracing
 from bridge.observe.exchange import current as current_exchange
 from bridge.observe.exchange import note
 from bridge.observe.lifecycle import Lifecycle
+from bridge.secret import token_urlsafe
 from bridge.sessions.devices import device_label
 from bridge.sessions.sealing import SessionSealer, digest
 from bridge.settings.schema import Settings
@@ -406,7 +406,7 @@ class SessionManager:
             raise SessionRevoked()
         if self.before_create is not None:
             await self.before_create(identity.subject)
-        token = secrets.token_urlsafe(32)
+        token = token_urlsafe(32)
         now = self.clock()
         record = SessionRecord(
             id=self.session_id(token),

@@ -12,7 +12,6 @@ import asyncio
 import builtins
 import copy
 import fnmatch
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from typing import TypeAlias
 import msgspec
 
 from bridge.errors import LeaseLost, StoreUnavailable
+from bridge.secret import token_hex
 from bridge.store.base import Changed, JSONObject, Lease, Store
 
 SWEEP_INTERVAL = 10.0
@@ -233,7 +233,7 @@ class MemoryStore(Store):
             else:
                 # Free: take it now. wait_for would wrap the acquire in a task of its own.
                 await entry.lock.acquire()
-            lease = Lease(name, secrets.token_hex(8))
+            lease = Lease(name, token_hex(8))
             entry.holder = lease.token
             try:
                 yield lease

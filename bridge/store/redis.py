@@ -35,7 +35,6 @@ import builtins
 import hashlib
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -49,6 +48,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from bridge.errors import ConfigError, LeaseLost, StoreUnavailable
+from bridge.secret import token_urlsafe
 from bridge.settings.schema import StoreSettings
 from bridge.settings.values import RedisAddress
 from bridge.settings.values import parse_url as parse_url  # the store URL reader, for callers here
@@ -442,7 +442,7 @@ class RedisStore(Store):
 
     @asynccontextmanager
     async def lock(self, name: str, *, wait: float) -> AsyncIterator[Lease]:
-        token = secrets.token_urlsafe(16)
+        token = token_urlsafe(16)
         waiters, wake = name + ":waiters", name + ":wake"  # the lock's hash tag, its slot
         await self._acquire(name, waiters, wake, token, wait)
         renewer = asyncio.create_task(self._keep(name, token))

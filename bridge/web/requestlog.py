@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 
 from quart import Request, Response
@@ -21,6 +20,7 @@ from quart import Request, Response
 from bridge.observe import logs, tracing
 from bridge.observe.exchange import Exchange, close_exchange, open_exchange
 from bridge.observe.metrics import Metrics
+from bridge.secret import token_hex
 from bridge.wiring import Bridge
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -45,7 +45,7 @@ def start(request: Request, endpoint: str | None) -> Exchange:
     exchange = Exchange(
         request=request,
         started=time.perf_counter(),
-        request_id=incoming_request_id(request) or secrets.token_hex(16),
+        request_id=incoming_request_id(request) or token_hex(16),
         endpoint=endpoint,
     )
     open_exchange(exchange)
