@@ -6,6 +6,7 @@ a token, and the formatter never adds exception text from outside the bridge's o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -44,12 +45,57 @@ class JsonFormatter(logging.Formatter):
 _encode = msgspec.json.Encoder(enc_hook=str).encode
 
 
+class TurnBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the lines of one turn of the event loop in one write.
+
+    On a running loop a line waits for the end of the loop's turn (``call_soon``): under load
+    several requests end in one turn, and a write of each line of its own was one more system
+    call, and one more hand-over of the GIL, per request. Off a loop (another thread, start-up,
+    after the loop ended) the line is written at once, after any still waiting, so lines keep
+    their order. ``flush`` writes what waits; ``logging.shutdown`` calls it at exit.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop a write is due on
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._waiting.append(self.format(record) + self.terminator)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            if self._due_on is not loop:  # (a loop that ended before its turn did too)
+                self._due_on = loop
+                loop.call_soon(self._write_due)
+        except Exception:  # noqa: BLE001 - logging's contract: report on stderr, never raise
+            self.handleError(record)
+
+    def _write_due(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            self._due_on = None
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - as emit: a full or closed stream is reported
+                self.handleError(logging.makeLogRecord({"msg": "log lines not written"}))
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            waiting, self._waiting = self._waiting, []
+            if waiting:
+                self.stream.write("".join(waiting))
+            super().flush()
+
+
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     # The formatter reads none of the caller's file and line, thread or process: the logging
     # HOWTO's "Optimization" switches, so each record skips collecting them (a stack walk).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = TurnBatchedHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
