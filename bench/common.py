@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -120,6 +121,50 @@ def cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:  # fields after "pid (comm)": state ppid pgrp ...
             total += int(fields[11]) + int(fields[12])
     return total / tick
+
+
+class RedisServer(Proc):
+    """A redis-server of the run's own on 127.0.0.1, no persistence."""
+
+    def __init__(self, workdir: Path) -> None:
+        port = free_port()
+        super().__init__(
+            "redis",
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            port,
+            cwd=workdir,
+        )
+        self.url = f"redis://127.0.0.1:{port}/0"
+
+    def commands(self) -> int:
+        """Commands Redis ran since the last reset (those scripts run included)."""
+        import redis
+
+        with redis.Redis(host="127.0.0.1", port=self.port) as client:
+            stats = client.info("commandstats")
+        own = (
+            "cmdstat_info",
+            "cmdstat_config|resetstat",
+            "cmdstat_hello",
+            "cmdstat_client|setinfo",
+        )
+        return sum(int(v["calls"]) for k, v in stats.items() if k not in own)
+
+    def reset(self) -> None:
+        import redis
+
+        with redis.Redis(host="127.0.0.1", port=self.port) as client:
+            client.config_resetstat()
 
 
 def get_json(url: str) -> Any:

@@ -47,6 +47,7 @@ from common import (
     RESULTS,
     ROOT,
     NotAllOK,
+    RedisServer,
     Secrets,
     bridge_process,
     cpu_seconds,
@@ -57,7 +58,6 @@ from common import (
     site_cookies,
     write_bridge_config,
 )
-from run import RedisServer
 
 UPSTREAM_LATENCY = 0.05
 TOKEN_TTL = 3600  # longer than the run: tokens come from each session's cache

@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from common import (
     RESULTS,
     NotAllOK,
     Proc,
+    RedisServer,
     Secrets,
     bridge_process,
     fake_sentifyd,
@@ -87,50 +87,6 @@ def _row(name: str, result: dict[str, Any], note: str = "") -> dict[str, Any]:
         "statuses": result["statuses"],
         "note": note,
     }
-
-
-class RedisServer(Proc):
-    """A redis-server of the run's own on 127.0.0.1, no persistence."""
-
-    def __init__(self, workdir: Path) -> None:
-        port = free_port()
-        super().__init__(
-            "redis",
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            port,
-            cwd=workdir,
-        )
-        self.url = f"redis://127.0.0.1:{port}/0"
-
-    def commands(self) -> int:
-        """Commands Redis ran since the last reset (those scripts run included)."""
-        import redis
-
-        with redis.Redis(host="127.0.0.1", port=self.port) as client:
-            stats = client.info("commandstats")
-        own = (
-            "cmdstat_info",
-            "cmdstat_config|resetstat",
-            "cmdstat_hello",
-            "cmdstat_client|setinfo",
-        )
-        return sum(int(v["calls"]) for k, v in stats.items() if k not in own)
-
-    def reset(self) -> None:
-        import redis
-
-        with redis.Redis(host="127.0.0.1", port=self.port) as client:
-            client.config_resetstat()
 
 
 def throughput(

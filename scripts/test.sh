@@ -9,6 +9,7 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)  # the Sentinel failover tests
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)  # redis-cli --cluster create
+command -v wrk >/dev/null 2>&1 || need+=(wrk)  # bench/wrk_outside.py: page views from outside
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 { [ -x /usr/sbin/dockerd ] && [ -x /usr/sbin/debootstrap ]; } || need+=(docker.io debootstrap)  # tests/test_image.py

@@ -145,3 +145,67 @@ def test_the_in_app_measure_runs_on_every_path() -> None:
 def test_a_run_with_any_answer_but_200_is_not_reported(result: dict[str, object]) -> None:
     with pytest.raises(NotAllOK):
         require_all_200("scenario", result)
+
+
+@pytest.mark.timeout(300)
+def test_page_views_from_outside_with_wrk_answer_2xx_and_are_reported(tmp_path: Path) -> None:
+    out = tmp_path / "wrk_outside"
+    done = _run(
+        [str(BENCH / "wrk_outside.py"), "--duration", "1", "--rounds", "1", "--sessions", "60",
+         "--out", str(out)],
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert set(rows) == {
+        "bare Quart, granian",
+        "bare Quart, hypercorn",
+        "bare Quart, uvicorn",
+        "bridge page views, memory store",
+        "bridge page views, redis store",
+        "documented Flask snippet, gunicorn",
+    }
+    for row in rows.values():
+        assert row["requests"] > 0 and len(row["rounds_rps"]) == 1, row
+    assert 0 < rows["bridge page views, redis store"]["redis_commands_per_request"] < 7
+    assert [t["target"] for t in report["targets"]] == [
+        "page views / ceiling",
+        "page views p99 / ceiling p99",
+        "page views / Flask snippet",
+        "Redis page views / memory store",
+        "Redis commands per page view",
+    ]
+    assert report["meta"]["sessions"] == 60
+    assert "| bridge page views, memory store |" in out.with_suffix(".md").read_text()
+
+
+WRK_REPORT = """Running 1s test @ http://127.0.0.1:8000/request_tokens
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    16.93ms    3.02ms  48.11ms   91.20%
+    Req/Sec     2.95k   120.11     3.11k    80.00%
+  Latency Distribution
+     50%   16.50ms
+     75%   17.80ms
+     90%   19.20ms
+     99%    1.02s
+  2950 requests in 1.00s, 2.10MB read
+{extra}Requests/sec:   2949.51
+Transfer/sec:      2.10MB
+"""
+
+
+def test_wrk_reports_are_read_and_a_run_with_failures_is_refused() -> None:
+    import wrk_outside
+
+    clean = wrk_outside.parse_wrk(WRK_REPORT.format(extra=""))
+    assert clean == {"rps": 2949.51, "requests": 2950, "p50_ms": 16.5, "p99_ms": 1020.0,
+                     "non_2xx": 0, "socket_errors": 0}  # fmt: skip
+    assert wrk_outside.require_clean("row", clean) is clean
+    for extra in (
+        "  Non-2xx or 3xx responses: 3\n",
+        "  Socket errors: connect 0, read 2, write 0, timeout 1\n",
+    ):
+        with pytest.raises(NotAllOK):
+            wrk_outside.require_clean("row", wrk_outside.parse_wrk(WRK_REPORT.format(extra=extra)))
