@@ -3,6 +3,7 @@ cookies, the load generator and RSS readings. Everything listens on 127.0.0.1 on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -314,6 +315,43 @@ def site_cookies(config: Path, keys: Secrets, count: int, prefix: str = "user") 
     assert settings.site_cookie is not None
     source = SiteCookieSource(settings.site_cookie)
     return [str(source.serializer.dumps({"user_id": f"{prefix}-{i}"})) for i in range(count)]
+
+
+async def first_token_requests(
+    port: int, site: list[str], connections: int = 50
+) -> list[tuple[str, str | None]]:
+    """One token request per site cookie (``session=<cookie>``, the bench's site login) over
+    ``connections`` keep-alive connections: each answer's status and the cookie it set
+    (``name=value``, or None), in the order of ``site``."""
+    answers: list[tuple[str, str | None]] = [("", None)] * len(site)
+    queue = iter(enumerate(site))
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for at, cookie in queue:
+                writer.write(
+                    (
+                        f"GET /request_tokens HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                        "Accept: application/json\r\nSec-Fetch-Site: same-origin\r\n"
+                        f"Cookie: session={cookie}\r\n\r\n"
+                    ).encode("latin-1")
+                )
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                length, set_cookie = 0, None
+                for line in head.split("\r\n")[1:]:
+                    name, _, value = line.partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                    elif name.lower() == "set-cookie":
+                        set_cookie = value.strip().split(";", 1)[0]
+                await reader.readexactly(length)
+                answers[at] = (head.split(" ", 2)[1], set_cookie)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return answers
 
 
 def load(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,8 +29,10 @@ from common import (
     BIN,
     NotAllOK,
     Proc,
+    RedisServer,
     Secrets,
     fake_sentifyd,
+    first_token_requests,
     free_port,
     rss_kb,
     site_cookies,
@@ -45,31 +46,8 @@ CONNECTIONS = 50
 async def create_sessions(port: int, cookies: list[str]) -> dict[str, int]:
     """One token request per cookie over CONNECTIONS keep-alive connections; count statuses."""
     statuses: dict[str, int] = {}
-    queue = iter(cookies)
-
-    async def worker() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for cookie in queue:
-                writer.write(
-                    (
-                        f"GET /request_tokens HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                        "Accept: application/json\r\nSec-Fetch-Site: same-origin\r\n"
-                        f"Cookie: session={cookie}\r\n\r\n"
-                    ).encode("latin-1")
-                )
-                head = await reader.readuntil(b"\r\n\r\n")
-                status = head.split(b" ", 2)[1].decode()
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                statuses[status] = statuses.get(status, 0) + 1
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    for status, _ in await first_token_requests(port, cookies, CONNECTIONS):
+        statuses[status] = statuses.get(status, 0) + 1
     return statuses
 
 
@@ -87,27 +65,8 @@ def measure(sizes: list[int], use_redis: bool, warmup: int = WARMUP) -> dict[str
     keys = Secrets()
     workdir = Path(tempfile.mkdtemp(prefix="bench-sessions-"))
     fake_port, port = free_port(), free_port()
-    redis_proc = None
-    store_url = "memory://"
-    if use_redis:
-        redis_port = free_port()
-        redis_proc = Proc(
-            "redis",
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            redis_port,
-            cwd=workdir,
-        )
-        store_url = f"redis://127.0.0.1:{redis_port}/0"
+    redis_proc = RedisServer(workdir) if use_redis else None
+    store_url = redis_proc.url if redis_proc is not None else "memory://"
     config = write_bridge_config(workdir, port, fake_port, "uvicorn", store_url=store_url)
     total = max(sizes)
     cookies = site_cookies(config, keys, warmup + total, prefix="idle")

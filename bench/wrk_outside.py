@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import common
 from common import (
     BENCH,
     BIN,
@@ -49,10 +50,9 @@ from common import (
     PYTHON,
     RESULTS,
     NotAllOK,
-    Proc,
-    RedisServer,
     Secrets,
     fake_sentifyd,
+    first_token_requests,
     free_port,
     site_cookies,
     write_bridge_config,
@@ -142,45 +142,21 @@ async def sign_in(port: int, site: list[str]) -> list[str]:
     """One token request per site cookie; return each session's ``Cookie`` value (the site's
     cookie and the bridge's). Any answer but 200 refuses the run."""
     sessions: list[str] = []
-    queue = iter(site)
-
-    async def worker() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for cookie in queue:
-                writer.write(
-                    (
-                        f"GET /request_tokens HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                        "Accept: application/json\r\nSec-Fetch-Site: same-origin\r\n"
-                        f"Cookie: session={cookie}\r\n\r\n"
-                    ).encode("latin-1")
-                )
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                length, bridge = 0, None
-                for line in head.split("\r\n")[1:]:
-                    name, _, value = line.partition(":")
-                    if name.lower() == "content-length":
-                        length = int(value)
-                    elif name.lower() == "set-cookie":
-                        bridge = value.strip().split(";", 1)[0]
-                await reader.readexactly(length)
-                status = head.split(" ", 2)[1]
-                if status != "200" or bridge is None:
-                    raise NotAllOK(f"sign-in: answer {status}, session cookie {bridge is not None}")
-                sessions.append(f"session={cookie}; {bridge}")
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(worker() for _ in range(SIGN_IN_CONNECTIONS)))
+    for cookie, (status, bridge) in zip(
+        site, await first_token_requests(port, site, SIGN_IN_CONNECTIONS), strict=True
+    ):
+        if status != "200" or bridge is None:
+            raise NotAllOK(f"sign-in: answer {status}, session cookie {bridge is not None}")
+        sessions.append(f"session={cookie}; {bridge}")
     return sessions
 
 
 @contextmanager
 def bridge_serving(store: str, workdir: Path, keys: Secrets, fake_port: int, sessions: int
-                   ) -> Iterator[tuple[str, Path, RedisServer | None]]:  # fmt: skip
+                   ) -> Iterator[tuple[str, Path, common.RedisServer | None]]:  # fmt: skip
     """``sentifyd-bridge serve`` on ``store`` with every limit off and ``sessions`` signed in:
     yields its token URL, the file of the sessions' cookies and the Redis server (if any)."""
-    redis_server = RedisServer(workdir) if store == "redis" else None
+    redis_server = common.RedisServer(workdir) if store == "redis" else None
     port = free_port()
     config = write_bridge_config(
         workdir, port, fake_port, "granian",
@@ -193,7 +169,7 @@ def bridge_serving(store: str, workdir: Path, keys: Secrets, fake_port: int, ses
     try:
         if redis_server is not None:
             redis_server.__enter__()
-        with Proc(f"wrk-bridge-{store}", serve, port, env=keys.env()):
+        with common.Proc(f"wrk-bridge-{store}", serve, port, env=keys.env()):
             signed_in = asyncio.run(sign_in(port, site))
             cookies = workdir / f"cookies-{store}-{port}.txt"
             cookies.write_text("\n".join(signed_in) + "\n")
@@ -201,6 +177,18 @@ def bridge_serving(store: str, workdir: Path, keys: Secrets, fake_port: int, ses
     finally:
         if redis_server is not None:
             redis_server.stop()
+
+
+def _settle(redis_server: common.RedisServer, timeout: float = 10.0) -> None:
+    """Wait until Redis runs no more commands of the sign-in (its answers are all in, but work
+    it started may still be running): page views alone are counted after this."""
+    until, last = time.monotonic() + timeout, -1
+    while time.monotonic() < until:
+        count = redis_server.commands()
+        if count == last:
+            return
+        last = count
+        time.sleep(0.3)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,13 +205,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         command = [PYTHON, str(BENCH / "apps.py"), "ceiling", "--server", server,
                    "--port", str(port)]  # fmt: skip
-        with Proc(f"wrk-ceiling-{server}", command, port):
+        with common.Proc(f"wrk-ceiling-{server}", command, port):
             wrk(f"http://127.0.0.1:{port}/json", 1)  # warm-up
             record(f"bare Quart, {server}", wrk(f"http://127.0.0.1:{port}/json", args.duration))
 
     def bridge(store: str, fake_port: int) -> None:
         with bridge_serving(store, workdir, keys, fake_port, args.sessions) as (url, cookies, rs):
             if rs is not None:
+                _settle(rs)
                 rs.reset()
             result = wrk(url, args.duration, script=script, args=[str(cookies)])
             if rs is not None:
@@ -246,7 +235,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     str(BENCH), "--log-level", "warning", "flask_snippet:app"]  # fmt: skip
         env = {"SENTIFYD_BACKEND": f"http://127.0.0.1:{fake_port}", "AVATAR_API_KEY": keys.api_key}
         url = f"http://127.0.0.1:{port}/request_tokens"
-        with Proc("wrk-flask-snippet", gunicorn, port, env=env):
+        with common.Proc("wrk-flask-snippet", gunicorn, port, env=env):
             # Each of its answers waits on Sentifyd, 50 at a time over 5 workers: at least 5 s,
             # after a warm-up, or a short run ends before the first answers come back.
             wrk(url, 2)
