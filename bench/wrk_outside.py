@@ -267,7 +267,7 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> d
     snippet = by_name["documented Flask snippet, gunicorn"]
 
     def target(what: str, wanted: str, value: float, met: bool, detail: str) -> dict[str, Any]:
-        return {"target": what, "wanted": wanted, "value": round(value, 2), "met": met,
+        return {"target": what, "wanted": wanted, "value": round(value, 3), "met": met,
                 "detail": detail}  # fmt: skip
 
     hot = memory["rps"] / top["rps"]
