@@ -51,7 +51,7 @@ def test_key_derivation_is_rfc5869_hkdf() -> None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-    from bridge.sessions.sealing import _derive
+    from bridge.sessions.sealing import _derive_with, _extractor
 
     for material, salt, info in (
         (COOKIE.encode(), KEY.reveal().encode(), b"sentifyd-bridge/session-tokens/v1"),
@@ -59,7 +59,7 @@ def test_key_derivation_is_rfc5869_hkdf() -> None:
         (b"x", b"s" * 100, b""),
     ):
         expected = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt or None, info=info)
-        assert _derive(material, salt, info) == expected.derive(material)
+        assert _derive_with(_extractor(salt), material, info) == expected.derive(material)
 
 
 def test_raw_sealing_is_bound_to_cookie_session_and_key() -> None:

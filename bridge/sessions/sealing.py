@@ -52,10 +52,6 @@ def _derive_with(extract: hmac.HMAC, material: bytes, info: bytes) -> bytes:
     return hmac.new(prk.digest(), info + b"\x01", hashlib.sha256).digest()
 
 
-def _derive(material: bytes, salt: bytes, info: bytes) -> bytes:
-    return _derive_with(_extractor(salt), material, info)
-
-
 _HANDLE_EXTRACT = _extractor(b"")
 
 
