@@ -168,6 +168,19 @@ class RedisServer(Proc):
             client.config_resetstat()
 
 
+def code_commit() -> str:
+    """The commit the benchmark's code is at (``-dirty`` if tracked files differ from it)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=BENCH, check=False
+        )
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short=12", "HEAD") + ("-dirty" if dirty else "")
+
+
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
@@ -216,6 +229,37 @@ def fake_sentifyd(port: int, keys: Secrets, *, latency: float, token_ttl: int) -
         port,
         env={"AVATAR_API_KEY": keys.api_key},
     )
+
+
+# The documented Flask snippet's server: gunicorn's documented starting point, (2 x cores) + 1
+# sync workers on this 2-core machine.
+GUNICORN_WORKERS = 5
+
+
+def snippet_process(name: str, port: int, sentifyd_url: str, api_key: str) -> Proc:
+    """The documented Flask snippet (``bench/flask_snippet.py``) under gunicorn on ``port``."""
+    command = [
+        str(BIN / "gunicorn"),
+        "--workers",
+        str(GUNICORN_WORKERS),
+        "--worker-class",
+        "sync",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(BENCH),
+        "--log-level",
+        "warning",
+        "flask_snippet:app",
+    ]
+    env = {"SENTIFYD_BACKEND": sentifyd_url, "AVATAR_API_KEY": api_key}
+    return Proc(name, command, port, env=env)
+
+
+def ceiling_process(name: str, server: str, port: int) -> Proc:
+    """The bare Quart JSON endpoint (``bench/apps.py ceiling``) under ``server`` on ``port``."""
+    command = [PYTHON, str(BENCH / "apps.py"), "ceiling", "--server", server, "--port", str(port)]
+    return Proc(name, command, port)
 
 
 def bridge_process(

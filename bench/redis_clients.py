@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,13 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    BENCH,
     RESULTS,
     ROOT,
     NotAllOK,
     RedisServer,
     Secrets,
     bridge_process,
+    code_commit,
     cpu_seconds,
     fake_sentifyd,
     free_port,
@@ -169,17 +168,6 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commit() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=BENCH,
-        check=False,
-    )
-    return done.stdout.strip()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per row")
@@ -193,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = Secrets()
     rows: list[dict[str, Any]] = []
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    commit = _commit()  # the code that runs, not wherever HEAD is by the end
+    commit = code_commit()  # the code that runs, not wherever HEAD is by the end
     with tempfile.TemporaryDirectory(prefix="bench-redis-clients-") as tmp:
         workdir = Path(tmp)
         fake_port = free_port()

@@ -46,7 +46,7 @@ from typing import Any
 
 from common import (
     BENCH,
-    BIN,
+    GUNICORN_WORKERS,
     LIMITS,
     LIMITS_NOTE,
     PYTHON,
@@ -56,16 +56,18 @@ from common import (
     RedisServer,
     Secrets,
     bridge_process,
+    ceiling_process,
+    code_commit,
     fake_sentifyd,
     free_port,
     get_json,
     load,
     require_all_200,
     site_cookies,
+    snippet_process,
     write_bridge_config,
 )
 
-GUNICORN_WORKERS = 5  # (2 x cores) + 1 on this 2-core machine: gunicorn's documented default
 UPSTREAM_LATENCY = 0.05
 TOKEN_TTL = 3600  # longer than the run: one token lifetime covers every request
 CALLS_SESSIONS = 50
@@ -110,22 +112,7 @@ def throughput(
     with fake_sentifyd(fake_port, keys, latency=UPSTREAM_LATENCY, token_ttl=TOKEN_TTL):
         fake = f"http://127.0.0.1:{fake_port}"
         port = free_port()
-        env = {"SENTIFYD_BACKEND": fake, "AVATAR_API_KEY": keys.api_key}
-        gunicorn = [
-            str(BIN / "gunicorn"),
-            "--workers",
-            str(GUNICORN_WORKERS),
-            "--worker-class",
-            "sync",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--chdir",
-            str(BENCH),
-            "--log-level",
-            "warning",
-            "flask_snippet:app",
-        ]
-        with Proc("flask-snippet", gunicorn, port, env=env):
+        with snippet_process("flask-snippet", port, fake, keys.api_key):
             result = load(f"http://127.0.0.1:{port}/request_tokens", **run)
             rows.append(
                 _row(
@@ -233,11 +220,7 @@ def _bridge_rows(
 def _ceiling(server: str, name: str, run: dict[str, Any]) -> dict[str, Any]:
     """The bare Quart endpoint under ``server``, in a fresh process."""
     port = free_port()
-    with Proc(
-        f"ceiling-{server}",
-        [PYTHON, str(BENCH / "apps.py"), "ceiling", "--server", server, "--port", str(port)],
-        port,
-    ):
+    with ceiling_process(f"ceiling-{server}", server, port):
         return _row(name, load(f"http://127.0.0.1:{port}/json", **run), server)
 
 
@@ -502,24 +485,6 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _commit() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=BENCH,
-        check=False,
-    )
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        cwd=BENCH,
-        check=False,
-    )
-    return done.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
 def _machine() -> str:
     model = platform.processor() or platform.machine()
     try:
@@ -581,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "duration": args.duration,
         "rounds": args.rounds,
-        "commit": _commit(),
+        "commit": code_commit(),
         "machine": _machine(),
         "servers": args.servers,
         "gunicorn_workers": GUNICORN_WORKERS,

@@ -47,14 +47,16 @@ from common import (
     BENCH,
     BIN,
     LIMITS_TOML,
-    PYTHON,
     RESULTS,
     NotAllOK,
     Secrets,
+    ceiling_process,
+    code_commit,
     fake_sentifyd,
     first_token_requests,
     free_port,
     site_cookies,
+    snippet_process,
     write_bridge_config,
 )
 
@@ -62,7 +64,6 @@ UPSTREAM_LATENCY = 0.05
 TOKEN_TTL = 3600
 CONNECTIONS = 50
 SERVERS = ("granian", "hypercorn", "uvicorn")
-GUNICORN_WORKERS = 5  # (2 x cores) + 1 on this 2-core machine, as bench/run.py
 LIMITS_OFF = (
     "".join(
         f'{key} = "off"\n'
@@ -203,9 +204,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     def ceiling(server: str) -> None:
         port = free_port()
-        command = [PYTHON, str(BENCH / "apps.py"), "ceiling", "--server", server,
-                   "--port", str(port)]  # fmt: skip
-        with common.Proc(f"wrk-ceiling-{server}", command, port):
+        with ceiling_process(f"wrk-ceiling-{server}", server, port):
             wrk(f"http://127.0.0.1:{port}/json", 1)  # warm-up
             record(f"bare Quart, {server}", wrk(f"http://127.0.0.1:{port}/json", args.duration))
 
@@ -230,12 +229,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     bridge(what, fake_port)
         port = free_port()
-        gunicorn = [str(BIN / "gunicorn"), "--workers", str(GUNICORN_WORKERS),
-                    "--worker-class", "sync", "--bind", f"127.0.0.1:{port}", "--chdir",
-                    str(BENCH), "--log-level", "warning", "flask_snippet:app"]  # fmt: skip
-        env = {"SENTIFYD_BACKEND": f"http://127.0.0.1:{fake_port}", "AVATAR_API_KEY": keys.api_key}
         url = f"http://127.0.0.1:{port}/request_tokens"
-        with common.Proc("wrk-flask-snippet", gunicorn, port, env=env):
+        with snippet_process("wrk-flask-snippet", port, f"http://127.0.0.1:{fake_port}",
+                             keys.api_key):  # fmt: skip
             # Each of its answers waits on Sentifyd, 50 at a time over 5 workers: at least 5 s,
             # after a warm-up, or a short run ends before the first answers come back.
             wrk(url, 2)
@@ -291,7 +287,7 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> d
     return {
         "meta": {
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "commit": _commit(),
+            "commit": args.commit,
             "duration_s": args.duration,
             "rounds": args.rounds,
             "sessions": args.sessions,
@@ -304,12 +300,6 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> d
         "rows": rows,
         "targets": targets,
     }
-
-
-def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                          text=True, cwd=BENCH.parent, check=False)  # fmt: skip
-    return done.stdout.strip() or "unknown"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -355,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sessions in (0, 100000]")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian: apt-get install wrk)")
+    args.commit = code_commit()  # the code that runs, not wherever HEAD is by the end
     try:
         result = measure(args)
     except NotAllOK as exc:
