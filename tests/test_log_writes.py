@@ -1,4 +1,5 @@
-"""The log handler ``serve`` writes with: one write per turn of the event loop, in order.
+"""The log handler ``serve`` writes with: one write per turn of the event loop, in order; and
+the request log's line, written to it without a ``LogRecord`` when nothing else would see one.
 
 Each request's line used to be a write of its own (a system call that lets go of the GIL);
 lines now wait for the end of the loop's turn. Nothing may be lost or reordered on the way:
@@ -13,8 +14,13 @@ import io
 import json
 import logging
 import threading
+import time
+from collections.abc import Iterator
+from typing import Any
 
-from bridge.observe.logs import JsonFormatter, TurnBatchedHandler
+import pytest
+
+from bridge.observe.logs import JsonFormatter, TurnBatchedHandler, info_fields, request_id
 
 
 class Writes(io.StringIO):
@@ -111,3 +117,160 @@ def test_off_the_loop_every_line_is_written_at_once() -> None:
     assert stream.lines() == ["one"]
     log.info("two")
     assert stream.lines() == ["one", "two"]
+
+
+# --- the request log's line without a LogRecord (logs.info_fields) ------------------------
+
+FIELDS = {"method": "GET", "path": "/request_tokens", "status": 200, "duration_ms": 0.42}
+
+
+@pytest.fixture
+def records() -> Iterator[list[logging.LogRecord]]:
+    """Every LogRecord made meanwhile, through logging's public record factory."""
+    made: list[logging.LogRecord] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        made.append(record)
+        return record
+
+    logging.setLogRecordFactory(counting)
+    try:
+        yield made
+    finally:
+        logging.setLogRecordFactory(factory)
+
+
+def _entries(stream: Writes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_the_direct_line_is_the_formatters_line(records: list[logging.LogRecord]) -> None:
+    stream = Writes()
+    log, _ = _logger(stream, "direct")
+    token = request_id.set("req-1")
+    try:
+        before = time.time()
+        info_fields(log, "request", dict(FIELDS))
+        assert records == []  # no record: serve's own handler is the only one to see it
+        log.info("request", extra={"fields": dict(FIELDS)})
+        after = time.time()
+    finally:
+        request_id.reset(token)
+    direct, through_logging = _entries(stream)
+    assert before - 0.001 <= direct["ts"] <= after + 0.001
+    direct["ts"] = through_logging["ts"]
+    assert direct == through_logging
+    assert list(direct) == list(through_logging)  # the same keys in the same order
+    assert direct["request_id"] == "req-1" and direct["level"] == "info"
+
+
+async def test_direct_lines_keep_their_place_among_the_others() -> None:
+    stream = Writes()
+    log, _ = _logger(stream, "order")
+    log.info("first")
+    info_fields(log, "second", {})
+    log.info("third")
+    assert stream.lines() == []  # the same waiting lines, written at the turn's end
+    await asyncio.sleep(0)
+    assert stream.lines() == ["first", "second", "third"]
+    assert len(stream.writes) == 1
+
+
+class Refuse(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.seen.append(record.getMessage())
+        return False
+
+
+def test_a_filter_on_the_logger_still_sees_and_drops_the_record() -> None:
+    stream = Writes()
+    log, _ = _logger(stream, "filtered")
+    refuse = Refuse()
+    log.addFilter(refuse)
+    info_fields(log, "request", dict(FIELDS))
+    assert refuse.seen == ["request"] and stream.lines() == []
+
+
+def test_a_filter_on_the_handler_still_sees_and_drops_the_record() -> None:
+    stream = Writes()
+    log, handler = _logger(stream, "handler_filtered")
+    refuse = Refuse()
+    handler.addFilter(refuse)
+    info_fields(log, "request", dict(FIELDS))
+    assert refuse.seen == ["request"] and stream.lines() == []
+
+
+def test_a_filter_on_a_parent_logger_still_sees_the_record() -> None:
+    stream = Writes()
+    parent = logging.getLogger("test.log_writes.parent")
+    handler = TurnBatchedHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    parent.handlers[:] = [handler]
+    parent.propagate = False
+    refuse = Refuse()
+    parent.addFilter(refuse)
+    child = logging.getLogger("test.log_writes.parent.child")
+    child.setLevel(logging.INFO)
+    # A logger's filters see only its own records; a parent's filters see no child's. The
+    # direct path may skip them only as logging itself does: the line is written.
+    info_fields(child, "request", dict(FIELDS))
+    assert stream.lines() == ["request"]
+    parent.removeFilter(refuse)
+    child.addFilter(refuse)
+    info_fields(child, "refused", dict(FIELDS))
+    assert stream.lines() == ["request"] and refuse.seen == ["refused"]
+
+
+def test_another_handler_gets_the_record_too(records: list[logging.LogRecord]) -> None:
+    stream = Writes()
+    log, _ = _logger(stream, "two_handlers")
+    other = io.StringIO()
+    second = logging.StreamHandler(other)
+    second.setFormatter(JsonFormatter())
+    log.addHandler(second)
+    info_fields(log, "request", dict(FIELDS))
+    assert len(records) == 1
+    assert stream.lines() == ["request"]
+    assert json.loads(other.getvalue())["path"] == "/request_tokens"
+
+
+def test_another_formatter_writes_its_own_line() -> None:
+    stream = Writes()
+    log, handler = _logger(stream, "formatter")
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s %(fields)s"))
+    info_fields(log, "request", {"status": 200})
+    assert stream.getvalue() == "INFO request {'status': 200}\n"
+
+
+def test_levels_still_decide() -> None:
+    stream = Writes()
+    log, handler = _logger(stream, "levels")
+    log.setLevel(logging.WARNING)
+    info_fields(log, "logger above info", {})
+    log.setLevel(logging.INFO)
+    handler.setLevel(logging.WARNING)
+    info_fields(log, "handler above info", {})
+    handler.setLevel(logging.NOTSET)
+    logging.disable(logging.INFO)
+    try:
+        info_fields(log, "disabled", {})
+    finally:
+        logging.disable(logging.NOTSET)
+    info_fields(log, "written", {})
+    assert stream.lines() == ["written"]
+
+
+def test_a_stream_that_fails_is_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("disk full")
+
+    log, _ = _logger(Broken(), "broken")  # type: ignore[arg-type]
+    info_fields(log, "request", dict(FIELDS))  # off a loop: written at once, and it fails
+    assert "disk full" in capsys.readouterr().err

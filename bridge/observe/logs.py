@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from contextvars import ContextVar
 from typing import Any
 
@@ -21,25 +22,41 @@ request_id: ContextVar[str | None] = ContextVar("bridge_request_id", default=Non
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
-        current = request_id.get()
-        if current is not None:
-            entry.setdefault("request_id", current)
+        exc_type = None
         if record.exc_info and record.exc_info[0] is not None:
             # The exception's type only: its text may quote input we were given.
-            entry["exc_type"] = record.exc_info[0].__name__
-        try:
-            return _encode(entry).decode("utf-8")
-        except (TypeError, ValueError, OverflowError):  # a key not text, an int past 64 bits
-            return json.dumps(entry, default=str, separators=(",", ":"))
+            exc_type = record.exc_info[0].__name__
+        return json_line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "fields", None),
+            exc_type,
+        )
+
+
+def json_line(
+    created: float, level: str, logger: str, msg: str, fields: object, exc_type: str | None
+) -> str:
+    """The JSON line of one record, as :class:`JsonFormatter` writes it."""
+    entry: dict[str, Any] = {
+        "ts": round(created, 3),
+        "level": level.lower(),
+        "logger": logger,
+        "msg": msg,
+    }
+    if isinstance(fields, dict):
+        entry.update(fields)
+    current = request_id.get()
+    if current is not None:
+        entry.setdefault("request_id", current)
+    if exc_type is not None:
+        entry["exc_type"] = exc_type
+    try:
+        return _encode(entry).decode("utf-8")
+    except (TypeError, ValueError, OverflowError):  # a key not text, an int past 64 bits
+        return json.dumps(entry, default=str, separators=(",", ":"))
 
 
 _encode = msgspec.json.Encoder(enc_hook=str).encode
@@ -62,17 +79,22 @@ class TurnBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._waiting.append(self.format(record) + self.terminator)
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            if self._due_on is not loop:  # (a loop that ended before its turn did too)
-                self._due_on = loop
-                loop.call_soon(self._write_due)
+            self.push(self.format(record))
         except Exception:  # noqa: BLE001 - logging's contract: report on stderr, never raise
             self.handleError(record)
+
+    def push(self, line: str) -> None:
+        """Write ``line`` at the end of the loop's turn (at once off a loop): the handler's
+        lock held, as ``Handler.handle`` holds it around ``emit``."""
+        self._waiting.append(line + self.terminator)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._due_on is not loop:  # (a loop that ended before its turn did too)
+            self._due_on = loop
+            loop.call_soon(self._write_due)
 
     def _write_due(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
@@ -88,6 +110,58 @@ class TurnBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if waiting:
                 self.stream.write("".join(waiting))
             super().flush()
+
+
+def info_fields(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
+    """``logger.info(msg, extra={"fields": fields})``: the same line, and without a
+    ``LogRecord`` when no one but ``serve``'s own handler would see one.
+
+    The request log's line, once per request: building the record and passing it through the
+    logger's and the handler's machinery cost more than the line itself. Whenever anything else
+    could look at the record (a filter, another handler, another formatter, a handler level
+    above INFO: an operator's or a test's logging set-up), it goes through ``logging`` as ever.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _sole_batched_handler(logger)
+    if handler is None:
+        logger.info(msg, extra={"fields": fields})
+        return
+    level = logging.getLevelName(logging.INFO)
+    line = json_line(time.time(), level, logger.name, msg, fields, None)
+    handler.acquire()
+    try:
+        handler.push(line)
+    except Exception:  # noqa: BLE001 - as emit: report on stderr, never raise
+        handler.handleError(logging.makeLogRecord({"msg": msg}))
+    finally:
+        handler.release()
+
+
+def _sole_batched_handler(logger: logging.Logger) -> TurnBatchedHandler | None:
+    """The handler an INFO record of ``logger`` would reach, when it is the only one, is
+    ``serve``'s (a :class:`TurnBatchedHandler` with a :class:`JsonFormatter`, no filter) and
+    no logger on the way filters; None otherwise."""
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        found.extend(current.handlers)
+        if not current.propagate:
+            break
+        current = current.parent
+    if len(found) != 1:
+        return None  # none: logging's last resort; several: each must get the record
+    handler = found[0]
+    if (
+        type(handler) is not TurnBatchedHandler
+        or handler.filters
+        or handler.level > logging.INFO
+        or type(handler.formatter) is not JsonFormatter
+    ):
+        return None
+    return handler
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:

@@ -79,7 +79,7 @@ def finish(
             metrics.observe_token_request(avatar, status, outcome)
     if tracing.active():
         _trace(request, fields)
-    log.info("request", extra={"fields": fields})
+    logs.info_fields(log, "request", fields)
     logs.request_id.set(None)
     close_exchange()
     return response
