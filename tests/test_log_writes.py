@@ -1,5 +1,6 @@
-"""The log handler ``serve`` writes with: one write per turn of the event loop, in order; and
-the request log's line, written to it without a ``LogRecord`` when nothing else would see one.
+"""The log handler ``serve`` writes with: one write per turn of the event loop (per 20 ms at
+most under load), in order; and the request log's line, written to it without a ``LogRecord``
+when nothing else would see one.
 
 Each request's line used to be a write of its own (a system call that lets go of the GIL);
 lines now wait for the end of the loop's turn. Nothing may be lost or reordered on the way:
@@ -50,19 +51,49 @@ def _logger(stream: Writes, name: str) -> tuple[logging.Logger, TurnBatchedHandl
 
 async def test_the_lines_of_one_loop_turn_are_one_write_in_order() -> None:
     stream = Writes()
-    log, _ = _logger(stream, "turn")
+    log, handler = _logger(stream, "turn")
 
     async def request(i: int) -> None:
         log.info(f"request {i}")
 
     await asyncio.gather(*(request(i) for i in range(20)))
-    await asyncio.sleep(0)  # the turn that wrote them has ended
+    await asyncio.sleep(0)  # the turn that wrote them has ended: nothing written just before
     assert stream.lines() == [f"request {i}" for i in range(20)]
-    assert len(stream.writes) < 20  # fewer writes than lines; one for those of a turn
+    assert len(stream.writes) == 1
     log.info("later")
-    assert stream.lines()[-1] != "later"  # waiting for its turn to end ...
     await asyncio.sleep(0)
-    assert stream.lines()[-1] == "later"  # ... and written then
+    # The last write was just now: this line waits until write_every has passed since.
+    assert stream.lines()[-1] != "later"
+    await asyncio.sleep(handler.write_every * 1.5)
+    assert stream.lines()[-1] == "later" and len(stream.writes) == 2
+
+
+async def test_under_load_a_write_every_twenty_milliseconds_at_most() -> None:
+    stream = Writes()
+    log, handler = _logger(stream, "load")
+    assert handler.write_every == 0.02  # serve's default
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    lines = 0
+    while loop.time() - started < 0.2:  # a line in every turn for 200 ms
+        log.info(f"line {lines}")
+        lines += 1
+        await asyncio.sleep(0)
+    await asyncio.sleep(handler.write_every * 1.5)
+    assert stream.lines() == [f"line {i}" for i in range(lines)]
+    assert lines > 100  # many turns ...
+    assert len(stream.writes) <= 0.2 / handler.write_every + 2  # ... few writes
+
+
+async def test_an_idle_handler_writes_at_the_end_of_the_turn() -> None:
+    stream = Writes()
+    log, handler = _logger(stream, "idle")
+    for text in ("one", "two"):
+        log.info(text)
+        await asyncio.sleep(0)
+        assert stream.lines()[-1] == text  # no write in the last write_every: no wait
+        await asyncio.sleep(handler.write_every * 1.5)
+    assert len(stream.writes) == 2
 
 
 async def test_a_line_from_another_thread_is_written_at_once_after_those_waiting() -> None:

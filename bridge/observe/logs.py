@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 import time
 from contextvars import ContextVar
@@ -63,19 +64,25 @@ _encode = msgspec.json.Encoder(enc_hook=str).encode
 
 
 class TurnBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that writes the lines of one turn of the event loop in one write.
+    """A stream handler that writes the lines of a turn of the event loop, or of a few turns
+    under load, in one write.
 
-    On a running loop a line waits for the end of the loop's turn (``call_soon``): under load
-    several requests end in one turn, and a write of each line of its own was one more system
-    call, and one more hand-over of the GIL, per request. Off a loop (another thread, start-up,
-    after the loop ended) the line is written at once, after any still waiting, so lines keep
-    their order. ``flush`` writes what waits; ``logging.shutdown`` calls it at exit.
+    On a running loop a line waits for the end of the loop's turn (``call_soon``), and, when
+    the last write was less than ``write_every`` seconds ago (20 ms), until that much time has
+    passed (``call_later``): under load many requests end in that time, and a write of each
+    line of its own was one more system call, and one more hand-over of the GIL to the
+    server's thread, per request. An idle bridge's line is written at the end of its turn. Off
+    a loop (another thread, start-up, after the loop ended) the line is written at once, after
+    any still waiting, so lines keep their order. ``flush`` writes what waits;
+    ``logging.shutdown`` calls it at exit.
     """
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, *, write_every: float = 0.02) -> None:
         super().__init__(stream)
+        self.write_every = write_every
         self._waiting: list[str] = []
         self._due_on: asyncio.AbstractEventLoop | None = None  # the loop a write is due on
+        self._written_at = -math.inf  # time.monotonic() of the last write
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -84,8 +91,8 @@ class TurnBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
     def push(self, line: str) -> None:
-        """Write ``line`` at the end of the loop's turn (at once off a loop): the handler's
-        lock held, as ``Handler.handle`` holds it around ``emit``."""
+        """Write ``line`` when a write is due (at once off a loop), with the handler's lock
+        held, as ``Handler.handle`` holds it around ``emit``."""
         self._waiting.append(line + self.terminator)
         try:
             loop = asyncio.get_running_loop()
@@ -94,7 +101,11 @@ class TurnBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         if self._due_on is not loop:  # (a loop that ended before its turn did too)
             self._due_on = loop
-            loop.call_soon(self._write_due)
+            wait = self._written_at + self.write_every - time.monotonic()
+            if wait > 0:
+                loop.call_later(wait, self._write_due)
+            else:
+                loop.call_soon(self._write_due)
 
     def _write_due(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
@@ -108,6 +119,7 @@ class TurnBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self.lock:  # type: ignore[union-attr]
             waiting, self._waiting = self._waiting, []
             if waiting:
+                self._written_at = time.monotonic()
                 self.stream.write("".join(waiting))
             super().flush()
 
