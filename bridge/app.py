@@ -22,6 +22,7 @@ from bridge.gate import IdentitySource
 from bridge.observe import tracing
 from bridge.observe.exchange import Exchange, note
 from bridge.observe.exchange import current as current_exchange
+from bridge.observe.incoming import Incoming
 from bridge.settings.schema import Settings
 from bridge.store import Store
 from bridge.web import requestlog
@@ -224,7 +225,7 @@ def create_app(
         for rule in app.url_map.iter_rules(TOKEN_ENDPOINT)
     }
 
-    async def serve_tokens(request: Request, avatar_name: str | None) -> Response:
+    async def serve_tokens(request: Incoming, avatar_name: str | None) -> Response:
         """The token endpoint without Quart's request machinery: the same first step, view,
         error answers and last step as through Quart (see :mod:`bridge.web.fastpath`)."""
         bridge = Bridge.of(app)  # once: a reload meanwhile does not change this request's parts
@@ -246,12 +247,7 @@ def create_app(
 
     inner = app.asgi_app
     if settings.server.token_fast_path:
-        inner = TokenFastPath(
-            app.asgi_app,
-            serve_tokens,
-            request_class=app.request_class,
-            max_content_length=MAX_BODY,
-        )
+        inner = TokenFastPath(app.asgi_app, serve_tokens)
     # base_path, canonical paths, trusted forwarded headers, in front of the fast path
     install(app, settings.server, inner)
     # outermost but tracing: every early answer to a POST (a 400 bad path included) is drained

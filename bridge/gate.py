@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from quart import Request
-
 from bridge.access.limits import RateLimiter
 from bridge.access.rules import is_allowed
 from bridge.errors import Forbidden, LoginEnded, LoginRequired
 from bridge.identity import Identity, Method
 from bridge.observe import tracing
+from bridge.observe.incoming import Incoming
 from bridge.observe.lifecycle import Lifecycle
 from bridge.sessions.manager import SessionContext, SessionManager, SessionRecord
 from bridge.settings.schema import AvatarSettings
@@ -36,7 +35,7 @@ class IdentitySource(Protocol):
     method: Method
     remote: bool
 
-    async def identify(self, request: Request, record: SessionRecord | None) -> Identity | None:
+    async def identify(self, request: Incoming, record: SessionRecord | None) -> Identity | None:
         """Recognise the visitor from the request (and, for sessions a login made, the record)."""
 
     def login_url(self, next_path: str) -> str: ...
@@ -72,12 +71,12 @@ class Gate:
             return source.login_url(next_path)
         return None
 
-    async def identify(self, request: Request) -> Visitor:
+    async def identify(self, request: Incoming) -> Visitor:
         """Find the visitor's identity and live session; end a session whose login is gone."""
         with tracing.span("identity"):
             return await self._identify(request)
 
-    async def _identify(self, request: Request) -> Visitor:
+    async def _identify(self, request: Incoming) -> Visitor:
         token = self.sessions.cookie_token(request)
         loaded = await self.sessions.load_raw(token) if token else None
         record, raw = loaded if loaded is not None else (None, b"")
@@ -116,7 +115,7 @@ class Gate:
         )
 
     async def admit(
-        self, request: Request, avatar: AvatarSettings, *, next_path: str, create: bool = True
+        self, request: Incoming, avatar: AvatarSettings, *, next_path: str, create: bool = True
     ) -> tuple[Visitor, SessionContext | None]:
         """Admit a visitor to ``avatar``'s tokens: 401 if unknown, 403 if not allowed.
 

@@ -22,6 +22,7 @@ from bridge.identity.oidc import OIDCProvider
 from bridge.secret import Secret
 from bridge.settings.schema import Settings
 from bridge.web.fastpath import TokenFastPath
+from bridge.web.requestlog import TOKEN_ENDPOINT
 from support import leaks as support_leaks
 from support.app import Clock
 from support.config import API_KEY, AVATAR_ID, PREMIUM_API_KEY, PREMIUM_ID, make_settings
@@ -232,14 +233,15 @@ def _install_leak_hooks(monkeypatch: pytest.MonkeyPatch, guard: support_leaks.Le
     # process_response: its answers are registered as it hands them to the server.
     fast_path = TokenFastPath.__init__
 
-    def guarded(self: TokenFastPath, app: Any, serve: Any, **kwargs: Any) -> None:
+    def guarded(self: TokenFastPath, app: Any, serve: Any) -> None:
         async def served(request: Any, avatar_name: str | None) -> Any:
             response = await serve(request, avatar_name)
             body = await response.get_data(as_text=True)
-            support_leaks.register_answer(guard, response, body, request.endpoint)
+            # The fast path serves the token endpoint only.
+            support_leaks.register_answer(guard, response, body, TOKEN_ENDPOINT)
             return response
 
-        fast_path(self, app, served, **kwargs)
+        fast_path(self, app, served)
 
     error_answer = bridge_app.error_answer
 

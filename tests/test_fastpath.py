@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from quart import Quart
+from quart import Quart, Request
 from quart.typing import TestClientProtocol as Client
+from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-from bridge.web.fastpath import TokenFastPath
+from bridge.web.fastpath import TokenFastPath, TokenGet
 from support.app import bridge_of, login, site_cookie
 from support.config import make_settings
 from support.ops import captured_log
@@ -107,6 +108,32 @@ async def post_refresh(client: Client, app: Quart, state: State) -> Any:
     return await client.post("/request_tokens", json={"refreshToken": state.handle})
 
 
+async def escaped_handle(client: Client, app: Quart, state: State) -> Any:
+    # A query with a percent escape is Quart's to decode (the fast path takes plain ones).
+    return await client.get("/request_tokens?refreshToken=%78" + "x" * 42)
+
+
+async def plus_in_handle(client: Client, app: Quart, state: State) -> Any:
+    return await client.get("/request_tokens?refreshToken=a+b&refreshToken=c")
+
+
+async def blank_handle(client: Client, app: Quart, state: State) -> Any:
+    return await client.get("/request_tokens?refreshToken=&q")
+
+
+async def second_cookie_header(client: Client, app: Quart, state: State) -> Any:
+    # Two Cookie headers (the jar's and this one): werkzeug joins them, and so must the fast path.
+    return await client.get("/request_tokens", headers={"Cookie": 'theme="dark"; lang=en'})
+
+
+async def non_ascii_cookie(client: Client, app: Quart, state: State) -> Any:
+    return await client.get("/request_tokens", headers={"Cookie": "name=caf\u00e9"})
+
+
+async def spoofed_remote_addr(client: Client, app: Quart, state: State) -> Any:
+    return await client.get("/request_tokens", headers={"Remote-Addr": "203.0.113.9"})
+
+
 async def site_logged_out(client: Client, app: Quart, state: State) -> Any:
     client.set_cookie("localhost", "session", site_cookie(app, "alice")[:-4] + "AAAA")
     return await client.get("/request_tokens")
@@ -129,10 +156,22 @@ ROWS: list[Row] = [
     wrong_method,
     post_refresh,
     allowed_avatar,
+    escaped_handle,
+    plus_in_handle,
+    blank_handle,
+    second_cookie_header,
+    non_ascii_cookie,
+    spoofed_remote_addr,
     site_logged_out,
 ]
 # Not the component's token GETs: Quart answers them on both apps.
-THROUGH_QUART = {"odd_avatar_name", "wrong_method", "post_refresh"}
+THROUGH_QUART = {
+    "odd_avatar_name",
+    "wrong_method",
+    "post_refresh",
+    "escaped_handle",
+    "non_ascii_cookie",
+}
 
 RANDOM = re.compile(r"[A-Za-z0-9_\-.=~+/%:]{16,}")
 EXPIRES = re.compile(r"Expires=[^;]+")  # werkzeug dates a cookie by the wall clock
@@ -259,6 +298,12 @@ async def test_the_table_covers_every_outcome(
         "wrong_method": 405,
         "post_refresh": 200,  # the same refresh again, within its grace window
         "allowed_avatar": 200,
+        "escaped_handle": 401,
+        "plus_in_handle": 401,
+        "blank_handle": 200,
+        "second_cookie_header": 200,
+        "non_ascii_cookie": 200,
+        "spoofed_remote_addr": 200,
         "site_logged_out": 401,
     }
     cleared = next(a for a in run if a["row"] == "site_logged_out")
@@ -297,3 +342,111 @@ def test_only_the_components_token_gets_take_the_fast_path(
         headers.append((body, b"0" if body == b"content-length" else b"chunked"))
     full = {"type": "http", "http_version": "1.1", "root_path": "", "headers": headers, **scope}
     assert TokenFastPath.token_get(full) == taken
+
+
+def quart_request(scope: dict[str, Any]) -> Request:
+    """Quart's request for ``scope``, built as Quart builds it (its public constructor)."""
+    headers = Headers()
+    headers["Remote-Addr"] = (scope.get("client") or ["<local>"])[0]
+    for name, value in scope["headers"]:
+        headers.add(name.decode("latin-1").title(), value.decode("latin-1"))
+    root = scope.get("root_path", "")
+
+    async def no_push(path: str, pushed: Headers) -> None:
+        raise AssertionError("no push")
+
+    return Request(
+        scope["method"],
+        scope["scheme"],
+        scope["path"][len(root) :],
+        scope["query_string"],
+        headers,
+        root,
+        scope["http_version"],
+        scope,  # type: ignore[arg-type]
+        send_push_promise=no_push,
+    )
+
+
+LOOKED_UP = [
+    "Cookie", "cookie", "COOKIE", "Host", "Origin", "Sec-Fetch-Site", "sec-fetch-site",
+    "Authorization", "X-Request-ID", "x-request-id", "User-Agent", "Remote-Addr", "remote-addr",
+    "X-Absent", "Content-Length", "Transfer-Encoding", "Accept",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "client"),
+    [
+        ([(b"cookie", b"session=abc; sentifyd_bridge=def")], b"", ("10.0.0.1", 5000)),
+        ([(b"cookie", b'a="q\\"uoted"; b=2; a=3'), (b"cookie", b"c=4;;d")], b"x=1&x=2&y", None),
+        ([(b"Cookie", b"  spaced = v ; =empty; novalue")], b"refreshToken=a+b&&=c", None),
+        ([(b"cookie", b"x=\\303\\251; y=%41")], b"refreshToken=&refreshToken=z", None),
+        ([(b"remote-addr", b"203.0.113.9"), (b"origin", b"https://a.example")], b"a=", None),
+        (
+            [(b"x-request-id", b"one"), (b"X-Request-Id", b"two"), (b"sec-fetch-site", b"none")],
+            b"~._-=1",
+            ("2001:db8::1", 1),
+        ),
+        ([(b"authorization", b"Bearer \xe9t\xe9"), (b"user-agent", b"Mozilla/5.0")], b"", None),
+    ],
+)
+def test_the_token_get_reads_what_quarts_request_reads(
+    headers: list[tuple[bytes, bytes]], query: bytes, client: tuple[str, int] | None
+) -> None:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "https",
+        "path": "/avatar/request_tokens",
+        "root_path": "/avatar",
+        "query_string": query,
+        "headers": [(b"host", b"shop.example.com"), *headers],
+        "client": client,
+    }
+    assert TokenFastPath.token_get(scope) == ""  # the fast path's to read
+    ours, quarts = TokenGet(scope), quart_request(scope)
+    for name in ("method", "path", "query_string", "remote_addr", "url_rule", "view_args"):
+        assert getattr(ours, name) == getattr(quarts, name), name
+    assert ours.scope is quarts.scope
+    assert isinstance(ours.cookies, ImmutableMultiDict)
+    assert list(ours.cookies.items(multi=True)) == list(quarts.cookies.items(multi=True))
+    assert isinstance(ours.args, ImmutableMultiDict)
+    assert list(ours.args.items(multi=True)) == list(quarts.args.items(multi=True))
+    for name in LOOKED_UP:
+        assert ours.headers.get(name) == quarts.headers.get(name), name
+        assert ours.headers.get(name, "-") == quarts.headers.get(name, "-"), name
+        assert ours.headers.getlist(name) == quarts.headers.getlist(name), name
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (b"cookie", b"name=caf\xc3\xa9"),  # werkzeug's two cookie parsers differ on these bytes
+        (b"x-stra\xdfe", b"1"),  # werkzeug title-cases names: "\xdf" (sharp s) becomes "Ss"
+    ],
+)
+def test_other_bytes_go_to_quart(header: tuple[bytes, bytes]) -> None:
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "path": "/request_tokens",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), header],
+    }
+    assert TokenFastPath.token_get(scope) is None
+
+
+@pytest.mark.parametrize("query", [b"refreshToken=%41", b"a=\xff", b"a=1;b=2", b"a=%zz"])
+def test_a_query_with_escapes_or_other_bytes_goes_to_quart(query: bytes) -> None:
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "path": "/request_tokens",
+        "query_string": query,
+        "headers": [(b"host", b"localhost")],
+    }
+    assert TokenFastPath.token_get(scope) is None

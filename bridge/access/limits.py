@@ -29,9 +29,8 @@ import math
 import time
 from collections.abc import Callable
 
-from quart import Request
-
 from bridge.errors import RateLimited, UpstreamBusy
+from bridge.observe.incoming import Incoming
 from bridge.sessions.manager import Count, SessionRecord
 from bridge.settings.schema import AvatarSettings, LimitsSettings
 from bridge.settings.values import RateLimit
@@ -84,7 +83,7 @@ class RateLimiter:
         """Count a new session of ``subject``; raise RateLimited beyond the user's budget."""
         await self._hit("user", subject, self.settings.new_sessions_per_user)
 
-    async def check_address(self, request: Request) -> None:
+    async def check_address(self, request: Incoming) -> None:
         """Refuse anonymous work from an address that has already caused too much of it."""
         limit = self.settings.per_ip
         if not limit.enabled:
@@ -93,11 +92,11 @@ class RateLimiter:
         if await self.store.counter(key) >= limit.count:
             self._refuse("ip", window, limit)
 
-    async def count_anonymous(self, request: Request) -> None:
+    async def count_anonymous(self, request: Incoming) -> None:
         """Count one piece of anonymous work (a refusal); raise RateLimited beyond the limit."""
         await self._hit("ip", client_bucket(request.remote_addr), self.settings.per_ip)
 
-    async def check_login(self, request: Request) -> None:
+    async def check_login(self, request: Incoming) -> None:
         """Count a login start; raise RateLimited when its IP starts too many."""
         await self._hit("login", client_bucket(request.remote_addr), self.settings.login_per_ip)
 

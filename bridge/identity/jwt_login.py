@@ -17,13 +17,13 @@ import logging
 from functools import cached_property
 
 import httpx
-from quart import Request
 
 from bridge.errors import BridgeError, IdentityProviderUnavailable, TokenRejected
 from bridge.identity import Claims, Identity, Method, jose
 from bridge.identity.fields import claims_of, subject_of
 from bridge.identity.peer import PeerSource
 from bridge.identity.refetch import JWKS_MAX_AGE, JWKS_MIN_REFETCH, Refetched
+from bridge.observe.incoming import Incoming
 from bridge.settings.schema import JWTLoginSettings
 
 log = logging.getLogger("bridge.jwt_login")
@@ -41,7 +41,7 @@ class JWTSource(PeerSource[JWTLoginSettings]):
         # No key set yet: the next request asks again (a site's login is down until it has one).
         return Refetched(self._fetch, self.clock, cold_backoff=False)
 
-    def token(self, request: Request) -> str | None:
+    def token(self, request: Incoming) -> str | None:
         if self.settings.cookie:
             return request.cookies.get(self.settings.cookie) or None
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
@@ -49,7 +49,7 @@ class JWTSource(PeerSource[JWTLoginSettings]):
             return None
         return value.strip() or None
 
-    async def identify(self, request: Request, record: object = None) -> Identity | None:
+    async def identify(self, request: Incoming, record: object = None) -> Identity | None:
         try:
             claims = await self.verify(self.token(request))
         except BridgeError:

@@ -18,11 +18,11 @@ from functools import cached_property
 from typing import Any
 
 import httpx
-from quart import Request
 
 from bridge.errors import IdentityProviderUnavailable
 from bridge.identity import Identity, Method
 from bridge.identity.peer import PeerSource
+from bridge.observe.incoming import Incoming
 from bridge.settings.schema import SessionCheckSettings
 
 log = logging.getLogger("bridge.session_check")
@@ -45,7 +45,7 @@ class SessionCheckSource(PeerSource[SessionCheckSettings]):
     def _cache(self) -> OrderedDict[str, tuple[float, Identity | None]]:
         return OrderedDict()  # by a hash of the forwarded cookies: (until, identity)
 
-    def _forwarded(self, request: Request) -> dict[str, str]:
+    def _forwarded(self, request: Incoming) -> dict[str, str]:
         forwarded = {}
         for name in self.settings.cookies:
             value = request.cookies.get(name, "")
@@ -53,7 +53,7 @@ class SessionCheckSource(PeerSource[SessionCheckSettings]):
                 forwarded[name] = value
         return forwarded
 
-    async def identify(self, request: Request, record: object = None) -> Identity | None:
+    async def identify(self, request: Incoming, record: object = None) -> Identity | None:
         cookies = self._forwarded(request)
         if not cookies:
             return None

@@ -14,13 +14,13 @@ from typing import Any
 from urllib.parse import quote
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
-from quart import Request
 from quart.json.tag import TaggedJSONSerializer
 
 from bridge.errors import BridgeError
 from bridge.identity import NO_CLAIMS, Claims, Identity, Method
 from bridge.identity.cookie_formats import CookieFormat, open_format
 from bridge.identity.fields import claims_of, subject_of
+from bridge.observe.incoming import Incoming
 from bridge.settings.schema import FlaskCookie, SiteCookie
 
 log = logging.getLogger("bridge.site_cookie")
@@ -141,7 +141,7 @@ class SiteCookieSource:
         claims = claims_of(payload, self.settings.claim_fields)
         return Identity(subject=subject, method=self.method, claims=claims or NO_CLAIMS)
 
-    async def identify(self, request: Request, record: object = None) -> Identity | None:
+    async def identify(self, request: Incoming, record: object = None) -> Identity | None:
         try:
             if self.format is not None:
                 return self.identity_from_payload(await self.format.read(request.cookies))

@@ -13,12 +13,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Request
+from bridge.observe.incoming import Incoming
 
 
 @dataclass(slots=True)
 class Exchange:
-    request: Request
+    request: Incoming
     started: float  # time.perf_counter() at the first step
     request_id: str
     endpoint: str | None = None  # the route's name ("tokens.request_tokens"), None if unmatched

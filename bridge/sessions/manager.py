@@ -21,13 +21,14 @@ from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
-from quart import Request, Response
+from quart import Response
 
 from bridge.errors import LeaseLost, SessionGone, SessionRevoked, StoreUnavailable
 from bridge.identity import Claims, Identity, Method
 from bridge.observe import tracing
 from bridge.observe.exchange import current as current_exchange
 from bridge.observe.exchange import note
+from bridge.observe.incoming import Incoming
 from bridge.observe.lifecycle import Lifecycle
 from bridge.secret import token_urlsafe
 from bridge.sessions.devices import device_label
@@ -309,7 +310,7 @@ class SessionManager:
 
     # --- cookie ---------------------------------------------------------------------------
 
-    def cookie_token(self, request: Request) -> str | None:
+    def cookie_token(self, request: Incoming) -> str | None:
         value = request.cookies.get(self.cookie_name)
         if value and _TOKEN_RE.match(value):
             return value

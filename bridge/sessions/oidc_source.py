@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
-from quart import Request
-
 from bridge.errors import (
     LoginEnded,
     RefreshRefused,
@@ -19,6 +17,7 @@ from bridge.errors import (
 from bridge.identity import Identity, Method
 from bridge.identity.oidc.provider import METHOD, OIDCProvider
 from bridge.identity.oidc.tokens import session_claims
+from bridge.observe.incoming import Incoming
 from bridge.sessions.manager import ProviderTokens, SessionManager, SessionRecord
 from bridge.settings.schema import Settings
 
@@ -62,7 +61,7 @@ class OIDCSource:
     def login_url(self, next_path: str) -> str:
         return self.settings.server.path_for("/login") + "?" + urlencode({"next": next_path})
 
-    async def identify(self, request: Request, record: SessionRecord | None) -> Identity | None:
+    async def identify(self, request: Incoming, record: SessionRecord | None) -> Identity | None:
         if record is None or record.method != METHOD:
             return None
         provider, link = self.provider_of(record), record.extra.oidc

@@ -10,15 +10,14 @@ in ``[server] allowed_origins``.
 
 from __future__ import annotations
 
-from quart import Request
-
 from bridge.errors import CrossSiteRequest
+from bridge.observe.incoming import Incoming
 from bridge.settings.schema import ServerSettings
 
 _OWN = ("same-origin", "none")
 
 
-def check_same_origin(request: Request, server: ServerSettings) -> str | None:
+def check_same_origin(request: Incoming, server: ServerSettings) -> str | None:
     """Refuse a request from another origin (403 ``cross_site_request``).
 
     Return the request's ``Origin`` when it is one of ``allowed_origins`` (for CORS headers).

@@ -15,10 +15,11 @@ import logging
 import re
 import time
 
-from quart import Request, Response
+from quart import Response
 
 from bridge.observe import logs, tracing
 from bridge.observe.exchange import Exchange, close_exchange, open_exchange
+from bridge.observe.incoming import Incoming
 from bridge.observe.metrics import Metrics
 from bridge.secret import token_hex
 from bridge.wiring import Bridge
@@ -32,7 +33,7 @@ MAX_LOGGED_PATH = 256
 log = logging.getLogger("bridge.request")
 
 
-def incoming_request_id(request: Request) -> str | None:
+def incoming_request_id(request: Incoming) -> str | None:
     """Return the proxy's request id when the peer is a trusted proxy and the id is sane."""
     if request.scope.get(TRUSTED_PROXY_FLAG) is not True:
         return None
@@ -40,7 +41,7 @@ def incoming_request_id(request: Request) -> str | None:
     return value if REQUEST_ID_RE.fullmatch(value) else None
 
 
-def start(request: Request, endpoint: str | None) -> Exchange:
+def start(request: Incoming, endpoint: str | None) -> Exchange:
     """Begin a request: note when, and give it an id (the proxy's, or a fresh one)."""
     exchange = Exchange(
         request=request,
@@ -85,7 +86,7 @@ def finish(
     return response
 
 
-def _trace(request: Request, fields: dict[str, object]) -> None:
+def _trace(request: Incoming, fields: dict[str, object]) -> None:
     """Name the request's span by its route; give it the avatar, outcome and hashed session."""
     rule = request.url_rule
     tracing.name_request(request.method, rule.rule if rule is not None else None)
@@ -93,13 +94,13 @@ def _trace(request: Request, fields: dict[str, object]) -> None:
     tracing.annotate(**{name: value for name, value in named.items() if isinstance(value, str)})
 
 
-def _session_id_from_cookie(bridge: Bridge, request: Request) -> str | None:
+def _session_id_from_cookie(bridge: Bridge, request: Incoming) -> str | None:
     # The id is a hash of the cookie value: safe to log, and no store read to find it.
     token = bridge.sessions.cookie_token(request)
     return bridge.sessions.session_id(token) if token else None
 
 
-def _avatar_of_request(bridge: Bridge, request: Request) -> str | None:
+def _avatar_of_request(bridge: Bridge, request: Incoming) -> str | None:
     name = (request.view_args or {}).get("avatar_name")
     avatar = bridge.settings.avatar(name)
     return avatar.name if avatar else None

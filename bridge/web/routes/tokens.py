@@ -17,6 +17,7 @@ from bridge.errors import (
     UnknownAvatar,
 )
 from bridge.observe.exchange import note
+from bridge.observe.incoming import Incoming
 from bridge.web.origin import check_same_origin
 from bridge.wiring import Bridge
 
@@ -27,12 +28,12 @@ MAX_HANDLE_LENGTH = 256
 _encode = msgspec.json.Encoder(enc_hook=str).encode  # settings' names are str subclasses
 
 
-async def read_handle(request: Request) -> str | None:
+async def read_handle(request: Incoming) -> str | None:
     """Return the ``refreshToken`` the component sent (query, form or JSON body), if any."""
     if len(request.query_string) > MAX_QUERY_LENGTH:
         raise RequestTooLarge()
     handle: Any = request.args.get("refreshToken")
-    if handle is None and request.method == "POST":
+    if handle is None and request.method == "POST" and isinstance(request, Request):
         if request.is_json:
             try:
                 body = await request.get_json(silent=True)
@@ -59,7 +60,7 @@ async def request_tokens(avatar_name: str | None = None) -> Response:
     return await answer(Bridge.of(current_app), request, avatar_name)
 
 
-async def answer(bridge: Bridge, request: Request, avatar_name: str | None) -> Response:
+async def answer(bridge: Bridge, request: Incoming, avatar_name: str | None) -> Response:
     """The token endpoint's answer: through Quart above, or its direct path for GETs
     (:class:`bridge.web.fastpath.TokenFastPath`); it reads no Quart context."""
     cors_origin = check_same_origin(request, bridge.settings.server)
