@@ -169,7 +169,9 @@ class RedisServer(Proc):
 
 
 def code_commit() -> str:
-    """The commit the benchmark's code is at (``-dirty`` if tracked files differ from it)."""
+    """The commit the benchmark's code is at (``-dirty`` if tracked files differ from it; the
+    reports under ``bench/results/``, which a run before this one may have just written, do not
+    count)."""
 
     def git(*args: str) -> str:
         done = subprocess.run(
@@ -177,7 +179,9 @@ def code_commit() -> str:
         )
         return done.stdout.strip()
 
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    dirty = git(
+        "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)bench/results"
+    )
     return git("rev-parse", "--short=12", "HEAD") + ("-dirty" if dirty else "")
 
 
