@@ -219,20 +219,12 @@ class Refuse(logging.Filter):
         return False
 
 
-def test_a_filter_on_the_logger_still_sees_and_drops_the_record() -> None:
+@pytest.mark.parametrize("on", ["logger", "handler"])
+def test_a_filter_still_sees_and_drops_the_record(on: str) -> None:
     stream = Writes()
-    log, _ = _logger(stream, "filtered")
+    log, handler = _logger(stream, f"filtered_on_{on}")
     refuse = Refuse()
-    log.addFilter(refuse)
-    info_fields(log, "request", dict(FIELDS))
-    assert refuse.seen == ["request"] and stream.lines() == []
-
-
-def test_a_filter_on_the_handler_still_sees_and_drops_the_record() -> None:
-    stream = Writes()
-    log, handler = _logger(stream, "handler_filtered")
-    refuse = Refuse()
-    handler.addFilter(refuse)
+    (log if on == "logger" else handler).addFilter(refuse)
     info_fields(log, "request", dict(FIELDS))
     assert refuse.seen == ["request"] and stream.lines() == []
 
