@@ -229,7 +229,7 @@ def test_a_filter_still_sees_and_drops_the_record(on: str) -> None:
     assert refuse.seen == ["request"] and stream.lines() == []
 
 
-def test_a_filter_on_a_parent_logger_still_sees_the_record() -> None:
+def test_a_parent_loggers_filter_sees_no_record_of_a_child_as_in_logging() -> None:
     stream = Writes()
     parent = logging.getLogger("test.log_writes.parent")
     handler = TurnBatchedHandler(stream)

@@ -153,12 +153,13 @@ def info_fields(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> Non
 def _sole_batched_handler(logger: logging.Logger) -> TurnBatchedHandler | None:
     """The handler an INFO record of ``logger`` would reach, when it is the only one, is
     ``serve``'s (a :class:`TurnBatchedHandler` with a :class:`JsonFormatter`, no filter) and
-    no logger on the way filters; None otherwise."""
+    ``logger`` has no filter (as in ``logging``, its ancestors' filters see none of its
+    records); None otherwise."""
+    if logger.filters:
+        return None
     found: list[logging.Handler] = []
     current: logging.Logger | None = logger
     while current is not None:
-        if current.filters:
-            return None
         found.extend(current.handlers)
         if not current.propagate:
             break
